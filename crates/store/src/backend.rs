@@ -1,0 +1,105 @@
+//! The object-store-shaped interface every storage backend implements.
+//!
+//! Keys are `/`-separated strings of `[A-Za-z0-9._:+-]` components (never empty,
+//! `.` or `..`, never starting with `.`). A key may be both an object and the
+//! prefix of other keys, as on S3.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+/// A stream of bytes read from or written to a backend.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// An object opened for reading: its metadata and the requested bytes.
+pub struct ObjectReader {
+    pub meta: ObjectMeta,
+    pub body: ByteStream,
+}
+
+/// Appends bytes to an upload session's data.
+#[async_trait]
+pub trait UploadWriter: Send {
+    async fn write(&mut self, data: Bytes) -> io::Result<()>;
+    /// Flush what was written. Durability is only promised by `upload_commit`.
+    async fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn head(&self, key: &str) -> io::Result<Option<ObjectMeta>>;
+
+    /// Read an object, or the half-open byte range `start..end` of it.
+    /// The caller has checked the range against the size from `head`.
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<ObjectReader>>;
+
+    /// Read a small object whole (metadata: links, tags, manifests).
+    async fn read(&self, key: &str) -> io::Result<Option<Bytes>>;
+
+    /// Store an object atomically and durably: readers see the old object or
+    /// the whole new one, and once this returns it survives a crash.
+    async fn put(&self, key: &str, data: Bytes) -> io::Result<()>;
+
+    /// Remove an object. Returns whether it existed.
+    async fn delete(&self, key: &str) -> io::Result<bool>;
+
+    /// Keys below `prefix` (which ends with `/`), relative to it, in lexical
+    /// byte order, strictly after `start_after`, at most `limit` of them.
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> io::Result<Vec<String>>;
+
+    // Upload sessions: data that grows by appends and becomes an object on commit.
+
+    /// Start an upload session holding `meta` (opaque to the backend).
+    async fn upload_create(&self, id: &str, meta: Bytes) -> io::Result<()>;
+    /// The session's meta and the size / last-modified time of its data.
+    async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>>;
+    /// Append to the session's data, which must currently be `offset` bytes long.
+    async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>>;
+    /// Cut the session's data back to `len` bytes (undo a failed append).
+    async fn upload_truncate(&self, id: &str, len: u64) -> io::Result<()>;
+    /// Read the session's data from the start.
+    async fn upload_read(&self, id: &str) -> io::Result<ByteStream>;
+    /// Make the session's data the object `key` (durably) and end the session.
+    /// If `key` already exists, its content is kept (content-addressed keys).
+    async fn upload_commit(&self, id: &str, key: &str) -> io::Result<()>;
+    /// End a session and remove its data.
+    async fn upload_delete(&self, id: &str) -> io::Result<()>;
+    /// Every session with the last-modified time of its data.
+    async fn upload_list(&self) -> io::Result<Vec<(String, SystemTime)>>;
+}
+
+/// Is `key` a well-formed backend key?
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+'))
+        })
+}
+
+pub(crate) fn invalid_key(key: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid storage key {key:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys() {
+        assert!(super::valid_key("blobs/sha256/ab/abcd"));
+        assert!(super::valid_key("repositories/a/b/_tags/v1.0"));
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "a/.x", "a/b~", "a b", "a\\b"] {
+            assert!(!super::valid_key(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The filesystem backend: the default, a local data directory.
+//!
+//! Layout under the root:
+//! - `<key>~` — the object `key`. Objects carry a `~` suffix (never part of a
+//!   key) so that a key can also be the prefix of other keys, as on S3: the
+//!   object `_catalog/a/b` is the file `_catalog/a/b~` beside the directory
+//!   `_catalog/a/b/` that holds `_catalog/a/b/c~`.
+//! - `.tmp/` — files being written; renamed into place when complete.
+//! - `_uploads/<id>/{meta,data}` — upload sessions; `data` is renamed to the
+//!   blob's key on commit (no copy).
+//!
+//! Every write that a caller is told about is durable: the file is fsynced
+//! before the rename and the directory after it (unless fsync is disabled).
+
+use crate::backend::{Backend, ByteStream, ObjectMeta, ObjectReader, UploadWriter, invalid_key, valid_key};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+const OBJECT_SUFFIX: char = '~';
+const TMP_DIR: &str = ".tmp";
+const UPLOADS_DIR: &str = "_uploads";
+/// Read buffer for streaming objects out.
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct FsBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    fsync: bool,
+}
+
+impl FsBackend {
+    /// Open (creating if needed) a data directory. Leftover temporary files
+    /// from an earlier crash are removed.
+    pub fn open(root: impl Into<PathBuf>, fsync: bool) -> io::Result<FsBackend> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let root = root.canonicalize()?;
+        let tmp = root.join(TMP_DIR);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(root.join(UPLOADS_DIR))?;
+        Ok(FsBackend {
+            inner: Arc::new(Inner { root, fsync }),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn object_path(&self, key: &str) -> io::Result<PathBuf> {
+        if !valid_key(key) || key.starts_with(UPLOADS_DIR) {
+            return Err(invalid_key(key));
+        }
+        let mut p = self.inner.root.join(key).into_os_string();
+        p.push(OBJECT_SUFFIX.to_string());
+        Ok(PathBuf::from(p))
+    }
+
+    fn upload_dir(&self, id: &str) -> io::Result<PathBuf> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid_key(id));
+        }
+        Ok(self.inner.root.join(UPLOADS_DIR).join(id))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let name: u128 = rand::random();
+        self.inner.root.join(TMP_DIR).join(format!("{name:032x}"))
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.inner.fsync {
+            let dir = dir.to_owned();
+            tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+                .await
+                .map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// Create `dir` and any missing parents, making each new entry durable.
+    async fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if tokio::fs::metadata(dir).await.is_ok() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || this.ensure_dir_blocking(&dir))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn ensure_dir_blocking(&self, dir: &Path) -> io::Result<()> {
+        // Walk up to the first existing ancestor, then create downwards.
+        let mut missing = Vec::new();
+        let mut cur = dir;
+        while std::fs::metadata(cur).is_err() {
+            missing.push(cur.to_owned());
+            match cur.parent() {
+                Some(p) if p.starts_with(&self.inner.root) => cur = p,
+                _ => break,
+            }
+        }
+        for d in missing.iter().rev() {
+            match std::fs::create_dir(d) {
+                Ok(()) => {
+                    if self.inner.fsync {
+                        if let Some(parent) = d.parent() {
+                            std::fs::File::open(parent)?.sync_all()?;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `data` to a temp file, fsync it and rename it to `dest`.
+    async fn write_atomic(&self, dest: &Path, data: &[u8]) -> io::Result<()> {
+        let tmp = self.tmp_path();
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(data).await?;
+            if self.inner.fsync {
+                f.sync_all().await?;
+            }
+            drop(f);
+            let parent = dest.parent().ok_or_else(|| invalid_key("/"))?;
+            self.ensure_dir(parent).await?;
+            tokio::fs::rename(&tmp, dest).await?;
+            self.sync_dir(parent).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        size: m.len(),
+        modified: m.modified().ok(),
+    }
+}
+
+fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lexical listing of a directory tree of objects: files `name~` are keys
+/// `name`, directories `name` are prefixes `name/`; siblings are ordered by
+/// those strings, so the walk yields keys in byte order.
+fn walk(dir: &Path, rel: &str, start_after: Option<&str>, limit: usize, out: &mut Vec<String>) -> io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            entries.push((format!("{rel}{name}/"), Some(entry.path())));
+        } else if let Some(stem) = name.strip_suffix(OBJECT_SUFFIX) {
+            entries.push((format!("{rel}{stem}"), None));
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (key, sub) in entries {
+        if out.len() >= limit {
+            break;
+        }
+        match sub {
+            None => {
+                if start_after.is_none_or(|s| key.as_str() > s) {
+                    out.push(key);
+                }
+            }
+            Some(path) => {
+                // Skip a subtree whose keys all sort at or before start_after.
+                if let Some(s) = start_after {
+                    if s > key.as_str() && !s.starts_with(key.as_str()) {
+                        continue;
+                    }
+                }
+                walk(&path, &key, start_after, limit, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct FsUploadWriter {
+    file: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+#[async_trait]
+impl UploadWriter for FsUploadWriter {
+    async fn write(&mut self, data: Bytes) -> io::Result<()> {
+        self.file.write_all(&data).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.file.flush().await
+    }
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    async fn head(&self, key: &str) -> io::Result<Option<ObjectMeta>> {
+        let p = self.object_path(key)?;
+        Ok(not_found_is_none(tokio::fs::metadata(&p).await)?
+            .filter(|m| m.is_file())
+            .map(|m| meta_of(&m)))
+    }
+
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<ObjectReader>> {
+        let p = self.object_path(key)?;
+        let Some(mut f) = not_found_is_none(tokio::fs::File::open(&p).await)? else {
+            return Ok(None);
+        };
+        let meta = meta_of(&f.metadata().await?);
+        let body: ByteStream = match range {
+            None => Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)),
+            Some((start, end)) => {
+                f.seek(io::SeekFrom::Start(start)).await?;
+                Box::pin(ReaderStream::with_capacity(f.take(end.saturating_sub(start)), READ_CHUNK))
+            }
+        };
+        Ok(Some(ObjectReader { meta, body }))
+    }
+
+    async fn read(&self, key: &str) -> io::Result<Option<Bytes>> {
+        let p = self.object_path(key)?;
+        Ok(not_found_is_none(tokio::fs::read(&p).await)?.map(Bytes::from))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
+        let p = self.object_path(key)?;
+        self.write_atomic(&p, &data).await
+    }
+
+    async fn delete(&self, key: &str) -> io::Result<bool> {
+        let p = self.object_path(key)?;
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => {
+                if let Some(parent) = p.parent() {
+                    self.sync_dir(parent).await?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> io::Result<Vec<String>> {
+        let dir = match prefix.strip_suffix('/') {
+            Some(p) if valid_key(p) => self.inner.root.join(p),
+            _ => return Err(invalid_key(prefix)),
+        };
+        let start_after = start_after.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&dir, "", start_after.as_deref(), limit, &mut out)?;
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn upload_create(&self, id: &str, meta: Bytes) -> io::Result<()> {
+        let dir = self.upload_dir(id)?;
+        self.ensure_dir(&dir).await?;
+        tokio::fs::File::create(dir.join("data")).await?;
+        self.write_atomic(&dir.join("meta"), &meta).await
+    }
+
+    async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>> {
+        let dir = self.upload_dir(id)?;
+        let Some(meta) = not_found_is_none(tokio::fs::read(dir.join("meta")).await)? else {
+            return Ok(None);
+        };
+        let Some(data) = not_found_is_none(tokio::fs::metadata(dir.join("data")).await)? else {
+            return Ok(None);
+        };
+        Ok(Some((Bytes::from(meta), meta_of(&data))))
+    }
+
+    async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
+        let path = self.upload_dir(id)?.join("data");
+        let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await?;
+        let len = file.metadata().await?.len();
+        if len != offset {
+            file.set_len(offset).await?;
+        }
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        Ok(Box::new(FsUploadWriter {
+            file: tokio::io::BufWriter::with_capacity(READ_CHUNK, file),
+        }))
+    }
+
+    async fn upload_truncate(&self, id: &str, len: u64) -> io::Result<()> {
+        let path = self.upload_dir(id)?.join("data");
+        let file = tokio::fs::OpenOptions::new().write(true).open(&path).await?;
+        file.set_len(len).await
+    }
+
+    async fn upload_read(&self, id: &str) -> io::Result<ByteStream> {
+        let path = self.upload_dir(id)?.join("data");
+        let f = tokio::fs::File::open(&path).await?;
+        Ok(Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)))
+    }
+
+    async fn upload_commit(&self, id: &str, key: &str) -> io::Result<()> {
+        let dest = self.object_path(key)?;
+        let dir = self.upload_dir(id)?;
+        let data = dir.join("data");
+        if tokio::fs::metadata(&dest).await.is_err() {
+            if self.inner.fsync {
+                tokio::fs::File::open(&data).await?.sync_all().await?;
+            }
+            let parent = dest.parent().ok_or_else(|| invalid_key(key))?;
+            self.ensure_dir(parent).await?;
+            tokio::fs::rename(&data, &dest).await?;
+            self.sync_dir(parent).await?;
+        }
+        self.upload_delete(id).await
+    }
+
+    async fn upload_delete(&self, id: &str) -> io::Result<()> {
+        let dir = self.upload_dir(id)?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn upload_list(&self) -> io::Result<Vec<(String, SystemTime)>> {
+        let mut out = Vec::new();
+        let mut rd = tokio::fs::read_dir(self.inner.root.join(UPLOADS_DIR)).await?;
+        while let Some(entry) = rd.next_entry().await? {
+            let Ok(id) = entry.file_name().into_string() else { continue };
+            let data = entry.path().join("data");
+            let modified = match tokio::fs::metadata(&data).await {
+                Ok(m) => m.modified()?,
+                // A session directory without data is debris from a crash in create.
+                Err(_) => entry.metadata().await?.modified()?,
+            };
+            out.push((id, modified));
+        }
+        Ok(out)
+    }
+}
+
+/// Collect a stream into memory (tests and small objects only).
+pub async fn collect(mut s: ByteStream) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Some(chunk) = s.next().await {
+        v.extend_from_slice(&chunk?);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn backend() -> (tempfile::TempDir, FsBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::open(dir.path(), true).unwrap();
+        (dir, b)
+    }
+
+    #[tokio::test]
+    async fn put_get_delete() {
+        let (_d, b) = backend().await;
+        assert_eq!(b.head("a/b").await.unwrap(), None);
+        b.put("a/b", Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(b.head("a/b").await.unwrap().unwrap().size, 5);
+        assert_eq!(&b.read("a/b").await.unwrap().unwrap()[..], b"hello");
+        let r = b.get("a/b", Some((1, 3))).await.unwrap().unwrap();
+        assert_eq!(collect(r.body).await.unwrap(), b"el");
+        // A key can be an object and a prefix at once.
+        b.put("a/b/c", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(&b.read("a/b").await.unwrap().unwrap()[..], b"hello");
+        assert!(b.delete("a/b").await.unwrap());
+        assert!(!b.delete("a/b").await.unwrap());
+        assert_eq!(b.head("a/b").await.unwrap(), None);
+        assert!(b.put("../x", Bytes::new()).await.is_err());
+        assert!(b.put("_uploads/x", Bytes::new()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn list_is_lexical_and_paginates() {
+        let (_d, b) = backend().await;
+        let keys = ["a/b", "a/b/c", "a-b", "a/b.x", "a/b/c/d", "b", "a/a", "_x/y"];
+        for k in keys {
+            b.put(&format!("cat/{k}"), Bytes::new()).await.unwrap();
+        }
+        let mut want: Vec<&str> = keys.to_vec();
+        want.sort();
+        assert_eq!(b.list("cat/", None, 100).await.unwrap(), want);
+        // Page through with every possible start_after.
+        for (i, k) in want.iter().enumerate() {
+            assert_eq!(b.list("cat/", Some(k), 2).await.unwrap(), want[i + 1..].iter().take(2).copied().collect::<Vec<_>>());
+        }
+        assert_eq!(b.list("cat/", Some("a/b/"), 100).await.unwrap(), ["a/b/c", "a/b/c/d", "b"]);
+        assert!(b.list("nothing/", None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn uploads() {
+        let (_d, b) = backend().await;
+        b.upload_create("u1", Bytes::from_static(b"{}")).await.unwrap();
+        let mut w = b.upload_writer("u1", 0).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.finish().await.unwrap();
+        let mut w = b.upload_writer("u1", 3).await.unwrap();
+        w.write(Bytes::from_static(b"def")).await.unwrap();
+        w.finish().await.unwrap();
+        b.upload_truncate("u1", 4).await.unwrap();
+        let (meta, data) = b.upload_stat("u1").await.unwrap().unwrap();
+        assert_eq!(&meta[..], b"{}");
+        assert_eq!(data.size, 4);
+        assert_eq!(b.upload_list().await.unwrap().len(), 1);
+        b.upload_commit("u1", "blobs/x").await.unwrap();
+        assert_eq!(&b.read("blobs/x").await.unwrap().unwrap()[..], b"abcd");
+        assert!(b.upload_stat("u1").await.unwrap().is_none());
+        assert!(b.upload_list().await.unwrap().is_empty());
+        assert!(b.upload_stat("../etc").await.is_err());
+    }
+}

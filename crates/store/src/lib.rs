@@ -1,0 +1,15 @@
+//! Wharf storage.
+//!
+//! - [`backend`]: a small object-store interface (get with range, head, atomic
+//!   put, streaming upload, lexical prefix listing with start-after, delete)
+//!   and its filesystem implementation [`fs::FsBackend`].
+//! - [`registry`]: the OCI data model (blobs, manifests, tags, referrers,
+//!   upload sessions) mapped onto backend keys. It knows nothing of HTTP.
+
+pub mod backend;
+pub mod fs;
+pub mod keys;
+pub mod registry;
+
+pub use backend::{Backend, ByteStream, ObjectMeta};
+pub use registry::{Error, Registry, RegistryConfig};

@@ -1,0 +1,753 @@
+//! The registry core: blobs, upload sessions, manifests, tags, referrers and
+//! the catalog, with the rules of the distribution spec. No HTTP here.
+//!
+//! Concurrency: there is no global lock. Each upload session has its own
+//! mutex (sessions are found through a sharded map); everything else is
+//! atomic puts of immutable or last-writer-wins objects.
+
+use crate::backend::{Backend, ByteStream, ObjectReader};
+use crate::keys;
+use bytes::Bytes;
+use dashmap::{DashMap, DashSet};
+use futures_util::StreamExt;
+use oci::manifest::{self, Descriptor, Kind, Manifest};
+use oci::{Algorithm, Digest, Digester, ErrorCode, Reference, RegistryError, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Mutex;
+
+/// Errors of the registry core: client-visible domain errors, kept apart
+/// from storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A chunk did not start where the upload session ends (416).
+    #[error("upload chunk out of order: the session holds {offset} bytes")]
+    RangeNotSatisfiable { offset: u64 },
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn err(code: ErrorCode, message: impl Into<String>) -> Error {
+    Error::Registry(RegistryError::new(code, message))
+}
+
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Whether deletes (manifests, tags, blobs) are allowed.
+    pub delete_enabled: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { delete_enabled: true }
+    }
+}
+
+/// What a manifest link records.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestLink {
+    media_type: String,
+    size: u64,
+}
+
+/// What an upload session's meta records (persisted: sessions survive restarts).
+#[derive(Serialize, Deserialize)]
+struct UploadMeta {
+    repo: String,
+    algorithm: String,
+    created: u64,
+}
+
+/// In-memory state of an upload session: the running digest of its data.
+struct Session {
+    repo: String,
+    /// The running digest and how many bytes it covers; `None` until known
+    /// (after a restart it is rebuilt from the data on first use).
+    hasher: Option<(Digester, u64)>,
+    algorithm: Algorithm,
+    /// The session ended (committed or cancelled) while a caller waited for it.
+    ended: bool,
+}
+
+/// A manifest read back from the store.
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// The result of a manifest push.
+#[derive(Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub tags: Vec<Tag>,
+}
+
+/// A page of a listing and whether more entries follow.
+pub struct Page {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+pub struct Registry {
+    backend: Arc<dyn Backend>,
+    config: RegistryConfig,
+    sessions: DashMap<String, Arc<Mutex<Session>>>,
+    /// Repositories known to have a catalog entry (saves a HEAD per push).
+    known_repos: DashSet<String>,
+}
+
+/// The valid form of an upload session id (a UUID).
+pub fn valid_upload_id(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+            }
+        })
+}
+
+fn new_upload_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn upload_unknown() -> Error {
+    err(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+}
+
+fn blob_unknown(d: &Digest) -> Error {
+    Error::Registry(
+        RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+            .with_detail(serde_json::json!({ "digest": d.to_string() })),
+    )
+}
+
+fn manifest_unknown(r: &dyn std::fmt::Display) -> Error {
+    Error::Registry(
+        RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
+            .with_detail(serde_json::json!({ "reference": r.to_string() })),
+    )
+}
+
+impl Registry {
+    pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
+        Registry {
+            backend,
+            config,
+            sessions: DashMap::new(),
+            known_repos: DashSet::new(),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn check_delete(&self) -> Result<()> {
+        if self.config.delete_enabled {
+            Ok(())
+        } else {
+            Err(err(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+        }
+    }
+
+    /// Record the repository in the catalog index (once).
+    async fn ensure_repo(&self, name: &RepoName) -> Result<()> {
+        if self.known_repos.contains(name.as_str()) {
+            return Ok(());
+        }
+        let key = keys::catalog(name);
+        if self.backend.head(&key).await?.is_none() {
+            self.backend.put(&key, Bytes::new()).await?;
+        }
+        self.known_repos.insert(name.as_str().to_owned());
+        Ok(())
+    }
+
+    pub async fn repo_exists(&self, name: &RepoName) -> Result<bool> {
+        if self.known_repos.contains(name.as_str()) {
+            return Ok(true);
+        }
+        Ok(self.backend.head(&keys::catalog(name)).await?.is_some())
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Size of a blob if it is in the repository.
+    pub async fn blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
+        if self.backend.head(&keys::repo_blob(name, d)).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.backend.head(&keys::blob(d)).await?.map(|m| m.size))
+    }
+
+    /// Open a blob of the repository, whole or the half-open range `start..end`.
+    pub async fn blob_get(&self, name: &RepoName, d: &Digest, range: Option<(u64, u64)>) -> Result<ObjectReader> {
+        if self.backend.head(&keys::repo_blob(name, d)).await?.is_none() {
+            return Err(blob_unknown(d));
+        }
+        self.backend.get(&keys::blob(d), range).await?.ok_or_else(|| blob_unknown(d))
+    }
+
+    /// Remove a blob from the repository (the content stays until garbage collection).
+    pub async fn blob_delete(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.check_delete()?;
+        if !self.backend.delete(&keys::repo_blob(name, d)).await? {
+            return Err(blob_unknown(d));
+        }
+        Ok(())
+    }
+
+    /// Link a blob that is in the store into `name`. With `from`, the blob
+    /// must be in that repository. Returns whether the mount happened.
+    pub async fn mount(&self, name: &RepoName, d: &Digest, from: Option<&RepoName>) -> Result<bool> {
+        if let Some(from) = from {
+            if self.backend.head(&keys::repo_blob(from, d)).await?.is_none() {
+                return Ok(false);
+            }
+        }
+        if self.backend.head(&keys::blob(d)).await?.is_none() {
+            return Ok(false);
+        }
+        self.link_blob(name, d).await?;
+        Ok(true)
+    }
+
+    async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        let key = keys::repo_blob(name, d);
+        if self.backend.head(&key).await?.is_none() {
+            self.backend.put(&key, Bytes::new()).await?;
+        }
+        self.ensure_repo(name).await
+    }
+
+    // -------------------------------------------------------------- uploads
+
+    /// Start an upload session for `algorithm`; returns its id.
+    pub async fn upload_start(&self, name: &RepoName, algorithm: Algorithm) -> Result<String> {
+        let id = new_upload_id();
+        let meta = UploadMeta {
+            repo: name.as_str().to_owned(),
+            algorithm: algorithm.as_str().to_owned(),
+            created: unix_now(),
+        };
+        let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+        self.backend.upload_create(&id, meta.into()).await?;
+        let session = Session {
+            repo: name.as_str().to_owned(),
+            hasher: Some((algorithm.digester(), 0)),
+            algorithm,
+            ended: false,
+        };
+        self.sessions.insert(id.clone(), Arc::new(Mutex::new(session)));
+        Ok(id)
+    }
+
+    /// Find a session of this repository, loading it from storage after a restart.
+    async fn session(&self, name: &RepoName, id: &str) -> Result<Arc<Mutex<Session>>> {
+        if !valid_upload_id(id) {
+            return Err(upload_unknown());
+        }
+        if let Some(s) = self.sessions.get(id) {
+            let s = s.clone();
+            if s.lock().await.repo != name.as_str() {
+                return Err(upload_unknown());
+            }
+            return Ok(s);
+        }
+        let Some((meta, _)) = self.backend.upload_stat(id).await? else {
+            return Err(upload_unknown());
+        };
+        let meta: UploadMeta = serde_json::from_slice(&meta).map_err(|_| upload_unknown())?;
+        if meta.repo != name.as_str() {
+            return Err(upload_unknown());
+        }
+        let algorithm = meta.algorithm.parse().map_err(|_| upload_unknown())?;
+        let session = Arc::new(Mutex::new(Session {
+            repo: meta.repo,
+            hasher: None,
+            algorithm,
+            ended: false,
+        }));
+        Ok(self.sessions.entry(id.to_owned()).or_insert(session).clone())
+    }
+
+    /// Current size of the session's data, bringing the running digest up to date.
+    async fn session_offset(&self, id: &str, s: &mut Session) -> Result<u64> {
+        if s.ended {
+            return Err(upload_unknown());
+        }
+        let Some((_, data)) = self.backend.upload_stat(id).await? else {
+            s.ended = true;
+            return Err(upload_unknown());
+        };
+        match &s.hasher {
+            Some((_, n)) if *n == data.size => {}
+            _ => {
+                // Only after a restart (or a failed write): re-read the data once.
+                let mut h = s.algorithm.digester();
+                let mut n = 0u64;
+                let mut stream = self.backend.upload_read(id).await?;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    h.update(&chunk);
+                    n += chunk.len() as u64;
+                }
+                s.hasher = Some((h, n));
+            }
+        }
+        Ok(data.size)
+    }
+
+    /// Bytes received so far by a session.
+    pub async fn upload_status(&self, name: &RepoName, id: &str) -> Result<u64> {
+        let s = self.session(name, id).await?;
+        let mut s = s.lock().await;
+        self.session_offset(id, &mut s).await
+    }
+
+    /// Append a chunk. `range` is the request's Content-Range (inclusive
+    /// start and end) if it sent one. A chunk is all or nothing: if the body
+    /// fails or does not match the range, the session is left as it was.
+    pub async fn upload_append(
+        &self,
+        name: &RepoName,
+        id: &str,
+        body: ByteStream,
+        range: Option<(u64, u64)>,
+    ) -> Result<u64> {
+        let s = self.session(name, id).await?;
+        let mut s = s.lock().await;
+        self.append_locked(id, &mut s, body, range).await
+    }
+
+    async fn append_locked(&self, id: &str, s: &mut Session, mut body: ByteStream, range: Option<(u64, u64)>) -> Result<u64> {
+        let offset = self.session_offset(id, s).await?;
+        if let Some((start, _)) = range {
+            if start != offset {
+                return Err(Error::RangeNotSatisfiable { offset });
+            }
+        }
+        let Some((hasher, _)) = s.hasher.as_ref() else {
+            return Err(upload_unknown());
+        };
+        let mut hasher = hasher.clone();
+        let mut written = 0u64;
+        let result: Result<()> = async {
+            let mut w = self.backend.upload_writer(id, offset).await?;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    err(ErrorCode::BlobUploadInvalid, format!("reading the request body failed: {e}"))
+                })?;
+                hasher.update(&chunk);
+                written += chunk.len() as u64;
+                w.write(chunk).await?;
+            }
+            w.finish().await?;
+            if let Some((start, end)) = range {
+                if end < start || end - start + 1 != written {
+                    return Err(err(
+                        ErrorCode::SizeInvalid,
+                        format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                s.hasher = Some((hasher, offset + written));
+                Ok(offset + written)
+            }
+            Err(e) => {
+                // Undo the partial chunk; the running digest still covers `offset` bytes.
+                if let Err(te) = self.backend.upload_truncate(id, offset).await {
+                    tracing::warn!(upload = id, error = %te, "could not undo a failed chunk");
+                    s.hasher = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Close a session: append the final chunk (if any), verify the digest of
+    /// the whole blob and make it visible in the repository.
+    pub async fn upload_finish(
+        &self,
+        name: &RepoName,
+        id: &str,
+        body: Option<ByteStream>,
+        range: Option<(u64, u64)>,
+        expected: &Digest,
+    ) -> Result<u64> {
+        let s = self.session(name, id).await?;
+        let mut s = s.lock().await;
+        let size = match body {
+            Some(body) => self.append_locked(id, &mut s, body, range).await?,
+            None => self.session_offset(id, &mut s).await?,
+        };
+        let actual = match &s.hasher {
+            Some((h, _)) if h.algorithm() == expected.algorithm() => h.clone().finish(),
+            _ => {
+                // The client chose another algorithm than the session's: hash again.
+                let mut h = expected.algorithm().digester();
+                let mut stream = self.backend.upload_read(id).await?;
+                while let Some(chunk) = stream.next().await {
+                    h.update(&chunk?);
+                }
+                h.finish()
+            }
+        };
+        if &actual != expected {
+            s.ended = true;
+            self.sessions.remove(id);
+            self.backend.upload_delete(id).await?;
+            return Err(Error::Registry(
+                RegistryError::new(ErrorCode::DigestInvalid, "provided digest did not match uploaded content")
+                    .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })),
+            ));
+        }
+        self.backend.upload_commit(id, &keys::blob(expected)).await?;
+        s.ended = true;
+        self.sessions.remove(id);
+        self.link_blob(name, expected).await?;
+        Ok(size)
+    }
+
+    /// Monolithic upload in one call (single POST with `digest`).
+    pub async fn upload_whole(&self, name: &RepoName, body: ByteStream, expected: &Digest) -> Result<u64> {
+        let id = self.upload_start(name, expected.algorithm()).await?;
+        let result = self.upload_finish(name, &id, Some(body), None, expected).await;
+        if result.is_err() {
+            self.sessions.remove(&id);
+            self.backend.upload_delete(&id).await?;
+        }
+        result
+    }
+
+    pub async fn upload_cancel(&self, name: &RepoName, id: &str) -> Result<()> {
+        let s = self.session(name, id).await?;
+        let mut s = s.lock().await;
+        if s.ended {
+            return Err(upload_unknown());
+        }
+        s.ended = true;
+        self.sessions.remove(id);
+        self.backend.upload_delete(id).await?;
+        Ok(())
+    }
+
+    /// Remove sessions whose data has not changed for `max_age`. Sessions in
+    /// use right now are left alone. Returns how many were removed.
+    pub async fn expire_uploads(&self, max_age: Duration) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (id, modified) in self.backend.upload_list().await? {
+            let age = now.duration_since(modified).unwrap_or_default();
+            if age < max_age {
+                continue;
+            }
+            let in_use = match self.sessions.get(&id).map(|s| s.clone()) {
+                Some(s) => match s.try_lock() {
+                    Ok(mut guard) => {
+                        guard.ended = true;
+                        false
+                    }
+                    Err(_) => true,
+                },
+                None => false,
+            };
+            if in_use {
+                continue;
+            }
+            self.sessions.remove(&id);
+            self.backend.upload_delete(&id).await?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    // ------------------------------------------------------------ manifests
+
+    async fn resolve(&self, name: &RepoName, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => {
+                let Some(raw) = self.backend.read(&keys::tag(name, t)).await? else {
+                    return Err(manifest_unknown(t));
+                };
+                std::str::from_utf8(&raw)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .ok_or_else(|| Error::Io(io::Error::other(format!("corrupt tag {name}:{t}"))))
+            }
+        }
+    }
+
+    async fn manifest_link(&self, name: &RepoName, d: &Digest) -> Result<Option<ManifestLink>> {
+        let Some(raw) = self.backend.read(&keys::repo_manifest(name, d)).await? else {
+            return Ok(None);
+        };
+        let link = serde_json::from_slice(&raw)
+            .map_err(|e| io::Error::other(format!("corrupt manifest link {name}@{d}: {e}")))?;
+        Ok(Some(link))
+    }
+
+    /// Digest, media type and size of a manifest (HEAD).
+    pub async fn manifest_head(&self, name: &RepoName, reference: &Reference) -> Result<(Digest, String, u64)> {
+        let d = self.resolve(name, reference).await?;
+        let link = self.manifest_link(name, &d).await?.ok_or_else(|| manifest_unknown(reference))?;
+        Ok((d, link.media_type, link.size))
+    }
+
+    pub async fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let d = self.resolve(name, reference).await?;
+        let link = self.manifest_link(name, &d).await?.ok_or_else(|| manifest_unknown(reference))?;
+        let body = self
+            .backend
+            .read(&keys::blob(&d))
+            .await?
+            .ok_or_else(|| io::Error::other(format!("manifest {d} is linked but its content is missing")))?;
+        Ok(StoredManifest {
+            digest: d,
+            media_type: link.media_type,
+            body,
+        })
+    }
+
+    /// Store a manifest (bytes exactly as pushed) under a tag or digest
+    /// reference, plus any extra `tags`.
+    pub async fn manifest_put(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+    ) -> Result<PutManifest> {
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(algorithm, &body);
+        if let Reference::Digest(d) = reference {
+            if d != &digest {
+                return Err(Error::Registry(
+                    RegistryError::new(ErrorCode::DigestInvalid, "manifest digest does not match its content")
+                        .with_detail(serde_json::json!({ "expected": d.to_string(), "actual": digest.to_string() })),
+                ));
+            }
+        }
+        let m = manifest::parse(content_type, &body).map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
+        self.check_references(name, &m).await?;
+
+        let blob_key = keys::blob(&digest);
+        if self.backend.head(&blob_key).await?.is_none() {
+            self.backend.put(&blob_key, body.clone()).await?;
+        }
+        let link = ManifestLink {
+            media_type: m.media_type.clone(),
+            size: body.len() as u64,
+        };
+        self.backend
+            .put(&keys::repo_manifest(name, &digest), serde_json::to_vec(&link).map_err(io::Error::other)?.into())
+            .await?;
+        let subject = match &m.subject {
+            Some(subject) => {
+                let desc = Descriptor {
+                    media_type: m.media_type.clone(),
+                    digest: digest.clone(),
+                    size: body.len() as u64,
+                    urls: None,
+                    annotations: m.annotations.clone(),
+                    artifact_type: m.referrer_artifact_type(),
+                    platform: None,
+                };
+                self.backend
+                    .put(
+                        &keys::referrer(name, &subject.digest, &digest),
+                        serde_json::to_vec(&desc).map_err(io::Error::other)?.into(),
+                    )
+                    .await?;
+                Some(subject.digest.clone())
+            }
+            None => None,
+        };
+        let mut tags: Vec<Tag> = Vec::new();
+        if let Reference::Tag(t) = reference {
+            tags.push(t.clone());
+        }
+        for t in extra_tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        let value = Bytes::from(digest.to_string());
+        for t in &tags {
+            self.backend.put(&keys::tag(name, t), value.clone()).await?;
+        }
+        self.ensure_repo(name).await?;
+        Ok(PutManifest { digest, subject, tags })
+    }
+
+    /// Every blob and child manifest a manifest names must be in the
+    /// repository; the subject need not be.
+    async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut wrong_size = Vec::new();
+        match m.kind {
+            Kind::Image => {
+                for desc in m.required_blobs() {
+                    match self.blob_size(name, &desc.digest).await? {
+                        None => missing.push(desc.digest.to_string()),
+                        Some(size) if size != desc.size => wrong_size.push(desc.digest.to_string()),
+                        Some(_) => {}
+                    }
+                }
+            }
+            Kind::Index => {
+                for desc in &m.manifests {
+                    let size = match self.manifest_link(name, &desc.digest).await? {
+                        Some(link) => Some(link.size),
+                        None => self.blob_size(name, &desc.digest).await?,
+                    };
+                    match size {
+                        None => missing.push(desc.digest.to_string()),
+                        Some(size) if size != desc.size => wrong_size.push(desc.digest.to_string()),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::Registry(
+                RegistryError::new(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("manifest references content unknown to this repository: {}", missing.join(", ")),
+                )
+                .with_detail(serde_json::json!({ "digests": missing })),
+            ));
+        }
+        if !wrong_size.is_empty() {
+            return Err(Error::Registry(
+                RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("descriptor size does not match the stored content: {}", wrong_size.join(", ")),
+                )
+                .with_detail(serde_json::json!({ "digests": wrong_size })),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Delete a tag (only the tag) or a manifest (and every tag pointing at it).
+    pub async fn manifest_delete(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_delete()?;
+        match reference {
+            Reference::Tag(t) => {
+                if !self.backend.delete(&keys::tag(name, t)).await? {
+                    return Err(manifest_unknown(t));
+                }
+                Ok(())
+            }
+            Reference::Digest(d) => {
+                if self.manifest_link(name, d).await?.is_none() {
+                    return Err(manifest_unknown(d));
+                }
+                // Tags first, so no tag ever points at a missing manifest.
+                let value = d.to_string();
+                let prefix = keys::tags_prefix(name);
+                for tag in self.backend.list(&prefix, None, usize::MAX).await? {
+                    let key = format!("{prefix}{tag}");
+                    if let Some(v) = self.backend.read(&key).await? {
+                        if v.as_ref() == value.as_bytes() {
+                            self.backend.delete(&key).await?;
+                        }
+                    }
+                }
+                if let Some(body) = self.backend.read(&keys::blob(d)).await? {
+                    if let Ok(m) = manifest::parse(None, &body) {
+                        if let Some(subject) = m.subject {
+                            self.backend.delete(&keys::referrer(name, &subject.digest, d)).await?;
+                        }
+                    }
+                }
+                self.backend.delete(&keys::repo_manifest(name, d)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- listings
+
+    async fn page(&self, prefix: &str, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let limit = n.unwrap_or(usize::MAX);
+        let mut items = self.backend.list(prefix, last, limit.saturating_add(1)).await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, more })
+    }
+
+    /// Tags of a repository in byte order, `n` at most, after `last`.
+    pub async fn tags(&self, name: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        if !self.repo_exists(name).await? {
+            return Err(Error::Registry(
+                RegistryError::new(ErrorCode::NameUnknown, "repository name not known to registry")
+                    .with_detail(serde_json::json!({ "name": name.as_str() })),
+            ));
+        }
+        self.page(&keys::tags_prefix(name), n, last).await
+    }
+
+    /// Repository names in byte order, `n` at most, after `last`.
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        self.page(keys::CATALOG_PREFIX, n, last).await
+    }
+
+    /// Descriptors of the manifests in `name` whose subject is `subject`,
+    /// optionally only those of one artifact type.
+    pub async fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        let prefix = keys::referrers_prefix(name, subject);
+        let mut out = Vec::new();
+        for entry in self.backend.list(&prefix, None, usize::MAX).await? {
+            let Some(raw) = self.backend.read(&format!("{prefix}{entry}")).await? else {
+                continue;
+            };
+            let desc: Descriptor = match serde_json::from_slice(&raw) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(repo = %name, entry, error = %e, "skipping a corrupt referrer entry");
+                    continue;
+                }
+            };
+            if artifact_type.is_none_or(|a| desc.artifact_type.as_deref() == Some(a)) {
+                out.push(desc);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
