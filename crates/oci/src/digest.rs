@@ -42,7 +42,9 @@ impl FromStr for Algorithm {
         match s {
             "sha256" => Ok(Algorithm::Sha256),
             "sha512" => Ok(Algorithm::Sha512),
-            other => Err(DigestError::UnsupportedAlgorithm(other.chars().take(64).collect())),
+            other => Err(DigestError::UnsupportedAlgorithm(
+                other.chars().take(64).collect(),
+            )),
         }
     }
 }
@@ -98,7 +100,9 @@ impl FromStr for Digest {
         let (alg, hex) = s.split_once(':').ok_or(DigestError::Malformed)?;
         let algorithm: Algorithm = alg.parse()?;
         let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadEncoding(algorithm.hex_len()));
         }

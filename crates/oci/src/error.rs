@@ -169,7 +169,11 @@ mod tests {
             Unsupported,
             TooManyRequests,
         ] {
-            assert!(c.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+            assert!(
+                c.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'_')
+            );
             assert!((400..500).contains(&c.status()));
         }
     }

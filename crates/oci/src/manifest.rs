@@ -75,7 +75,10 @@ pub enum ManifestError {
 pub fn is_manifest_media_type(mt: &str) -> bool {
     matches!(
         mt,
-        media::OCI_MANIFEST | media::OCI_INDEX | media::DOCKER_MANIFEST | media::DOCKER_MANIFEST_LIST
+        media::OCI_MANIFEST
+            | media::OCI_INDEX
+            | media::DOCKER_MANIFEST
+            | media::DOCKER_MANIFEST_LIST
     )
 }
 
@@ -107,8 +110,10 @@ struct Raw {
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, ManifestError> {
     let raw: Raw = serde_json::from_slice(body).map_err(|e| ManifestError::Json(e.to_string()))?;
     let ct = content_type.map(media::essence).filter(|c| !c.is_empty());
-    if matches!(ct, Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED))
-        || raw.fs_layers.is_some()
+    if matches!(
+        ct,
+        Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)
+    ) || raw.fs_layers.is_some()
         || raw.schema_version == Some(1)
     {
         return Err(ManifestError::Schema1);
@@ -117,10 +122,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
         return Err(ManifestError::SchemaVersion);
     }
     let body_mt = raw.media_type.as_deref().filter(|m| !m.is_empty());
-    if let Some(mt) = body_mt {
-        if !is_manifest_media_type(mt) {
-            return Err(ManifestError::UnsupportedMediaType(mt.to_owned()));
-        }
+    if let Some(mt) = body_mt
+        && !is_manifest_media_type(mt)
+    {
+        return Err(ManifestError::UnsupportedMediaType(mt.to_owned()));
     }
     let ct_known = ct.filter(|c| is_manifest_media_type(c));
     let media_type = match (ct_known, body_mt) {
@@ -135,10 +140,11 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
         (None, None) => {
             // A generic or missing Content-Type and no mediaType: infer from the shape,
             // unless the client named a type we do not store.
-            if let Some(c) = ct {
-                if c != media::JSON && c != media::OCTET_STREAM {
-                    return Err(ManifestError::UnsupportedMediaType(c.to_owned()));
-                }
+            if let Some(c) = ct
+                && c != media::JSON
+                && c != media::OCTET_STREAM
+            {
+                return Err(ManifestError::UnsupportedMediaType(c.to_owned()));
             }
             if raw.manifests.is_some() {
                 media::OCI_INDEX.to_owned()
@@ -147,7 +153,8 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
             }
         }
     };
-    let kind = kind_of(&media_type).ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
+    let kind = kind_of(&media_type)
+        .ok_or_else(|| ManifestError::UnsupportedMediaType(media_type.clone()))?;
     match kind {
         Kind::Image if raw.config.is_none() => return Err(ManifestError::MissingConfig),
         Kind::Index if raw.manifests.is_none() => return Err(ManifestError::MissingManifests),
@@ -178,11 +185,10 @@ impl Manifest {
 
     /// Blobs this manifest needs in the repository (config and distributable layers).
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(
-            self.layers
-                .iter()
-                .filter(|l| !media::is_non_distributable(&l.media_type) && l.urls.as_ref().is_none_or(|u| u.is_empty())),
-        )
+        self.config.iter().chain(self.layers.iter().filter(|l| {
+            !media::is_non_distributable(&l.media_type)
+                && l.urls.as_ref().is_none_or(|u| u.is_empty())
+        }))
     }
 }
 
@@ -229,7 +235,10 @@ mod tests {
         );
         let m = parse(None, body.as_bytes()).unwrap();
         assert_eq!(m.media_type, media::OCI_MANIFEST);
-        assert_eq!(m.referrer_artifact_type().as_deref(), Some("application/x.cfg"));
+        assert_eq!(
+            m.referrer_artifact_type().as_deref(),
+            Some("application/x.cfg")
+        );
     }
 
     #[test]
@@ -250,18 +259,34 @@ mod tests {
     fn rejects() {
         assert!(matches!(parse(None, b"{"), Err(ManifestError::Json(_))));
         assert!(matches!(parse(None, b"[]"), Err(ManifestError::Json(_))));
-        assert!(matches!(parse(None, b"{\"schemaVersion\":1,\"fsLayers\":[]}"), Err(ManifestError::Schema1)));
-        assert!(matches!(parse(None, b"{\"schemaVersion\":3}"), Err(ManifestError::SchemaVersion)));
+        assert!(matches!(
+            parse(None, b"{\"schemaVersion\":1,\"fsLayers\":[]}"),
+            Err(ManifestError::Schema1)
+        ));
+        assert!(matches!(
+            parse(None, b"{\"schemaVersion\":3}"),
+            Err(ManifestError::SchemaVersion)
+        ));
         assert!(matches!(
             parse(Some(media::OCI_MANIFEST), b"{\"schemaVersion\":2}"),
             Err(ManifestError::MissingConfig)
         ));
         assert!(matches!(
-            parse(Some(media::OCI_INDEX), format!("{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}", media::OCI_MANIFEST).as_bytes()),
+            parse(
+                Some(media::OCI_INDEX),
+                format!(
+                    "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[]}}",
+                    media::OCI_MANIFEST
+                )
+                .as_bytes()
+            ),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
         assert!(matches!(
-            parse(Some("text/plain"), b"{\"schemaVersion\":2,\"manifests\":[]}"),
+            parse(
+                Some("text/plain"),
+                b"{\"schemaVersion\":2,\"manifests\":[]}"
+            ),
             Err(ManifestError::UnsupportedMediaType(_))
         ));
         // A descriptor with a bad digest is invalid JSON for our purposes.

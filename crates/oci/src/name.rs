@@ -11,15 +11,19 @@ pub const DEFAULT_MAX_NAME_LEN: usize = 255;
 pub const MAX_TAG_LEN: usize = 128;
 
 static NAME_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
-        .expect("static regex")
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$",
+    )
+    .expect("static regex")
 });
 static TAG_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").expect("static regex"));
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("repository name must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*")]
+    #[error(
+        "repository name must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*"
+    )]
     Invalid,
     #[error("repository name is longer than {0} characters")]
     TooLong(usize),
@@ -95,7 +99,9 @@ impl Reference {
                 .map(Reference::Digest)
                 .map_err(ReferenceError::Digest)
         } else {
-            Tag::parse(s).map(Reference::Tag).map_err(ReferenceError::Tag)
+            Tag::parse(s)
+                .map(Reference::Tag)
+                .map_err(ReferenceError::Tag)
         }
     }
 }
@@ -133,23 +139,8 @@ mod tests {
             assert!(RepoName::parse(ok, 255).is_ok(), "{ok}");
         }
         for bad in [
-            "",
-            "A",
-            "a//b",
-            "/a",
-            "a/",
-            "-a",
-            "a-",
-            "_a",
-            "a/_b",
-            ".a",
-            "a/..",
-            "..",
-            "a/./b",
-            "a___b",
-            "a%2fb",
-            "a b",
-            "a\\b",
+            "", "A", "a//b", "/a", "a/", "-a", "a-", "_a", "a/_b", ".a", "a/..", "..", "a/./b",
+            "a___b", "a%2fb", "a b", "a\\b",
         ] {
             assert!(RepoName::parse(bad, 255).is_err(), "{bad}");
         }

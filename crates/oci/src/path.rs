@@ -105,17 +105,44 @@ mod tests {
                 reference: "latest"
             })
         );
-        assert_eq!(parse("/v2/a/blobs/sha256:x"), Some(Blob { name: "a", digest: "sha256:x" }));
-        assert_eq!(parse("/v2/a/b/blobs/uploads/"), Some(Uploads { name: "a/b" }));
-        assert_eq!(parse("/v2/a/b/blobs/uploads"), Some(Uploads { name: "a/b" }));
-        assert_eq!(parse("/v2/a/blobs/uploads/xyz"), Some(Upload { name: "a", id: "xyz" }));
-        assert_eq!(parse("/v2/a/referrers/sha256:x"), Some(Referrers { name: "a", digest: "sha256:x" }));
+        assert_eq!(
+            parse("/v2/a/blobs/sha256:x"),
+            Some(Blob {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
+        assert_eq!(
+            parse("/v2/a/b/blobs/uploads/"),
+            Some(Uploads { name: "a/b" })
+        );
+        assert_eq!(
+            parse("/v2/a/b/blobs/uploads"),
+            Some(Uploads { name: "a/b" })
+        );
+        assert_eq!(
+            parse("/v2/a/blobs/uploads/xyz"),
+            Some(Upload {
+                name: "a",
+                id: "xyz"
+            })
+        );
+        assert_eq!(
+            parse("/v2/a/referrers/sha256:x"),
+            Some(Referrers {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
     }
 
     #[test]
     fn names_that_look_like_keywords() {
         // A repository may itself be called "blobs", "manifests", "tags"...
-        assert_eq!(parse("/v2/x/blobs/blobs/uploads/"), Some(Uploads { name: "x/blobs" }));
+        assert_eq!(
+            parse("/v2/x/blobs/blobs/uploads/"),
+            Some(Uploads { name: "x/blobs" })
+        );
         assert_eq!(
             parse("/v2/x/blobs/uploads/manifests/v1"),
             Some(Manifest {
@@ -145,11 +172,32 @@ mod tests {
 
     #[test]
     fn builders_round_trip() {
-        assert_eq!(parse(&blob_path("a/b", "d")), Some(Blob { name: "a/b", digest: "d" }));
-        assert_eq!(parse(&upload_path("a", "i")), Some(Upload { name: "a", id: "i" }));
+        assert_eq!(
+            parse(&blob_path("a/b", "d")),
+            Some(Blob {
+                name: "a/b",
+                digest: "d"
+            })
+        );
+        assert_eq!(
+            parse(&upload_path("a", "i")),
+            Some(Upload { name: "a", id: "i" })
+        );
         assert_eq!(parse(&uploads_path("a")), Some(Uploads { name: "a" }));
-        assert_eq!(parse(&manifest_path("a", "t")), Some(Manifest { name: "a", reference: "t" }));
+        assert_eq!(
+            parse(&manifest_path("a", "t")),
+            Some(Manifest {
+                name: "a",
+                reference: "t"
+            })
+        );
         assert_eq!(parse(&tags_path("a")), Some(Tags { name: "a" }));
-        assert_eq!(parse(&referrers_path("a", "d")), Some(Referrers { name: "a", digest: "d" }));
+        assert_eq!(
+            parse(&referrers_path("a", "d")),
+            Some(Referrers {
+                name: "a",
+                digest: "d"
+            })
+        );
     }
 }

@@ -54,7 +54,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Keys below `prefix` (which ends with `/`), relative to it, in lexical
     /// byte order, strictly after `start_after`, at most `limit` of them.
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> io::Result<Vec<String>>;
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> io::Result<Vec<String>>;
 
     // Upload sessions: data that grows by appends and becomes an object on commit.
 
@@ -83,13 +88,17 @@ pub fn valid_key(key: &str) -> bool {
         && key.split('/').all(|c| {
             !c.is_empty()
                 && !c.starts_with('.')
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+'))
+                && c.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'+')
+                })
         })
 }
 
 pub(crate) fn invalid_key(key: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid storage key {key:?}"))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("invalid storage key {key:?}"),
+    )
 }
 
 #[cfg(test)]
@@ -98,7 +107,9 @@ mod tests {
     fn keys() {
         assert!(super::valid_key("blobs/sha256/ab/abcd"));
         assert!(super::valid_key("repositories/a/b/_tags/v1.0"));
-        for bad in ["", "/a", "a/", "a//b", "a/../b", "a/.x", "a/b~", "a b", "a\\b"] {
+        for bad in [
+            "", "/a", "a/", "a//b", "a/../b", "a/.x", "a/b~", "a b", "a\\b",
+        ] {
             assert!(!super::valid_key(bad), "{bad}");
         }
     }

@@ -12,7 +12,9 @@
 //! Every write that a caller is told about is durable: the file is fsynced
 //! before the rename and the directory after it (unless fsync is disabled).
 
-use crate::backend::{Backend, ByteStream, ObjectMeta, ObjectReader, UploadWriter, invalid_key, valid_key};
+use crate::backend::{
+    Backend, ByteStream, ObjectMeta, ObjectReader, UploadWriter, invalid_key, valid_key,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -118,10 +120,10 @@ impl FsBackend {
         for d in missing.iter().rev() {
             match std::fs::create_dir(d) {
                 Ok(()) => {
-                    if self.inner.fsync {
-                        if let Some(parent) = d.parent() {
-                            std::fs::File::open(parent)?.sync_all()?;
-                        }
+                    if self.inner.fsync
+                        && let Some(parent) = d.parent()
+                    {
+                        std::fs::File::open(parent)?.sync_all()?;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -172,16 +174,26 @@ fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 /// Lexical listing of a directory tree of objects: files `name~` are keys
 /// `name`, directories `name` are prefixes `name/`; siblings are ordered by
 /// those strings, so the walk yields keys in byte order.
-fn walk(dir: &Path, rel: &str, start_after: Option<&str>, limit: usize, out: &mut Vec<String>) -> io::Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    out: &mut Vec<String>,
+) -> io::Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     let mut entries = Vec::new();
     for entry in rd {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         if name.starts_with('.') {
             continue;
         }
@@ -205,10 +217,11 @@ fn walk(dir: &Path, rel: &str, start_after: Option<&str>, limit: usize, out: &mu
             }
             Some(path) => {
                 // Skip a subtree whose keys all sort at or before start_after.
-                if let Some(s) = start_after {
-                    if s > key.as_str() && !s.starts_with(key.as_str()) {
-                        continue;
-                    }
+                if let Some(s) = start_after
+                    && s > key.as_str()
+                    && !s.starts_with(key.as_str())
+                {
+                    continue;
                 }
                 walk(&path, &key, start_after, limit, out)?;
             }
@@ -251,7 +264,10 @@ impl Backend for FsBackend {
             None => Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)),
             Some((start, end)) => {
                 f.seek(io::SeekFrom::Start(start)).await?;
-                Box::pin(ReaderStream::with_capacity(f.take(end.saturating_sub(start)), READ_CHUNK))
+                Box::pin(ReaderStream::with_capacity(
+                    f.take(end.saturating_sub(start)),
+                    READ_CHUNK,
+                ))
             }
         };
         Ok(Some(ObjectReader { meta, body }))
@@ -281,7 +297,12 @@ impl Backend for FsBackend {
         }
     }
 
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> io::Result<Vec<String>> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> io::Result<Vec<String>> {
         let dir = match prefix.strip_suffix('/') {
             Some(p) if valid_key(p) => self.inner.root.join(p),
             _ => return Err(invalid_key(prefix)),
@@ -316,7 +337,10 @@ impl Backend for FsBackend {
 
     async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
         let path = self.upload_dir(id)?.join("data");
-        let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await?;
         let len = file.metadata().await?.len();
         if len != offset {
             file.set_len(offset).await?;
@@ -329,7 +353,10 @@ impl Backend for FsBackend {
 
     async fn upload_truncate(&self, id: &str, len: u64) -> io::Result<()> {
         let path = self.upload_dir(id)?.join("data");
-        let file = tokio::fs::OpenOptions::new().write(true).open(&path).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await?;
         file.set_len(len).await
     }
 
@@ -368,7 +395,9 @@ impl Backend for FsBackend {
         let mut out = Vec::new();
         let mut rd = tokio::fs::read_dir(self.inner.root.join(UPLOADS_DIR)).await?;
         while let Some(entry) = rd.next_entry().await? {
-            let Ok(id) = entry.file_name().into_string() else { continue };
+            let Ok(id) = entry.file_name().into_string() else {
+                continue;
+            };
             let data = entry.path().join("data");
             let modified = match tokio::fs::metadata(&data).await {
                 Ok(m) => m.modified()?,
@@ -422,7 +451,9 @@ mod tests {
     #[tokio::test]
     async fn list_is_lexical_and_paginates() {
         let (_d, b) = backend().await;
-        let keys = ["a/b", "a/b/c", "a-b", "a/b.x", "a/b/c/d", "b", "a/a", "_x/y"];
+        let keys = [
+            "a/b", "a/b/c", "a-b", "a/b.x", "a/b/c/d", "b", "a/a", "_x/y",
+        ];
         for k in keys {
             b.put(&format!("cat/{k}"), Bytes::new()).await.unwrap();
         }
@@ -431,16 +462,24 @@ mod tests {
         assert_eq!(b.list("cat/", None, 100).await.unwrap(), want);
         // Page through with every possible start_after.
         for (i, k) in want.iter().enumerate() {
-            assert_eq!(b.list("cat/", Some(k), 2).await.unwrap(), want[i + 1..].iter().take(2).copied().collect::<Vec<_>>());
+            assert_eq!(
+                b.list("cat/", Some(k), 2).await.unwrap(),
+                want[i + 1..].iter().take(2).copied().collect::<Vec<_>>()
+            );
         }
-        assert_eq!(b.list("cat/", Some("a/b/"), 100).await.unwrap(), ["a/b/c", "a/b/c/d", "b"]);
+        assert_eq!(
+            b.list("cat/", Some("a/b/"), 100).await.unwrap(),
+            ["a/b/c", "a/b/c/d", "b"]
+        );
         assert!(b.list("nothing/", None, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn uploads() {
         let (_d, b) = backend().await;
-        b.upload_create("u1", Bytes::from_static(b"{}")).await.unwrap();
+        b.upload_create("u1", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
         let mut w = b.upload_writer("u1", 0).await.unwrap();
         w.write(Bytes::from_static(b"abc")).await.unwrap();
         w.finish().await.unwrap();

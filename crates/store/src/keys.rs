@@ -17,7 +17,11 @@ pub fn repo_blob(name: &RepoName, d: &Digest) -> String {
 
 /// Link: this manifest revision is in this repository (holds its media type).
 pub fn repo_manifest(name: &RepoName, d: &Digest) -> String {
-    format!("repositories/{name}/_manifests/{}/{}", d.algorithm(), d.hex())
+    format!(
+        "repositories/{name}/_manifests/{}/{}",
+        d.algorithm(),
+        d.hex()
+    )
 }
 
 pub fn tags_prefix(name: &RepoName) -> String {
@@ -29,7 +33,11 @@ pub fn tag(name: &RepoName, tag: &Tag) -> String {
 }
 
 pub fn referrers_prefix(name: &RepoName, subject: &Digest) -> String {
-    format!("repositories/{name}/_referrers/{}/{}/", subject.algorithm(), subject.hex())
+    format!(
+        "repositories/{name}/_referrers/{}/{}/",
+        subject.algorithm(),
+        subject.hex()
+    )
 }
 
 pub fn referrer(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {

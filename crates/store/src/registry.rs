@@ -45,7 +45,9 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { delete_enabled: true }
+        RegistryConfig {
+            delete_enabled: true,
+        }
     }
 }
 
@@ -121,7 +123,14 @@ pub fn valid_upload_id(id: &str) -> bool {
 fn new_upload_id() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn unix_now() -> u64 {
@@ -132,7 +141,10 @@ fn unix_now() -> u64 {
 }
 
 fn upload_unknown() -> Error {
-    err(ErrorCode::BlobUploadUnknown, "blob upload unknown to registry")
+    err(
+        ErrorCode::BlobUploadUnknown,
+        "blob upload unknown to registry",
+    )
 }
 
 fn blob_unknown(d: &Digest) -> Error {
@@ -167,7 +179,10 @@ impl Registry {
         if self.config.delete_enabled {
             Ok(())
         } else {
-            Err(err(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+            Err(err(
+                ErrorCode::Unsupported,
+                "deletes are disabled on this registry",
+            ))
         }
     }
 
@@ -195,18 +210,36 @@ impl Registry {
 
     /// Size of a blob if it is in the repository.
     pub async fn blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
-        if self.backend.head(&keys::repo_blob(name, d)).await?.is_none() {
+        if self
+            .backend
+            .head(&keys::repo_blob(name, d))
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         Ok(self.backend.head(&keys::blob(d)).await?.map(|m| m.size))
     }
 
     /// Open a blob of the repository, whole or the half-open range `start..end`.
-    pub async fn blob_get(&self, name: &RepoName, d: &Digest, range: Option<(u64, u64)>) -> Result<ObjectReader> {
-        if self.backend.head(&keys::repo_blob(name, d)).await?.is_none() {
+    pub async fn blob_get(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ObjectReader> {
+        if self
+            .backend
+            .head(&keys::repo_blob(name, d))
+            .await?
+            .is_none()
+        {
             return Err(blob_unknown(d));
         }
-        self.backend.get(&keys::blob(d), range).await?.ok_or_else(|| blob_unknown(d))
+        self.backend
+            .get(&keys::blob(d), range)
+            .await?
+            .ok_or_else(|| blob_unknown(d))
     }
 
     /// Remove a blob from the repository (the content stays until garbage collection).
@@ -220,11 +253,20 @@ impl Registry {
 
     /// Link a blob that is in the store into `name`. With `from`, the blob
     /// must be in that repository. Returns whether the mount happened.
-    pub async fn mount(&self, name: &RepoName, d: &Digest, from: Option<&RepoName>) -> Result<bool> {
-        if let Some(from) = from {
-            if self.backend.head(&keys::repo_blob(from, d)).await?.is_none() {
-                return Ok(false);
-            }
+    pub async fn mount(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<bool> {
+        if let Some(from) = from
+            && self
+                .backend
+                .head(&keys::repo_blob(from, d))
+                .await?
+                .is_none()
+        {
+            return Ok(false);
         }
         if self.backend.head(&keys::blob(d)).await?.is_none() {
             return Ok(false);
@@ -259,7 +301,8 @@ impl Registry {
             algorithm,
             ended: false,
         };
-        self.sessions.insert(id.clone(), Arc::new(Mutex::new(session)));
+        self.sessions
+            .insert(id.clone(), Arc::new(Mutex::new(session)));
         Ok(id)
     }
 
@@ -289,7 +332,11 @@ impl Registry {
             algorithm,
             ended: false,
         }));
-        Ok(self.sessions.entry(id.to_owned()).or_insert(session).clone())
+        Ok(self
+            .sessions
+            .entry(id.to_owned())
+            .or_insert(session)
+            .clone())
     }
 
     /// Current size of the session's data, bringing the running digest up to date.
@@ -341,12 +388,18 @@ impl Registry {
         self.append_locked(id, &mut s, body, range).await
     }
 
-    async fn append_locked(&self, id: &str, s: &mut Session, mut body: ByteStream, range: Option<(u64, u64)>) -> Result<u64> {
+    async fn append_locked(
+        &self,
+        id: &str,
+        s: &mut Session,
+        mut body: ByteStream,
+        range: Option<(u64, u64)>,
+    ) -> Result<u64> {
         let offset = self.session_offset(id, s).await?;
-        if let Some((start, _)) = range {
-            if start != offset {
-                return Err(Error::RangeNotSatisfiable { offset });
-            }
+        if let Some((start, _)) = range
+            && start != offset
+        {
+            return Err(Error::RangeNotSatisfiable { offset });
         }
         let Some((hasher, _)) = s.hasher.as_ref() else {
             return Err(upload_unknown());
@@ -357,20 +410,23 @@ impl Registry {
             let mut w = self.backend.upload_writer(id, offset).await?;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
-                    err(ErrorCode::BlobUploadInvalid, format!("reading the request body failed: {e}"))
+                    err(
+                        ErrorCode::BlobUploadInvalid,
+                        format!("reading the request body failed: {e}"),
+                    )
                 })?;
                 hasher.update(&chunk);
                 written += chunk.len() as u64;
                 w.write(chunk).await?;
             }
             w.finish().await?;
-            if let Some((start, end)) = range {
-                if end < start || end - start + 1 != written {
-                    return Err(err(
-                        ErrorCode::SizeInvalid,
-                        format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
-                    ));
-                }
+            if let Some((start, end)) = range
+                && (end < start || end - start + 1 != written)
+            {
+                return Err(err(
+                    ErrorCode::SizeInvalid,
+                    format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
+                ));
             }
             Ok(())
         }
@@ -428,7 +484,9 @@ impl Registry {
                     .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })),
             ));
         }
-        self.backend.upload_commit(id, &keys::blob(expected)).await?;
+        self.backend
+            .upload_commit(id, &keys::blob(expected))
+            .await?;
         s.ended = true;
         self.sessions.remove(id);
         self.link_blob(name, expected).await?;
@@ -436,9 +494,16 @@ impl Registry {
     }
 
     /// Monolithic upload in one call (single POST with `digest`).
-    pub async fn upload_whole(&self, name: &RepoName, body: ByteStream, expected: &Digest) -> Result<u64> {
+    pub async fn upload_whole(
+        &self,
+        name: &RepoName,
+        body: ByteStream,
+        expected: &Digest,
+    ) -> Result<u64> {
         let id = self.upload_start(name, expected.algorithm()).await?;
-        let result = self.upload_finish(name, &id, Some(body), None, expected).await;
+        let result = self
+            .upload_finish(name, &id, Some(body), None, expected)
+            .await;
         if result.is_err() {
             self.sessions.remove(&id);
             self.backend.upload_delete(&id).await?;
@@ -515,20 +580,32 @@ impl Registry {
     }
 
     /// Digest, media type and size of a manifest (HEAD).
-    pub async fn manifest_head(&self, name: &RepoName, reference: &Reference) -> Result<(Digest, String, u64)> {
+    pub async fn manifest_head(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, String, u64)> {
         let d = self.resolve(name, reference).await?;
-        let link = self.manifest_link(name, &d).await?.ok_or_else(|| manifest_unknown(reference))?;
+        let link = self
+            .manifest_link(name, &d)
+            .await?
+            .ok_or_else(|| manifest_unknown(reference))?;
         Ok((d, link.media_type, link.size))
     }
 
-    pub async fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+    pub async fn manifest_get(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
         let d = self.resolve(name, reference).await?;
-        let link = self.manifest_link(name, &d).await?.ok_or_else(|| manifest_unknown(reference))?;
-        let body = self
-            .backend
-            .read(&keys::blob(&d))
+        let link = self
+            .manifest_link(name, &d)
             .await?
-            .ok_or_else(|| io::Error::other(format!("manifest {d} is linked but its content is missing")))?;
+            .ok_or_else(|| manifest_unknown(reference))?;
+        let body = self.backend.read(&keys::blob(&d)).await?.ok_or_else(|| {
+            io::Error::other(format!("manifest {d} is linked but its content is missing"))
+        })?;
         Ok(StoredManifest {
             digest: d,
             media_type: link.media_type,
@@ -551,15 +628,21 @@ impl Registry {
             Reference::Tag(_) => Algorithm::Sha256,
         };
         let digest = Digest::of(algorithm, &body);
-        if let Reference::Digest(d) = reference {
-            if d != &digest {
-                return Err(Error::Registry(
-                    RegistryError::new(ErrorCode::DigestInvalid, "manifest digest does not match its content")
-                        .with_detail(serde_json::json!({ "expected": d.to_string(), "actual": digest.to_string() })),
-                ));
-            }
+        if let Reference::Digest(d) = reference
+            && d != &digest
+        {
+            return Err(Error::Registry(
+                RegistryError::new(
+                    ErrorCode::DigestInvalid,
+                    "manifest digest does not match its content",
+                )
+                .with_detail(
+                    serde_json::json!({ "expected": d.to_string(), "actual": digest.to_string() }),
+                ),
+            ));
         }
-        let m = manifest::parse(content_type, &body).map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let m = manifest::parse(content_type, &body)
+            .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
         self.check_references(name, &m).await?;
 
         let blob_key = keys::blob(&digest);
@@ -571,7 +654,10 @@ impl Registry {
             size: body.len() as u64,
         };
         self.backend
-            .put(&keys::repo_manifest(name, &digest), serde_json::to_vec(&link).map_err(io::Error::other)?.into())
+            .put(
+                &keys::repo_manifest(name, &digest),
+                serde_json::to_vec(&link).map_err(io::Error::other)?.into(),
+            )
             .await?;
         let subject = match &m.subject {
             Some(subject) => {
@@ -608,7 +694,11 @@ impl Registry {
             self.backend.put(&keys::tag(name, t), value.clone()).await?;
         }
         self.ensure_repo(name).await?;
-        Ok(PutManifest { digest, subject, tags })
+        Ok(PutManifest {
+            digest,
+            subject,
+            tags,
+        })
     }
 
     /// Every blob and child manifest a manifest names must be in the
@@ -644,7 +734,10 @@ impl Registry {
             return Err(Error::Registry(
                 RegistryError::new(
                     ErrorCode::ManifestBlobUnknown,
-                    format!("manifest references content unknown to this repository: {}", missing.join(", ")),
+                    format!(
+                        "manifest references content unknown to this repository: {}",
+                        missing.join(", ")
+                    ),
                 )
                 .with_detail(serde_json::json!({ "digests": missing })),
             ));
@@ -653,7 +746,10 @@ impl Registry {
             return Err(Error::Registry(
                 RegistryError::new(
                     ErrorCode::ManifestInvalid,
-                    format!("descriptor size does not match the stored content: {}", wrong_size.join(", ")),
+                    format!(
+                        "descriptor size does not match the stored content: {}",
+                        wrong_size.join(", ")
+                    ),
                 )
                 .with_detail(serde_json::json!({ "digests": wrong_size })),
             ));
@@ -680,18 +776,19 @@ impl Registry {
                 let prefix = keys::tags_prefix(name);
                 for tag in self.backend.list(&prefix, None, usize::MAX).await? {
                     let key = format!("{prefix}{tag}");
-                    if let Some(v) = self.backend.read(&key).await? {
-                        if v.as_ref() == value.as_bytes() {
-                            self.backend.delete(&key).await?;
-                        }
+                    if let Some(v) = self.backend.read(&key).await?
+                        && v.as_ref() == value.as_bytes()
+                    {
+                        self.backend.delete(&key).await?;
                     }
                 }
-                if let Some(body) = self.backend.read(&keys::blob(d)).await? {
-                    if let Ok(m) = manifest::parse(None, &body) {
-                        if let Some(subject) = m.subject {
-                            self.backend.delete(&keys::referrer(name, &subject.digest, d)).await?;
-                        }
-                    }
+                if let Some(body) = self.backend.read(&keys::blob(d)).await?
+                    && let Ok(m) = manifest::parse(None, &body)
+                    && let Some(subject) = m.subject
+                {
+                    self.backend
+                        .delete(&keys::referrer(name, &subject.digest, d))
+                        .await?;
                 }
                 self.backend.delete(&keys::repo_manifest(name, d)).await?;
                 Ok(())
@@ -703,18 +800,29 @@ impl Registry {
 
     async fn page(&self, prefix: &str, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let limit = n.unwrap_or(usize::MAX);
-        let mut items = self.backend.list(prefix, last, limit.saturating_add(1)).await?;
+        let mut items = self
+            .backend
+            .list(prefix, last, limit.saturating_add(1))
+            .await?;
         let more = items.len() > limit;
         items.truncate(limit);
         Ok(Page { items, more })
     }
 
     /// Tags of a repository in byte order, `n` at most, after `last`.
-    pub async fn tags(&self, name: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    pub async fn tags(
+        &self,
+        name: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
         if !self.repo_exists(name).await? {
             return Err(Error::Registry(
-                RegistryError::new(ErrorCode::NameUnknown, "repository name not known to registry")
-                    .with_detail(serde_json::json!({ "name": name.as_str() })),
+                RegistryError::new(
+                    ErrorCode::NameUnknown,
+                    "repository name not known to registry",
+                )
+                .with_detail(serde_json::json!({ "name": name.as_str() })),
             ));
         }
         self.page(&keys::tags_prefix(name), n, last).await
@@ -727,7 +835,12 @@ impl Registry {
 
     /// Descriptors of the manifests in `name` whose subject is `subject`,
     /// optionally only those of one artifact type.
-    pub async fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+    pub async fn referrers(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
         let prefix = keys::referrers_prefix(name, subject);
         let mut out = Vec::new();
         for entry in self.backend.list(&prefix, None, usize::MAX).await? {

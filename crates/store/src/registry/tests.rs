@@ -4,7 +4,9 @@ use oci::media;
 
 fn stream(data: &'static [u8]) -> ByteStream {
     Box::pin(futures_util::stream::iter(
-        data.chunks(3).map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>(),
+        data.chunks(3)
+            .map(|c| Ok(Bytes::from_static(c)))
+            .collect::<Vec<_>>(),
     ))
 }
 
@@ -13,7 +15,10 @@ fn name(s: &str) -> RepoName {
 }
 
 fn open(dir: &std::path::Path) -> Registry {
-    Registry::new(Arc::new(FsBackend::open(dir, true).unwrap()), RegistryConfig::default())
+    Registry::new(
+        Arc::new(FsBackend::open(dir, true).unwrap()),
+        RegistryConfig::default(),
+    )
 }
 
 fn code(e: Error) -> ErrorCode {
@@ -30,28 +35,49 @@ async fn chunked_upload_survives_restart() {
     let id = {
         let r = open(dir.path());
         let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
-        assert_eq!(r.upload_append(&repo, &id, stream(b"hello "), Some((0, 5))).await.unwrap(), 6);
+        assert_eq!(
+            r.upload_append(&repo, &id, stream(b"hello "), Some((0, 5)))
+                .await
+                .unwrap(),
+            6
+        );
         // Out of order.
         assert!(matches!(
-            r.upload_append(&repo, &id, stream(b"x"), Some((3, 3))).await,
+            r.upload_append(&repo, &id, stream(b"x"), Some((3, 3)))
+                .await,
             Err(Error::RangeNotSatisfiable { offset: 6 })
         ));
         // Range that does not match the body: rolled back.
-        assert_eq!(code(r.upload_append(&repo, &id, stream(b"xyz"), Some((6, 6))).await.unwrap_err()), ErrorCode::SizeInvalid);
+        assert_eq!(
+            code(
+                r.upload_append(&repo, &id, stream(b"xyz"), Some((6, 6)))
+                    .await
+                    .unwrap_err()
+            ),
+            ErrorCode::SizeInvalid
+        );
         assert_eq!(r.upload_status(&repo, &id).await.unwrap(), 6);
         id
     };
     let r = open(dir.path());
     assert_eq!(r.upload_status(&repo, &id).await.unwrap(), 6);
     // Another repository cannot see the session.
-    assert_eq!(code(r.upload_status(&name("other"), &id).await.unwrap_err()), ErrorCode::BlobUploadUnknown);
+    assert_eq!(
+        code(r.upload_status(&name("other"), &id).await.unwrap_err()),
+        ErrorCode::BlobUploadUnknown
+    );
     let d = Digest::sha256_of(b"hello world");
-    r.upload_finish(&repo, &id, Some(stream(b"world")), None, &d).await.unwrap();
+    r.upload_finish(&repo, &id, Some(stream(b"world")), None, &d)
+        .await
+        .unwrap();
     assert_eq!(r.blob_size(&repo, &d).await.unwrap(), Some(11));
     assert_eq!(r.blob_size(&name("other"), &d).await.unwrap(), None);
     let body = r.blob_get(&repo, &d, Some((6, 11))).await.unwrap().body;
     assert_eq!(collect(body).await.unwrap(), b"world");
-    assert_eq!(code(r.upload_status(&repo, &id).await.unwrap_err()), ErrorCode::BlobUploadUnknown);
+    assert_eq!(
+        code(r.upload_status(&repo, &id).await.unwrap_err()),
+        ErrorCode::BlobUploadUnknown
+    );
 }
 
 #[tokio::test]
@@ -60,9 +86,21 @@ async fn digest_mismatch_stores_nothing() {
     let r = open(dir.path());
     let repo = name("x");
     let wrong = Digest::sha256_of(b"other");
-    assert_eq!(code(r.upload_whole(&repo, stream(b"data"), &wrong).await.unwrap_err()), ErrorCode::DigestInvalid);
+    assert_eq!(
+        code(
+            r.upload_whole(&repo, stream(b"data"), &wrong)
+                .await
+                .unwrap_err()
+        ),
+        ErrorCode::DigestInvalid
+    );
     assert_eq!(r.blob_size(&repo, &wrong).await.unwrap(), None);
-    assert_eq!(r.blob_size(&repo, &Digest::sha256_of(b"data")).await.unwrap(), None);
+    assert_eq!(
+        r.blob_size(&repo, &Digest::sha256_of(b"data"))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(r.backend().upload_list().await.unwrap().is_empty());
 }
 
@@ -77,13 +115,20 @@ async fn sha512_and_algorithm_switch() {
     // A sha256 session closed with a sha512 digest is hashed again, not refused.
     let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
     let d2 = Digest::of(Algorithm::Sha512, b"defg");
-    r.upload_finish(&repo, &id, Some(stream(b"defg")), None, &d2).await.unwrap();
+    r.upload_finish(&repo, &id, Some(stream(b"defg")), None, &d2)
+        .await
+        .unwrap();
     assert_eq!(r.blob_size(&repo, &d2).await.unwrap(), Some(4));
 }
 
 fn image(config: &Digest, layer: &Digest, subject: Option<&Digest>) -> Bytes {
     let subject = subject
-        .map(|s| format!(r#","subject":{{"mediaType":"{}","digest":"{s}","size":10}}"#, media::OCI_MANIFEST))
+        .map(|s| {
+            format!(
+                r#","subject":{{"mediaType":"{}","digest":"{s}","size":10}}"#,
+                media::OCI_MANIFEST
+            )
+        })
         .unwrap_or_default();
     Bytes::from(format!(
         r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x.cfg","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/x.layer","digest":"{layer}","size":3}}],"annotations":{{"k":"v"}}{subject}}}"#,
@@ -102,22 +147,44 @@ async fn manifests_tags_referrers() {
     let body = image(&cfg, &layer, None);
     // Blobs missing.
     assert_eq!(
-        code(r.manifest_put(&repo, &tag, Some(media::OCI_MANIFEST), body.clone(), &[]).await.unwrap_err()),
+        code(
+            r.manifest_put(&repo, &tag, Some(media::OCI_MANIFEST), body.clone(), &[])
+                .await
+                .unwrap_err()
+        ),
         ErrorCode::ManifestBlobUnknown
     );
     r.upload_whole(&repo, stream(b"{}"), &cfg).await.unwrap();
     r.upload_whole(&repo, stream(b"abc"), &layer).await.unwrap();
-    let put = r.manifest_put(&repo, &tag, Some(media::OCI_MANIFEST), body.clone(), &[Tag::parse("latest").unwrap()]).await.unwrap();
+    let put = r
+        .manifest_put(
+            &repo,
+            &tag,
+            Some(media::OCI_MANIFEST),
+            body.clone(),
+            &[Tag::parse("latest").unwrap()],
+        )
+        .await
+        .unwrap();
     assert_eq!(put.digest, Digest::sha256_of(&body));
     let got = r.manifest_get(&repo, &tag).await.unwrap();
     assert_eq!(got.body, body);
     assert_eq!(got.media_type, media::OCI_MANIFEST);
-    assert_eq!(r.tags(&repo, None, None).await.unwrap().items, ["latest", "v1"]);
+    assert_eq!(
+        r.tags(&repo, None, None).await.unwrap().items,
+        ["latest", "v1"]
+    );
 
     // A referrer whose subject is the image.
     let sig = image(&cfg, &layer, Some(&put.digest));
     let sig_put = r
-        .manifest_put(&repo, &Reference::Digest(Digest::sha256_of(&sig)), Some(media::OCI_MANIFEST), sig.clone(), &[])
+        .manifest_put(
+            &repo,
+            &Reference::Digest(Digest::sha256_of(&sig)),
+            Some(media::OCI_MANIFEST),
+            sig.clone(),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(sig_put.subject.as_ref(), Some(&put.digest));
@@ -125,16 +192,35 @@ async fn manifests_tags_referrers() {
     assert_eq!(refs.len(), 1);
     assert_eq!(refs[0].artifact_type.as_deref(), Some("application/x.cfg"));
     assert_eq!(refs[0].annotations.as_ref().unwrap()["k"], "v");
-    assert!(r.referrers(&repo, &put.digest, Some("other")).await.unwrap().is_empty());
+    assert!(
+        r.referrers(&repo, &put.digest, Some("other"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Tag delete removes only the tag; digest delete removes every tag.
-    r.manifest_delete(&repo, &Reference::Tag(Tag::parse("latest").unwrap())).await.unwrap();
+    r.manifest_delete(&repo, &Reference::Tag(Tag::parse("latest").unwrap()))
+        .await
+        .unwrap();
     assert!(r.manifest_get(&repo, &tag).await.is_ok());
-    r.manifest_delete(&repo, &Reference::Digest(put.digest.clone())).await.unwrap();
-    assert_eq!(code(r.manifest_get(&repo, &tag).await.err().unwrap()), ErrorCode::ManifestUnknown);
+    r.manifest_delete(&repo, &Reference::Digest(put.digest.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(r.manifest_get(&repo, &tag).await.err().unwrap()),
+        ErrorCode::ManifestUnknown
+    );
     assert!(r.tags(&repo, None, None).await.unwrap().items.is_empty());
-    r.manifest_delete(&repo, &Reference::Digest(sig_put.digest.clone())).await.unwrap();
-    assert!(r.referrers(&repo, &put.digest, None).await.unwrap().is_empty());
+    r.manifest_delete(&repo, &Reference::Digest(sig_put.digest.clone()))
+        .await
+        .unwrap();
+    assert!(
+        r.referrers(&repo, &put.digest, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(r.catalog(None, None).await.unwrap().items, ["m"]);
 }
 
@@ -144,7 +230,13 @@ async fn expiry_removes_idle_sessions() {
     let r = open(dir.path());
     let repo = name("x");
     let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
-    assert_eq!(r.expire_uploads(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        r.expire_uploads(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
     assert_eq!(r.expire_uploads(Duration::ZERO).await.unwrap(), 1);
-    assert_eq!(code(r.upload_status(&repo, &id).await.unwrap_err()), ErrorCode::BlobUploadUnknown);
+    assert_eq!(
+        code(r.upload_status(&repo, &id).await.unwrap_err()),
+        ErrorCode::BlobUploadUnknown
+    );
 }

@@ -1,0 +1,149 @@
+//! Server configuration: defaults, a TOML file, and overrides from the
+//! command line / `WHARF_*` environment (applied by the binary).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding all registry data.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub uploads: Uploads,
+    pub storage: Storage,
+    /// Allow deleting manifests, tags and blobs.
+    pub delete_enabled: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `wharf=debug,info`.
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes (larger pushes get 413).
+    pub max_manifest_size: usize,
+    /// Longest repository name accepted.
+    pub max_name_length: usize,
+    /// Most `tag` query parameters accepted on one manifest push (more get 414).
+    pub max_tags_per_push: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Uploads {
+    /// Upload sessions idle for longer than this many seconds are removed.
+    pub expiry_secs: u64,
+    /// Chunk size advertised in `OCI-Chunk-Min-Length` (0: not advertised).
+    pub chunk_min_length: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// fsync files and directories so acknowledged writes survive a crash.
+    /// Turn off only for throwaway data.
+    pub fsync: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./wharf-data"),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            uploads: Uploads::default(),
+            storage: Storage::default(),
+            delete_enabled: true,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_size: 4 * 1024 * 1024,
+            max_name_length: oci::name::DEFAULT_MAX_NAME_LEN,
+            max_tags_per_push: 100,
+        }
+    }
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Uploads {
+            expiry_secs: 24 * 3600,
+            chunk_min_length: 0,
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { fsync: true }
+    }
+}
+
+impl Config {
+    /// Read a TOML config file; missing keys keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_partial_toml() {
+        let c: Config = toml::from_str(
+            r#"
+listen = "0.0.0.0:8080"
+delete_enabled = false
+[limits]
+max_manifest_size = 1024
+[log]
+format = "json"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(!c.delete_enabled);
+        assert_eq!(c.limits.max_manifest_size, 1024);
+        assert_eq!(c.limits.max_name_length, 255);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.storage.fsync);
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+    }
+}

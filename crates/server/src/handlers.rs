@@ -1,0 +1,475 @@
+//! Carrying out an [`Action`] on the registry core and answering in HTTP.
+
+use crate::action::{self, Action, RouterLimits};
+use crate::config::Config;
+use crate::response::{self as r, Resp};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, header};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use oci::path;
+use oci::{ErrorCode, RegistryError, RepoName, media};
+use std::io;
+use std::sync::Arc;
+use store::{ByteStream, Registry};
+
+pub struct AppState {
+    pub registry: Registry,
+    pub config: Config,
+    pub limits: RouterLimits,
+}
+
+/// The one handler behind every path.
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
+    let head = req.method() == "HEAD";
+    let action = match action::route(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query(),
+        &state.limits,
+    ) {
+        Ok(a) => a,
+        Err(e) => return r::error(&e, head),
+    };
+    let (parts, body) = req.into_parts();
+    match dispatch(&state, action, &parts.headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => r::from_store(e, head),
+    }
+}
+
+type Result<T> = std::result::Result<T, store::Error>;
+
+fn reg_err(code: ErrorCode, msg: impl Into<String>) -> store::Error {
+    store::Error::Registry(RegistryError::new(code, msg))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    header_str(h, &header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
+}
+
+/// Does the request carry a body (a declared non-zero length, or chunked)?
+fn has_body(h: &HeaderMap) -> bool {
+    match content_length(h) {
+        Some(n) => n > 0,
+        None => h.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+fn body_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+/// Parse `Content-Range: <start>-<end>` of a chunk upload (inclusive ends).
+fn chunk_range(h: &HeaderMap) -> Result<Option<(u64, u64)>> {
+    let Some(raw) = h.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        reg_err(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must have the form <start>-<end>",
+        )
+    };
+    let raw = raw.to_str().map_err(|_| invalid())?.trim();
+    let (a, b) = raw.split_once('-').ok_or_else(invalid)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(a) || !digits(b) {
+        return Err(invalid());
+    }
+    let (start, end): (u64, u64) = (
+        a.parse().map_err(|_| invalid())?,
+        b.parse().map_err(|_| invalid())?,
+    );
+    if end < start {
+        return Err(invalid());
+    }
+    if let Some(len) = content_length(h)
+        && len != end - start + 1
+    {
+        return Err(reg_err(
+            ErrorCode::SizeInvalid,
+            format!("Content-Range {start}-{end} does not match Content-Length {len}"),
+        ));
+    }
+    Ok(Some((start, end)))
+}
+
+/// A parsed `Range` request header for blob GETs.
+enum ByteRange {
+    /// Serve the whole blob (no Range, or one we ignore).
+    Whole,
+    /// Half-open `start..end`.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Single byte ranges only; anything else is ignored (RFC 9110 allows that).
+fn byte_range(h: &HeaderMap, size: u64) -> ByteRange {
+    let Some(spec) = header_str(h, &header::RANGE).and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return ByteRange::Whole;
+    };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    match (a.trim().is_empty(), b.trim().is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => match parse(b) {
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if size == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::Part(size.saturating_sub(n), size),
+            None => ByteRange::Whole,
+        },
+        // bytes=A-
+        (false, true) => match parse(a) {
+            Some(s) if s >= size => ByteRange::Unsatisfiable,
+            Some(s) => ByteRange::Part(s, size),
+            None => ByteRange::Whole,
+        },
+        // bytes=A-B
+        (false, false) => match (parse(a), parse(b)) {
+            (Some(s), Some(e)) if s <= e => {
+                if s >= size {
+                    ByteRange::Unsatisfiable
+                } else {
+                    ByteRange::Part(s, e.saturating_add(1).min(size))
+                }
+            }
+            _ => ByteRange::Whole,
+        },
+        (true, true) => ByteRange::Whole,
+    }
+}
+
+async fn dispatch(
+    state: &AppState,
+    action: Action,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Resp> {
+    let reg = &state.registry;
+    match action {
+        Action::Base => Ok(r::build(
+            200,
+            &[
+                (header::CONTENT_TYPE, media::JSON.into()),
+                (header::CONTENT_LENGTH, "2".into()),
+            ],
+            Body::from("{}"),
+        )),
+
+        Action::GetBlob { repo, digest, head } => {
+            let size = reg.blob_size(&repo, &digest).await?.ok_or_else(|| {
+                store::Error::Registry(
+                    RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+                        .with_detail(serde_json::json!({ "digest": digest.to_string() })),
+                )
+            })?;
+            let digest_s = digest.to_string();
+            let mut hdrs = vec![
+                (r::DOCKER_CONTENT_DIGEST, digest_s.clone()),
+                (header::ETAG, format!("\"{digest_s}\"")),
+                (header::ACCEPT_RANGES, "bytes".into()),
+                (header::CONTENT_TYPE, media::OCTET_STREAM.into()),
+                (header::CACHE_CONTROL, "max-age=31536000".into()),
+            ];
+            let (status, range) = match byte_range(headers, size) {
+                ByteRange::Whole => (200, None),
+                ByteRange::Part(s, e) => (206, Some((s, e))),
+                ByteRange::Unsatisfiable => {
+                    let e = RegistryError::new(
+                        ErrorCode::SizeInvalid,
+                        format!("requested range not satisfiable: the blob has {size} bytes"),
+                    )
+                    .with_status(416);
+                    let mut resp = r::error(&e, head);
+                    if let Ok(v) = format!("bytes */{size}").parse() {
+                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return Ok(resp);
+                }
+            };
+            let len = match range {
+                Some((s, e)) => {
+                    hdrs.push((header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)));
+                    e - s
+                }
+                None => size,
+            };
+            hdrs.push((header::CONTENT_LENGTH, len.to_string()));
+            if head {
+                return Ok(r::build(status, &hdrs, Body::empty()));
+            }
+            let obj = reg.blob_get(&repo, &digest, range).await?;
+            Ok(r::build(status, &hdrs, Body::from_stream(obj.body)))
+        }
+
+        Action::DeleteBlob { repo, digest } => {
+            reg.blob_delete(&repo, &digest).await?;
+            Ok(r::build(
+                202,
+                &[(header::CONTENT_LENGTH, "0".into())],
+                Body::empty(),
+            ))
+        }
+
+        Action::StartUpload {
+            repo,
+            digest,
+            algorithm,
+            mount,
+            from,
+        } => {
+            if let Some(m) = mount {
+                if reg.mount(&repo, &m, from.as_ref()).await? {
+                    return Ok(blob_created(&repo, &m));
+                }
+                // Could not mount: fall back to an upload session (202).
+            } else if let Some(d) = digest {
+                reg.upload_whole(&repo, body_stream(body), &d).await?;
+                return Ok(blob_created(&repo, &d));
+            }
+            let id = reg.upload_start(&repo, algorithm).await?;
+            let mut resp = upload_accepted(&repo, &id, 0, 202);
+            if state.config.uploads.chunk_min_length > 0
+                && let Ok(v) = state.config.uploads.chunk_min_length.to_string().parse()
+            {
+                resp.headers_mut().insert(r::OCI_CHUNK_MIN_LENGTH, v);
+            }
+            Ok(resp)
+        }
+
+        Action::PatchUpload { repo, id } => {
+            let range = chunk_range(headers)?;
+            let offset = reg
+                .upload_append(&repo, &id, body_stream(body), range)
+                .await?;
+            Ok(upload_accepted(&repo, &id, offset, 202))
+        }
+
+        Action::PutUpload { repo, id, digest } => {
+            let range = chunk_range(headers)?;
+            let body = has_body(headers).then(|| body_stream(body));
+            reg.upload_finish(&repo, &id, body, range, &digest).await?;
+            Ok(blob_created(&repo, &digest))
+        }
+
+        Action::GetUpload { repo, id } => {
+            let offset = reg.upload_status(&repo, &id).await?;
+            Ok(upload_accepted(&repo, &id, offset, 204))
+        }
+
+        Action::DeleteUpload { repo, id } => {
+            reg.upload_cancel(&repo, &id).await?;
+            Ok(r::build(204, &[], Body::empty()))
+        }
+
+        Action::GetManifest {
+            repo,
+            reference,
+            head,
+        } => {
+            if head {
+                let (digest, media_type, size) = reg.manifest_head(&repo, &reference).await?;
+                return Ok(r::build(
+                    200,
+                    &manifest_headers(&digest.to_string(), &media_type, size),
+                    Body::empty(),
+                ));
+            }
+            let m = reg.manifest_get(&repo, &reference).await?;
+            let hdrs = manifest_headers(&m.digest.to_string(), &m.media_type, m.body.len() as u64);
+            Ok(r::build(200, &hdrs, Body::from(m.body)))
+        }
+
+        Action::PutManifest {
+            repo,
+            reference,
+            tags,
+        } => {
+            let limit = state.config.limits.max_manifest_size;
+            let bytes = read_limited(headers, body, limit).await?;
+            let content_type = header_str(headers, &header::CONTENT_TYPE);
+            let put = reg
+                .manifest_put(&repo, &reference, content_type, bytes, &tags)
+                .await?;
+            let digest = put.digest.to_string();
+            let mut hdrs = vec![
+                (
+                    header::LOCATION,
+                    path::manifest_path(repo.as_str(), &digest),
+                ),
+                (r::DOCKER_CONTENT_DIGEST, digest),
+                (header::CONTENT_LENGTH, "0".into()),
+            ];
+            if let Some(s) = put.subject {
+                hdrs.push((r::OCI_SUBJECT, s.to_string()));
+            }
+            if !tags.is_empty() {
+                for t in &put.tags {
+                    hdrs.push((r::OCI_TAG, t.to_string()));
+                }
+            }
+            Ok(r::build(201, &hdrs, Body::empty()))
+        }
+
+        Action::DeleteManifest { repo, reference } => {
+            reg.manifest_delete(&repo, &reference).await?;
+            Ok(r::build(
+                202,
+                &[(header::CONTENT_LENGTH, "0".into())],
+                Body::empty(),
+            ))
+        }
+
+        Action::ListTags { repo, n, last } => {
+            let page = reg.tags(&repo, n, last.as_deref()).await?;
+            let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
+            let next = page.items.last().filter(|_| page.more).map(|l| {
+                next_link(
+                    &path::tags_path(repo.as_str()),
+                    n.unwrap_or(page.items.len()),
+                    l,
+                )
+            });
+            Ok(json(200, &body, next, &[]))
+        }
+
+        Action::Catalog { n, last } => {
+            let page = reg.catalog(n, last.as_deref()).await?;
+            let body = serde_json::json!({ "repositories": page.items });
+            let next = page
+                .items
+                .last()
+                .filter(|_| page.more)
+                .map(|l| next_link(path::CATALOG_PATH, n.unwrap_or(page.items.len()), l));
+            Ok(json(200, &body, next, &[]))
+        }
+
+        Action::Referrers {
+            repo,
+            subject,
+            artifact_type,
+        } => {
+            let manifests = reg
+                .referrers(&repo, &subject, artifact_type.as_deref())
+                .await?;
+            let index = oci::manifest::IndexDocument {
+                schema_version: 2,
+                media_type: media::OCI_INDEX,
+                manifests: &manifests,
+            };
+            let body = serde_json::to_vec(&index).map_err(io::Error::other)?;
+            let mut hdrs = vec![
+                (header::CONTENT_TYPE, media::OCI_INDEX.to_string()),
+                (header::CONTENT_LENGTH, body.len().to_string()),
+            ];
+            if artifact_type.is_some() {
+                hdrs.push((r::OCI_FILTERS_APPLIED, "artifactType".into()));
+            }
+            Ok(r::build(200, &hdrs, Body::from(body)))
+        }
+    }
+}
+
+fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderName, String)> {
+    vec![
+        (header::CONTENT_TYPE, media_type.to_owned()),
+        (header::CONTENT_LENGTH, size.to_string()),
+        (r::DOCKER_CONTENT_DIGEST, digest.to_owned()),
+        (header::ETAG, format!("\"{digest}\"")),
+    ]
+}
+
+fn blob_created(repo: &RepoName, digest: &oci::Digest) -> Resp {
+    let d = digest.to_string();
+    r::build(
+        201,
+        &[
+            (header::LOCATION, path::blob_path(repo.as_str(), &d)),
+            (r::DOCKER_CONTENT_DIGEST, d),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn upload_accepted(repo: &RepoName, id: &str, offset: u64, status: u16) -> Resp {
+    r::build(
+        status,
+        &[
+            (header::LOCATION, path::upload_path(repo.as_str(), id)),
+            (header::RANGE, r::upload_range(offset)),
+            (r::DOCKER_UPLOAD_UUID, id.to_owned()),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn next_link(base: &str, n: usize, last: &str) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("n", &n.to_string())
+        .append_pair("last", last)
+        .finish();
+    format!("<{base}?{q}>; rel=\"next\"")
+}
+
+fn json(
+    status: u16,
+    v: &serde_json::Value,
+    link: Option<String>,
+    extra: &[(HeaderName, String)],
+) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut hdrs = vec![
+        (header::CONTENT_TYPE, media::JSON.to_string()),
+        (header::CONTENT_LENGTH, body.len().to_string()),
+    ];
+    if let Some(l) = link {
+        hdrs.push((header::LINK, l));
+    }
+    hdrs.extend_from_slice(extra);
+    r::build(status, &hdrs, Body::from(body))
+}
+
+/// Read a request body of at most `limit` bytes; larger ones get 413.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+    let too_large = || {
+        store::Error::Registry(
+            RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("manifest is larger than this registry's limit of {limit} bytes"),
+            )
+            .with_status(413),
+        )
+    };
+    if content_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            reg_err(
+                ErrorCode::ManifestInvalid,
+                format!("reading the request body failed: {e}"),
+            )
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,15 @@
+//! The Wharf HTTP server.
+//!
+//! One request, one path: the [`action`] router turns method + path + query
+//! into a typed [`action::Action`] before anything else runs; [`handlers`]
+//! carries it out on the registry core (`store::Registry`) and turns the
+//! result into HTTP.
+
+pub mod action;
+pub mod config;
+pub mod handlers;
+mod response;
+mod serve;
+
+pub use config::Config;
+pub use serve::{init_logging, run, run_on};

@@ -1,0 +1,160 @@
+//! Starting and stopping the server: listener, request log, background
+//! upload expiry, graceful shutdown on SIGTERM / Ctrl-C.
+
+use crate::action::RouterLimits;
+use crate::config::{Config, LogFormat};
+use crate::handlers::{AppState, handle};
+use crate::response::API_VERSION;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::fs::FsBackend;
+use store::{Registry, RegistryConfig};
+use tokio::net::TcpListener;
+
+/// Set up logging as the config says (once per process).
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Bind the configured address and serve until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    run_on(listener, config, shutdown_signal()).await
+}
+
+/// Serve on an already bound listener until `shutdown` completes; requests
+/// in flight are allowed to finish.
+pub async fn run_on(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let backend = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let registry = Registry::new(
+        Arc::new(backend),
+        RegistryConfig {
+            delete_enabled: config.delete_enabled,
+        },
+    );
+    let limits = RouterLimits {
+        max_name_length: config.limits.max_name_length,
+        max_tags_per_push: config.limits.max_tags_per_push,
+    };
+    let state = Arc::new(AppState {
+        registry,
+        config: config.clone(),
+        limits,
+    });
+
+    let expiry = Duration::from_secs(config.uploads.expiry_secs);
+    let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
+
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(state)
+        .layer(middleware::from_fn(request_log));
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr,
+        data_dir = %config.data_dir.display(),
+        fsync = config.storage.fsync,
+        "wharf registry listening"
+    );
+    if !addr.ip().is_loopback() {
+        tracing::warn!(listen = %addr, "serving on a non-loopback address without authentication or TLS");
+    }
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    tracing::info!("wharf registry stopped");
+    result.map_err(Into::into)
+}
+
+async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
+    let every = max_age.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match state.registry.expire_uploads(max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired abandoned upload sessions"),
+            Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+        }
+    }
+}
+
+/// One structured line per request; adds the API version header.
+async fn request_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let bytes_in = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    let bytes_out = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    tracing::info!(
+        target: "wharf::access",
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        bytes_in,
+        bytes_out,
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing requests in flight");
+}

@@ -1,0 +1,152 @@
+//! `wharf`: the registry server (and, later, the registry client) in one binary.
+
+use clap::{Args, Parser, Subcommand};
+use server::Config;
+use server::config::LogFormat;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "An OCI container registry and registry client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    ///
+    /// With no options it stores data in ./wharf-data and listens on
+    /// 127.0.0.1:5000. Settings come from, lowest precedence first: built-in
+    /// defaults, the TOML file given with --config, WHARF_* environment
+    /// variables, and command-line options.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (keys: listen, data_dir, delete_enabled,
+    /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push,
+    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync).
+    #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory for all registry data [default: ./wharf-data].
+    #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Log filter, e.g. info, debug, wharf::access=warn [default: info].
+    #[arg(long, env = "WHARF_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Largest manifest accepted, in bytes; larger pushes get 413 [default: 4194304].
+    #[arg(long, env = "WHARF_MAX_MANIFEST_SIZE", value_name = "BYTES")]
+    max_manifest_size: Option<usize>,
+    /// Longest repository name accepted [default: 255].
+    #[arg(long, env = "WHARF_MAX_NAME_LENGTH", value_name = "CHARS")]
+    max_name_length: Option<usize>,
+    /// Most `tag` parameters on one manifest push; more get 414 [default: 100].
+    #[arg(long, env = "WHARF_MAX_TAGS_PER_PUSH", value_name = "N")]
+    max_tags_per_push: Option<usize>,
+    /// Remove upload sessions idle for this many seconds [default: 86400].
+    #[arg(long, env = "WHARF_UPLOAD_EXPIRY", value_name = "SECS")]
+    upload_expiry: Option<u64>,
+    /// Chunk size to advertise in OCI-Chunk-Min-Length; 0 advertises none [default: 0].
+    #[arg(long, env = "WHARF_CHUNK_MIN_LENGTH", value_name = "BYTES")]
+    chunk_min_length: Option<u64>,
+    /// Refuse deletes of manifests, tags and blobs (405).
+    #[arg(long, env = "WHARF_NO_DELETE")]
+    no_delete: bool,
+    /// Do not fsync writes: faster, but a crash can lose acknowledged data.
+    #[arg(long, env = "WHARF_NO_FSYNC")]
+    no_fsync: bool,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log.format = if v == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            };
+        }
+        if let Some(v) = self.log_level {
+            c.log.level = v;
+        }
+        if let Some(v) = self.max_manifest_size {
+            c.limits.max_manifest_size = v;
+        }
+        if let Some(v) = self.max_name_length {
+            c.limits.max_name_length = v;
+        }
+        if let Some(v) = self.max_tags_per_push {
+            c.limits.max_tags_per_push = v;
+        }
+        if let Some(v) = self.upload_expiry {
+            c.uploads.expiry_secs = v;
+        }
+        if let Some(v) = self.chunk_min_length {
+            c.uploads.chunk_min_length = v;
+        }
+        if self.no_delete {
+            c.delete_enabled = false;
+        }
+        if self.no_fsync {
+            c.storage.fsync = false;
+        }
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            server::init_logging(&config);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("wharf: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(server::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
