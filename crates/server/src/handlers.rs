@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use oci::path;
-use oci::{ErrorCode, RegistryError, RepoName, media};
+use oci::{Digest, ErrorCode, Reference, RegistryError, RepoName, media};
 use std::io;
 use std::sync::Arc;
 use store::{ByteStream, Registry};
@@ -274,22 +274,24 @@ async fn dispatch(
             Ok(r::build(204, &[], Body::empty()))
         }
 
-        Action::GetManifest {
-            repo,
-            reference,
-            head,
-        } => {
+        Action::GetManifest { repo, reference, head } => {
+            let accept = Accept::parse(headers);
             if head {
                 let (digest, media_type, size) = reg.manifest_head(&repo, &reference).await?;
-                return Ok(r::build(
-                    200,
-                    &manifest_headers(&digest.to_string(), &media_type, size),
-                    Body::empty(),
-                ));
+                if accept.allows(&media_type) || !accept.wants_image_only() {
+                    return Ok(r::build(200, &manifest_headers(&digest.to_string(), &media_type, size), Body::empty()));
+                }
             }
-            let m = reg.manifest_get(&repo, &reference).await?;
+            let mut m = reg.manifest_get(&repo, &reference).await?;
+            if !accept.allows(&m.media_type) && accept.wants_image_only() {
+                // A client that cannot read an index asked for a multi-platform
+                // image: give it the linux/amd64 image, as Distribution does.
+                if let Some(child) = default_platform_child(&m.body, &accept) {
+                    m = reg.manifest_get(&repo, &Reference::Digest(child)).await?;
+                }
+            }
             let hdrs = manifest_headers(&m.digest.to_string(), &m.media_type, m.body.len() as u64);
-            Ok(r::build(200, &hdrs, Body::from(m.body)))
+            Ok(r::build(200, &hdrs, if head { Body::empty() } else { Body::from(m.body) }))
         }
 
         Action::PutManifest {
@@ -380,6 +382,60 @@ async fn dispatch(
             Ok(r::build(200, &hdrs, Body::from(body)))
         }
     }
+}
+
+/// The media types a request's `Accept` headers list (q=0 entries dropped).
+struct Accept(Vec<String>);
+
+impl Accept {
+    fn parse(h: &HeaderMap) -> Accept {
+        let mut types = Vec::new();
+        for v in h.get_all(header::ACCEPT) {
+            let Ok(v) = v.to_str() else { continue };
+            for item in v.split(',') {
+                let mut parts = item.split(';');
+                let mt = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                if !mt.is_empty() && !refused {
+                    types.push(mt);
+                }
+            }
+        }
+        Accept(types)
+    }
+
+    /// No Accept, a wildcard, or the type itself.
+    fn allows(&self, media_type: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|t| t == "*/*" || t == "application/*" || t == media_type)
+    }
+
+    /// The client names image manifest types but no index type and no wildcard.
+    fn wants_image_only(&self) -> bool {
+        let image = [media::OCI_MANIFEST, media::DOCKER_MANIFEST];
+        let index = [media::OCI_INDEX, media::DOCKER_MANIFEST_LIST];
+        self.0.iter().any(|t| image.contains(&t.as_str()))
+            && !self
+                .0
+                .iter()
+                .any(|t| index.contains(&t.as_str()) || t == "*/*" || t == "application/*")
+    }
+}
+
+/// The linux/amd64 entry of an index, if its type is one the client accepts.
+fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Digest> {
+    let m = oci::manifest::parse(None, body).ok()?;
+    m.manifests
+        .into_iter()
+        .find(|d| {
+            let field = |k: &str| d.platform.as_ref().and_then(|p| p.get(k)).and_then(|v| v.as_str());
+            field("os") == Some("linux") && field("architecture") == Some("amd64") && accept.allows(&d.media_type)
+        })
+        .map(|d| d.digest)
 }
 
 fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderName, String)> {

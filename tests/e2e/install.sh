@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install what tests/e2e/run.sh needs on a fresh Debian 12 machine (as root).
+# Idempotent: safe to run again. No Docker daemon is needed or used.
+#
+#   tests/e2e/install.sh
+#
+# Environment:
+#   WHARF_E2E_VENV   python venv for oras-py (default ~/.cache/wharf-e2e-venv)
+#   WHARF_E2E_SKIP_APT=1   skip apt (packages already there)
+#
+# Nothing under /etc is edited: run.sh writes its own storage.conf,
+# registries.conf, containers.conf and policy.json into its temp dir
+# (vfs storage driver, chroot isolation), so buildah/podman never touch
+# the host's container storage.
+set -euo pipefail
+
+venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
+oras_spec=${WHARF_E2E_ORAS_SPEC:-oras>=0.2,<0.3}
+
+packages=(
+    skopeo buildah podman umoci jq curl ca-certificates
+    python3 python3-venv
+    docker-registry  # the reference registry, for with-reference.sh
+)
+
+if [[ -z ${WHARF_E2E_SKIP_APT:-} ]]; then
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y "${missing[@]}"
+    fi
+    # Debian's docker-registry package starts a service (on :5000) where
+    # systemd runs; the suite starts its own instance, so stop that one.
+    if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+        systemctl disable --now docker-registry || true
+    fi
+fi
+
+# Use Debian's python for the venv (python3-venv is installed for it), even
+# when another python3 (pyenv, ...) comes first on PATH.
+py=/usr/bin/python3
+[[ -x $py ]] || py=$(command -v python3)
+
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    "$py" -m venv "$venv"
+fi
+if ! "$venv/bin/python" - "$oras_spec" <<'EOF' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+v = version("oras")
+sys.exit(0 if v.startswith("0.2.") else 1)
+EOF
+    "$venv/bin/pip" install --disable-pip-version-check -q "$oras_spec"
+fi
+
+echo "install: skopeo $(skopeo --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}')," \
+    "podman $(podman --version | awk '{print $3}'), umoci $(umoci --version | awk '{print $3}')," \
+    "oras-py $("$venv/bin/python" -c 'from importlib.metadata import version; print(version("oras"))')"

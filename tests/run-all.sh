@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Every Wharf test: unit and HTTP integration tests (cargo test), then the
+# end-to-end suite, which drives real clients (skopeo, buildah, podman,
+# oras-py) against a freshly started `wharf serve`.
+#
+#   bash tests/run-all.sh
+#
+# The end-to-end clients come from tests/e2e/install.sh (run as root; this
+# script runs it when they are missing). The last line is the total:
+# "all: N passed, M failed". Exit status is non-zero if anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
+if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! [[ -x $venv/bin/python ]]; then
+    if [[ $(id -u) == 0 ]]; then
+        bash tests/e2e/install.sh
+    else
+        echo "the end-to-end clients are missing: run 'sudo bash tests/e2e/install.sh' first" >&2
+        exit 2
+    fi
+fi
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# 1. Unit and integration tests.
+cargo_status=0
+cargo test --workspace 2>&1 | tee "$work/cargo.log" || cargo_status=$?
+read -r cargo_passed cargo_failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$work/cargo.log")
+if [[ $cargo_status != 0 && $cargo_failed == 0 ]]; then cargo_failed=1; fi  # a build failure counts
+
+# 2. End-to-end tests against a fresh server on a free loopback port.
+cargo build --bin wharf
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${CARGO_TARGET_DIR:-target}/debug/wharf" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --log-level warn > "$work/wharf.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+e2e_status=0
+bash tests/e2e/run.sh "127.0.0.1:$port" 2>&1 | tee "$work/e2e.log" || e2e_status=$?
+read -r e2e_passed e2e_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/e2e.log" | tail -n 1)
+e2e_passed=${e2e_passed:-0}
+e2e_failed=${e2e_failed:-0}
+if [[ $e2e_status != 0 && $e2e_failed == 0 ]]; then e2e_failed=1; fi
+if [[ $e2e_failed != 0 ]]; then
+    echo "--- wharf log (tail) ---"
+    tail -n 40 "$work/wharf.log"
+fi
+
+echo "cargo test: $cargo_passed passed, $cargo_failed failed"
+echo "e2e: $e2e_passed passed, $e2e_failed failed"
+echo "all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
+[[ $cargo_failed == 0 && $e2e_failed == 0 ]]
