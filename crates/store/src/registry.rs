@@ -311,8 +311,9 @@ impl Registry {
         if !valid_upload_id(id) {
             return Err(upload_unknown());
         }
-        if let Some(s) = self.sessions.get(id) {
-            let s = s.clone();
+        // Clone the Arc out so the map's shard guard is released before awaiting.
+        let cached = self.sessions.get(id).map(|entry| entry.value().clone());
+        if let Some(s) = cached {
             if s.lock().await.repo != name.as_str() {
                 return Err(upload_unknown());
             }
@@ -533,7 +534,7 @@ impl Registry {
             if age < max_age {
                 continue;
             }
-            let in_use = match self.sessions.get(&id).map(|s| s.clone()) {
+            let in_use = match self.sessions.get(&id).map(|entry| entry.value().clone()) {
                 Some(s) => match s.try_lock() {
                     Ok(mut guard) => {
                         guard.ended = true;
