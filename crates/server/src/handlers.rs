@@ -235,10 +235,13 @@ async fn dispatch(
                     return Ok(blob_created(&repo, &m));
                 }
                 // Could not mount: fall back to an upload session (202).
-            } else if let Some(d) = digest {
+            } else if let Some(d) =
+                digest.filter(|d| has_body(headers) || *d == oci::Digest::of(d.algorithm(), b""))
+            {
                 reg.upload_whole(&repo, body_stream(body), &d).await?;
                 return Ok(blob_created(&repo, &d));
             }
+            // A `digest` without a body: the client will send the bytes later.
             let id = reg.upload_start(&repo, algorithm).await?;
             let mut resp = upload_accepted(&repo, &id, 0, 202);
             if state.config.uploads.chunk_min_length > 0
@@ -274,12 +277,20 @@ async fn dispatch(
             Ok(r::build(204, &[], Body::empty()))
         }
 
-        Action::GetManifest { repo, reference, head } => {
+        Action::GetManifest {
+            repo,
+            reference,
+            head,
+        } => {
             let accept = Accept::parse(headers);
             if head {
                 let (digest, media_type, size) = reg.manifest_head(&repo, &reference).await?;
                 if accept.allows(&media_type) || !accept.wants_image_only() {
-                    return Ok(r::build(200, &manifest_headers(&digest.to_string(), &media_type, size), Body::empty()));
+                    return Ok(r::build(
+                        200,
+                        &manifest_headers(&digest.to_string(), &media_type, size),
+                        Body::empty(),
+                    ));
                 }
             }
             let mut m = reg.manifest_get(&repo, &reference).await?;
@@ -291,7 +302,15 @@ async fn dispatch(
                 }
             }
             let hdrs = manifest_headers(&m.digest.to_string(), &m.media_type, m.body.len() as u64);
-            Ok(r::build(200, &hdrs, if head { Body::empty() } else { Body::from(m.body) }))
+            Ok(r::build(
+                200,
+                &hdrs,
+                if head {
+                    Body::empty()
+                } else {
+                    Body::from(m.body)
+                },
+            ))
         }
 
         Action::PutManifest {
@@ -411,7 +430,11 @@ impl Accept {
 
     /// No Accept, a wildcard, or the type itself.
     fn allows(&self, media_type: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|t| t == "*/*" || t == "application/*" || t == media_type)
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|t| t == "*/*" || t == "application/*" || t == media_type)
     }
 
     /// The client names image manifest types but no index type and no wildcard.
@@ -432,8 +455,15 @@ fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Digest> {
     m.manifests
         .into_iter()
         .find(|d| {
-            let field = |k: &str| d.platform.as_ref().and_then(|p| p.get(k)).and_then(|v| v.as_str());
-            field("os") == Some("linux") && field("architecture") == Some("amd64") && accept.allows(&d.media_type)
+            let field = |k: &str| {
+                d.platform
+                    .as_ref()
+                    .and_then(|p| p.get(k))
+                    .and_then(|v| v.as_str())
+            };
+            field("os") == Some("linux")
+                && field("architecture") == Some("amd64")
+                && accept.allows(&d.media_type)
         })
         .map(|d| d.digest)
 }
