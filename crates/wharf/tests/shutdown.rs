@@ -15,7 +15,7 @@ fn free_port() -> u16 {
 
 async fn spawn(data: &std::path::Path) -> (Child, String) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args([
             "serve",
             "--listen",
@@ -39,6 +39,8 @@ async fn spawn(data: &std::path::Path) -> (Child, String) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("wharf did not start");
 }
 
