@@ -522,3 +522,25 @@ mod tests {
         assert_eq!(code(r("GET", &long, None)), (ErrorCode::NameInvalid, 400));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the method, path and query, routing answers without panicking,
+        /// and every refusal is a 4xx.
+        #[test]
+        fn route_never_panics(
+            method in prop::sample::select(vec!["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]),
+            path in "(/v2/)?[a-zA-Z0-9_./:%-]{0,60}",
+            query in prop::option::of("[a-z=&%0-9:._/-]{0,60}"),
+        ) {
+            let limits = RouterLimits { max_name_length: 255, max_tags_per_push: 10 };
+            if let Err(e) = route(method, &path, query.as_deref(), &limits) {
+                prop_assert!((400..500).contains(&e.status), "{} for {} {}", e.status, method, path);
+            }
+        }
+    }
+}
