@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod fs;
+mod hashing;
 pub mod keys;
 pub mod registry;
 

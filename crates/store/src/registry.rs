@@ -6,6 +6,7 @@
 //! atomic puts of immutable or last-writer-wins objects.
 
 use crate::backend::{Backend, ByteStream, ObjectReader};
+use crate::hashing::StreamHasher;
 use crate::keys;
 use bytes::Bytes;
 use dashmap::{DashMap, DashSet};
@@ -405,7 +406,7 @@ impl Registry {
         let Some((hasher, _)) = s.hasher.as_ref() else {
             return Err(upload_unknown());
         };
-        let mut hasher = hasher.clone();
+        let mut hasher = StreamHasher::new(hasher.clone());
         let mut written = 0u64;
         let result: Result<()> = async {
             let mut w = self.backend.upload_writer(id, offset).await?;
@@ -416,7 +417,7 @@ impl Registry {
                         format!("reading the request body failed: {e}"),
                     )
                 })?;
-                hasher.update(&chunk);
+                hasher.update(&chunk).await?;
                 written += chunk.len() as u64;
                 w.write(chunk).await?;
             }
@@ -432,8 +433,12 @@ impl Registry {
             Ok(())
         }
         .await;
+        let result = match result {
+            Ok(()) => hasher.finish().await.map_err(Error::Io),
+            Err(e) => Err(e),
+        };
         match result {
-            Ok(()) => {
+            Ok(hasher) => {
                 s.hasher = Some((hasher, offset + written));
                 Ok(offset + written)
             }
