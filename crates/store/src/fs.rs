@@ -17,10 +17,13 @@ use crate::backend::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use dashmap::DashMap;
 use futures_util::StreamExt;
+use std::collections::BTreeSet;
 use std::io::{self, ErrorKind};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
@@ -39,6 +42,103 @@ pub struct FsBackend {
 struct Inner {
     root: PathBuf,
     fsync: bool,
+    index: DirIndex,
+}
+
+/// Sorted entries of the directories that have been listed, kept current by
+/// this process's writes, so a page of a listing costs O(log n + page) and
+/// not a `readdir` and sort of the whole directory. Valid because one
+/// process owns a data directory. Each directory has its own lock.
+#[derive(Default)]
+struct DirIndex {
+    dirs: DashMap<PathBuf, Arc<Mutex<Option<BTreeSet<String>>>>>,
+}
+
+impl DirIndex {
+    /// Run `f` on the sorted entries of `dir` ("name" for an object,
+    /// "name/" for a directory), reading the directory on first use.
+    /// Blocking.
+    fn with<T>(&self, dir: &Path, f: impl FnOnce(&BTreeSet<String>) -> T) -> io::Result<T> {
+        let slot = self.dirs.entry(dir.to_owned()).or_default().clone();
+        let mut guard = slot
+            .lock()
+            .map_err(|_| io::Error::other("directory index poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(read_entries(dir)?);
+        }
+        match guard.as_ref() {
+            Some(set) => Ok(f(set)),
+            None => Err(io::Error::other("directory index missing")),
+        }
+    }
+
+    /// Up to `n` entries of `dir` after `after`.
+    fn page(&self, dir: &Path, after: Option<&str>, n: usize) -> io::Result<Vec<String>> {
+        self.with(dir, |set| match after {
+            Some(a) => set
+                .range::<str, _>((Bound::Excluded(a), Bound::Unbounded))
+                .take(n)
+                .cloned()
+                .collect(),
+            None => set.iter().take(n).cloned().collect(),
+        })
+    }
+
+    /// Record a new entry of `dir` (if `dir` is indexed).
+    fn added(&self, dir: &Path, entry: String) {
+        let slot = self.dirs.get(dir).map(|e| e.value().clone());
+        if let Some(slot) = slot
+            && let Ok(mut guard) = slot.lock()
+            && let Some(set) = guard.as_mut()
+        {
+            set.insert(entry);
+        }
+    }
+
+    /// Forget an entry of `dir` (if `dir` is indexed).
+    fn removed(&self, dir: &Path, entry: &str) {
+        let slot = self.dirs.get(dir).map(|e| e.value().clone());
+        if let Some(slot) = slot
+            && let Ok(mut guard) = slot.lock()
+            && let Some(set) = guard.as_mut()
+        {
+            set.remove(entry);
+        }
+    }
+}
+
+/// The listing entries of a directory: objects `name~` as "name",
+/// directories as "name/"; temporary and hidden files are not entries.
+fn read_entries(dir: &Path) -> io::Result<BTreeSet<String>> {
+    let mut set = BTreeSet::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            return Ok(set);
+        }
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            set.insert(format!("{name}/"));
+        } else if let Some(stem) = name.strip_suffix(OBJECT_SUFFIX) {
+            set.insert(stem.to_owned());
+        }
+    }
+    Ok(set)
+}
+
+/// The parent directory of an object file and its listing entry.
+fn object_entry(path: &Path) -> Option<(&Path, String)> {
+    let name = path.file_name()?.to_str()?.strip_suffix(OBJECT_SUFFIX)?;
+    Some((path.parent()?, name.to_owned()))
 }
 
 impl FsBackend {
@@ -55,7 +155,11 @@ impl FsBackend {
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(root.join(UPLOADS_DIR))?;
         Ok(FsBackend {
-            inner: Arc::new(Inner { root, fsync }),
+            inner: Arc::new(Inner {
+                root,
+                fsync,
+                index: DirIndex::default(),
+            }),
         })
     }
 
@@ -120,10 +224,13 @@ impl FsBackend {
         for d in missing.iter().rev() {
             match std::fs::create_dir(d) {
                 Ok(()) => {
-                    if self.inner.fsync
-                        && let Some(parent) = d.parent()
+                    if let (Some(parent), Some(name)) =
+                        (d.parent(), d.file_name().and_then(|n| n.to_str()))
                     {
-                        std::fs::File::open(parent)?.sync_all()?;
+                        if self.inner.fsync {
+                            std::fs::File::open(parent)?.sync_all()?;
+                        }
+                        self.inner.index.added(parent, format!("{name}/"));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -131,6 +238,13 @@ impl FsBackend {
             }
         }
         Ok(())
+    }
+
+    /// Note a new object file in the listing index.
+    fn record_added(&self, path: &Path) {
+        if let Some((dir, entry)) = object_entry(path) {
+            self.inner.index.added(dir, entry);
+        }
     }
 
     /// Write `data` to a temp file and rename it to `dest`; with `durable`,
@@ -147,6 +261,7 @@ impl FsBackend {
             let parent = dest.parent().ok_or_else(|| invalid_key("/"))?;
             self.ensure_dir(parent).await?;
             tokio::fs::rename(&tmp, dest).await?;
+            self.record_added(dest);
             if durable {
                 self.sync_dir(parent).await?;
             }
@@ -175,60 +290,57 @@ fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// Lexical listing of a directory tree of objects: files `name~` are keys
-/// `name`, directories `name` are prefixes `name/`; siblings are ordered by
-/// those strings, so the walk yields keys in byte order.
+/// Lexical listing of a directory tree of objects: entries are ordered as
+/// "name" (object) and "name/" (directory), so the walk yields keys in byte
+/// order. `rel` is the key prefix of `dir`; `start_after` is relative to the
+/// listing's root.
 fn walk(
+    index: &DirIndex,
     dir: &Path,
     rel: &str,
     start_after: Option<&str>,
     limit: usize,
     out: &mut Vec<String>,
 ) -> io::Result<()> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let mut entries = Vec::new();
-    for entry in rd {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            entries.push((format!("{rel}{name}/"), Some(entry.path())));
-        } else if let Some(stem) = name.strip_suffix(OBJECT_SUFFIX) {
-            entries.push((format!("{rel}{stem}"), None));
+    // Where to start in this directory: after start_after's part below `rel`.
+    let mut cursor: Option<String> = start_after
+        .and_then(|s| s.strip_prefix(rel))
+        .map(str::to_owned);
+    // start_after may lie inside a subdirectory: finish that one first.
+    if let Some((first, _)) = cursor.as_deref().and_then(|c| c.split_once('/')) {
+        let sub = format!("{first}/");
+        if index.with(dir, |set| set.contains(&sub))? {
+            walk(
+                index,
+                &dir.join(first),
+                &format!("{rel}{sub}"),
+                start_after,
+                limit,
+                out,
+            )?;
         }
     }
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (key, sub) in entries {
-        if out.len() >= limit {
+    while out.len() < limit {
+        let batch = index.page(dir, cursor.as_deref(), 256)?;
+        if batch.is_empty() {
             break;
         }
-        match sub {
-            None => {
-                if start_after.is_none_or(|s| key.as_str() > s) {
-                    out.push(key);
-                }
+        for entry in batch {
+            if out.len() >= limit {
+                return Ok(());
             }
-            Some(path) => {
-                // Skip a subtree whose keys all sort at or before start_after.
-                if let Some(s) = start_after
-                    && s > key.as_str()
-                    && !s.starts_with(key.as_str())
-                {
-                    continue;
-                }
-                walk(&path, &key, start_after, limit, out)?;
+            match entry.strip_suffix('/') {
+                Some(name) => walk(
+                    index,
+                    &dir.join(name),
+                    &format!("{rel}{entry}"),
+                    start_after,
+                    limit,
+                    out,
+                )?,
+                None => out.push(format!("{rel}{entry}")),
             }
+            cursor = Some(entry);
         }
     }
     Ok(())
@@ -354,6 +466,7 @@ impl Backend for FsBackend {
         let parent = p.parent().ok_or_else(|| invalid_key(key))?;
         self.ensure_dir(parent).await?;
         tokio::fs::File::create(&p).await?;
+        self.record_added(&p);
         self.sync_dir(parent).await
     }
 
@@ -361,6 +474,9 @@ impl Backend for FsBackend {
         let p = self.object_path(key)?;
         match tokio::fs::remove_file(&p).await {
             Ok(()) => {
+                if let Some((dir, entry)) = object_entry(&p) {
+                    self.inner.index.removed(dir, &entry);
+                }
                 if let Some(parent) = p.parent() {
                     self.sync_dir(parent).await?;
                 }
@@ -382,9 +498,17 @@ impl Backend for FsBackend {
             _ => return Err(invalid_key(prefix)),
         };
         let start_after = start_after.map(str::to_owned);
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&dir, "", start_after.as_deref(), limit, &mut out)?;
+            walk(
+                &this.inner.index,
+                &dir,
+                "",
+                start_after.as_deref(),
+                limit,
+                &mut out,
+            )?;
             Ok(out)
         })
         .await
@@ -454,6 +578,7 @@ impl Backend for FsBackend {
             let parent = dest.parent().ok_or_else(|| invalid_key(key))?;
             self.ensure_dir(parent).await?;
             tokio::fs::rename(&data, &dest).await?;
+            self.record_added(&dest);
             self.sync_dir(parent).await?;
         }
         self.upload_delete(id).await
@@ -549,6 +674,59 @@ mod tests {
             ["a/b/c", "a/b/c/d", "b"]
         );
         assert!(b.list("nothing/", None, 10).await.unwrap().is_empty());
+    }
+
+    /// The index kept current by writes agrees with a fresh read of the disk,
+    /// page by page, whatever the interleaving of puts, deletes and lists.
+    #[tokio::test]
+    async fn listing_index_stays_current() {
+        let (dir, b) = backend().await;
+        let parts = ["a", "a-b", "a.c", "b", "z"];
+        let mut seed = 12345u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let depth = 1 + (next() % 3) as usize;
+            let key: Vec<&str> = (0..depth)
+                .map(|_| parts[(next() % parts.len() as u64) as usize])
+                .collect();
+            let key = format!("cat/{}", key.join("/"));
+            if next() % 4 == 0 {
+                b.delete(&key).await.unwrap();
+            } else {
+                b.put(&key, Bytes::new()).await.unwrap();
+            }
+            if round % 10 == 0 {
+                let fresh = FsBackend::open(dir.path(), false).unwrap();
+                let all = fresh.list("cat/", None, usize::MAX).await.unwrap();
+                let mut sorted = all.clone();
+                sorted.sort();
+                assert_eq!(all, sorted, "fresh listing not in byte order");
+                assert_eq!(
+                    b.list("cat/", None, usize::MAX).await.unwrap(),
+                    all,
+                    "round {round}"
+                );
+                // Page through with a small page size from every start.
+                for start in std::iter::once(None).chain(all.iter().map(|k| Some(k.as_str()))) {
+                    let want: Vec<String> = all
+                        .iter()
+                        .filter(|k| start.is_none_or(|s| k.as_str() > s))
+                        .take(3)
+                        .cloned()
+                        .collect();
+                    assert_eq!(
+                        b.list("cat/", start, 3).await.unwrap(),
+                        want,
+                        "round {round} after {start:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]
