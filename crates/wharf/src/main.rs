@@ -1,4 +1,6 @@
-//! `wharf`: the registry server (and, later, the registry client) in one binary.
+//! `wharf`: the registry server and the registry client in one binary.
+
+mod cli;
 
 use clap::{Args, Parser, Subcommand};
 use server::Config;
@@ -27,6 +29,8 @@ enum Command {
     /// defaults, the TOML file given with --config, WHARF_* environment
     /// variables, and command-line options.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Args)]
@@ -148,5 +152,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Client(cmd) => cli::run(cmd),
     }
 }
