@@ -25,7 +25,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 const OBJECT_SUFFIX: char = '~';
@@ -194,28 +194,26 @@ impl FsBackend {
         self.inner.root.join(TMP_DIR).join(format!("{name:032x}"))
     }
 
-    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    /// Run a sequence of blocking filesystem calls as one task on the
+    /// blocking pool: one thread hop per operation, not one per syscall.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FsBackend) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn sync_dir_blocking(&self, dir: &Path) -> io::Result<()> {
         if self.inner.fsync {
-            let dir = dir.to_owned();
-            tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-                .await
-                .map_err(io::Error::other)??;
+            std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
     }
 
     /// Create `dir` and any missing parents, making each new entry durable.
-    async fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
-        if tokio::fs::metadata(dir).await.is_ok() {
-            return Ok(());
-        }
-        let this = self.clone();
-        let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || this.ensure_dir_blocking(&dir))
-            .await
-            .map_err(io::Error::other)?
-    }
-
     fn ensure_dir_blocking(&self, dir: &Path) -> io::Result<()> {
         // Walk up to the first existing ancestor, then create downwards.
         let mut missing = Vec::new();
@@ -255,27 +253,27 @@ impl FsBackend {
 
     /// Write `data` to a temp file and rename it to `dest`; with `durable`,
     /// fsync the file before and the directory after the rename.
-    async fn write_atomic(&self, dest: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    fn write_atomic_blocking(&self, dest: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+        use std::io::Write;
         let tmp = self.tmp_path();
-        let result = async {
-            let mut f = tokio::fs::File::create(&tmp).await?;
-            f.write_all(data).await?;
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(data)?;
             if durable && self.inner.fsync {
-                f.sync_all().await?;
+                f.sync_all()?;
             }
             drop(f);
             let parent = dest.parent().ok_or_else(|| invalid_key("/"))?;
-            self.ensure_dir(parent).await?;
-            tokio::fs::rename(&tmp, dest).await?;
+            self.ensure_dir_blocking(parent)?;
+            std::fs::rename(&tmp, dest)?;
             self.record_added(dest);
             if durable {
-                self.sync_dir(parent).await?;
+                self.sync_dir_blocking(parent)?;
             }
             Ok(())
-        }
-        .await;
+        })();
         if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = std::fs::remove_file(&tmp);
         }
         result
     }
@@ -660,33 +658,37 @@ impl Backend for FsBackend {
 
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
         let p = self.object_path(key)?;
-        if !data.is_empty() {
-            return self.write_atomic(&p, &data, true).await;
-        }
-        // An empty object (a link) cannot be seen half-written: create it in
-        // place; the directory fsync makes it durable.
-        let parent = p.parent().ok_or_else(|| invalid_key(key))?;
-        self.ensure_dir(parent).await?;
-        tokio::fs::File::create(&p).await?;
-        self.record_added(&p);
-        self.sync_dir(parent).await
+        let parent = p.parent().ok_or_else(|| invalid_key(key))?.to_owned();
+        self.blocking(move |this| {
+            if !data.is_empty() {
+                return this.write_atomic_blocking(&p, &data, true);
+            }
+            // An empty object (a link) cannot be seen half-written: create it
+            // in place; the directory fsync makes it durable.
+            this.ensure_dir_blocking(&parent)?;
+            std::fs::File::create(&p)?;
+            this.record_added(&p);
+            this.sync_dir_blocking(&parent)
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> io::Result<bool> {
         let p = self.object_path(key)?;
-        match tokio::fs::remove_file(&p).await {
+        self.blocking(move |this| match std::fs::remove_file(&p) {
             Ok(()) => {
                 if let Some((dir, entry)) = object_entry(&p) {
-                    self.inner.index.removed(dir, &entry);
+                    this.inner.index.removed(dir, &entry);
                 }
                 if let Some(parent) = p.parent() {
-                    self.sync_dir(parent).await?;
+                    this.sync_dir_blocking(parent)?;
                 }
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
     async fn list(
@@ -719,19 +721,23 @@ impl Backend for FsBackend {
 
     async fn upload_create(&self, id: &str, meta: Bytes) -> io::Result<()> {
         let dir = self.upload_dir(id)?;
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::File::create(dir.join("data")).await?;
-        // A session is not acknowledged data: after a power loss the client
-        // starts again. It survives a restart of the process regardless.
-        self.write_atomic(&dir.join("meta"), &meta, false).await
+        self.blocking(move |this| {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::File::create(dir.join("data"))?;
+            // A session is not acknowledged data: after a power loss the
+            // client starts again. It survives a restart of the process.
+            this.write_atomic_blocking(&dir.join("meta"), &meta, false)
+        })
+        .await
     }
 
     async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>> {
+        // Small reads: inline, like `read` (see INLINE_READ_MAX).
         let dir = self.upload_dir(id)?;
-        let Some(meta) = not_found_is_none(tokio::fs::read(dir.join("meta")).await)? else {
+        let Some(meta) = not_found_is_none(std::fs::read(dir.join("meta")))? else {
             return Ok(None);
         };
-        let Some(data) = not_found_is_none(tokio::fs::metadata(dir.join("data")).await)? else {
+        let Some(data) = not_found_is_none(std::fs::metadata(dir.join("data")))? else {
             return Ok(None);
         };
         Ok(Some((Bytes::from(meta), meta_of(&data))))
@@ -771,19 +777,25 @@ impl Backend for FsBackend {
 
     async fn upload_commit(&self, id: &str, key: &str) -> io::Result<()> {
         let dest = self.object_path(key)?;
+        let parent = dest.parent().ok_or_else(|| invalid_key(key))?.to_owned();
         let dir = self.upload_dir(id)?;
-        let data = dir.join("data");
-        if tokio::fs::metadata(&dest).await.is_err() {
-            if self.inner.fsync {
-                tokio::fs::File::open(&data).await?.sync_all().await?;
+        self.blocking(move |this| {
+            let data = dir.join("data");
+            if std::fs::metadata(&dest).is_err() {
+                if this.inner.fsync {
+                    std::fs::File::open(&data)?.sync_all()?;
+                }
+                this.ensure_dir_blocking(&parent)?;
+                std::fs::rename(&data, &dest)?;
+                this.record_added(&dest);
+                this.sync_dir_blocking(&parent)?;
             }
-            let parent = dest.parent().ok_or_else(|| invalid_key(key))?;
-            self.ensure_dir(parent).await?;
-            tokio::fs::rename(&data, &dest).await?;
-            self.record_added(&dest);
-            self.sync_dir(parent).await?;
-        }
-        self.upload_delete(id).await
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn upload_delete(&self, id: &str) -> io::Result<()> {
@@ -929,6 +941,73 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn import_file_verifies_then_links_copies_or_moves() {
+        let (dir, b) = backend().await;
+        let src_dir = dir.path().join("src");
+        std::fs::create_dir_all(&src_dir).unwrap();
+        let src = src_dir.join("data");
+        std::fs::write(&src, b"content").unwrap();
+        let d = oci::Digest::sha256_of(b"content");
+        let wrong = oci::Digest::sha256_of(b"other");
+
+        // A mismatch stores nothing and leaves the source alone.
+        for mode in [ImportMode::Link, ImportMode::Copy, ImportMode::Move] {
+            assert_eq!(
+                b.import_file("blobs/w", &src, &wrong, mode).await.unwrap(),
+                Imported::Mismatch { actual: d.clone() }
+            );
+        }
+        assert_eq!(b.head("blobs/w").await.unwrap(), None);
+        assert!(src.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(),
+            0
+        );
+
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            b.import_file("blobs/l", &src, &d, ImportMode::Link)
+                .await
+                .unwrap(),
+            Imported::Linked { size: 7 }
+        );
+        assert_eq!(std::fs::metadata(&src).unwrap().nlink(), 2);
+        assert_eq!(&b.read("blobs/l").await.unwrap().unwrap()[..], b"content");
+        assert_eq!(
+            b.import_file("blobs/l", &src, &d, ImportMode::Copy)
+                .await
+                .unwrap(),
+            Imported::AlreadyPresent { size: 7 }
+        );
+        assert_eq!(
+            b.import_file("blobs/c", &src, &d, ImportMode::Copy)
+                .await
+                .unwrap(),
+            Imported::Copied { size: 7 }
+        );
+        assert_eq!(std::fs::metadata(&src).unwrap().nlink(), 2);
+        assert_eq!(
+            b.import_file("blobs/m", &src, &d, ImportMode::Move)
+                .await
+                .unwrap(),
+            Imported::Moved { size: 7 }
+        );
+        assert!(!src.exists());
+        assert_eq!(&b.read("blobs/m").await.unwrap().unwrap()[..], b"content");
+        assert_eq!(b.list("blobs/", None, 10).await.unwrap(), ["c", "l", "m"]);
+        assert!(
+            b.import_file("blobs/x", &src, &d, ImportMode::Copy)
+                .await
+                .is_err()
+        );
+        assert!(
+            b.import_file("../x", &src, &d, ImportMode::Copy)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
