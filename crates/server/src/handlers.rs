@@ -540,22 +540,37 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
             .with_status(413),
         )
     };
-    if content_length(headers).is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut out = Vec::new();
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            reg_err(
-                ErrorCode::ManifestInvalid,
-                format!("reading the request body failed: {e}"),
-            )
-        })?;
-        if out.len() + chunk.len() > limit {
-            return Err(too_large());
+    let declared_too_large = content_length(headers).is_some_and(|n| n > limit as u64);
+    let mut out = Vec::new();
+    if !declared_too_large {
+        loop {
+            let Some(chunk) = stream.next().await else {
+                return Ok(Bytes::from(out));
+            };
+            let chunk = chunk.map_err(|e| {
+                reg_err(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the request body failed: {e}"),
+                )
+            })?;
+            if out.len() + chunk.len() > limit {
+                break;
+            }
+            out.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(out))
+    // Too large. Read (and drop) the rest of a moderately oversized body
+    // before answering: closing a connection with unread data makes the
+    // kernel reset it, and the client would see a network error instead of
+    // this 413. Past the bound, give up and let the connection close.
+    let bound = limit.saturating_mul(4).max(16 << 20) as u64;
+    let mut drained = 0u64;
+    while drained <= bound {
+        match stream.next().await {
+            Some(Ok(chunk)) => drained += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    Err(too_large())
 }
