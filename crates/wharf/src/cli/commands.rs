@@ -205,6 +205,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             }
             Ok(())
         }
+        ClientCommand::Cp(a) => cp(a, out).await,
         ClientCommand::Cache(CacheCommand::Prune(_)) => {
             let cache = Cache::from_env()?;
             let p = cache.prune()?;
@@ -441,6 +442,39 @@ async fn inspect(a: super::InspectArgs, out: Out) -> Result<()> {
         for (k, v) in ann {
             println!("  {k}={v}");
         }
+    }
+    Ok(())
+}
+
+async fn cp(a: super::CpArgs, out: Out) -> Result<()> {
+    use client::copy::{self, CopyOptions, Endpoint, Platform};
+    let src = Endpoint::parse(&a.source, a.common.insecure)?;
+    let dst = Endpoint::parse(&a.destination, a.common.insecure)?;
+    let opts = CopyOptions {
+        all: a.all,
+        platform: match &a.platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::host(),
+        },
+        jobs: usize::from(a.jobs),
+    };
+    let cache = Cache::from_env()?;
+    let common = a.common.clone();
+    let conn = move |h: &Host| connect(h, &common);
+    let bars = Bars::new(out.progress);
+    let f = |label: &str, size: u64| bars.bar(label, size);
+    let r = copy::copy(&src, &dst, &conn, &cache, &opts, &f).await?;
+    if out.json {
+        print_json(&json!(r));
+    } else if out.human {
+        println!("Copied {} to {}", r.source, r.destination);
+        println!(
+            "{} manifest(s), {} blob(s): {} copied ({} bytes), {} already there, {} mounted",
+            r.manifests, r.blobs, r.copied, r.bytes_copied, r.skipped, r.mounted
+        );
+        println!("Digest: {}", r.digest);
+    } else {
+        println!("{}", r.digest);
     }
     Ok(())
 }

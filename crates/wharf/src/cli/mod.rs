@@ -1,5 +1,5 @@
 //! The client subcommands of `wharf`: push, pull, tags, catalog, inspect,
-//! rm, referrers, attach, login, logout, cache.
+//! rm, referrers, attach, login, logout, cp, cache.
 //!
 //! Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 auth,
 //! 5 network. Output: human text on a terminal, minimal output otherwise,
@@ -56,6 +56,11 @@ pub enum ClientCommand {
     Login(LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(LogoutArgs),
+    /// Copy an image between registries, OCI layouts and tarballs.
+    ///
+    /// SRC and DST are HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG].
+    Cp(CpArgs),
     /// Manage the local blob cache ($XDG_CACHE_HOME/wharf).
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -176,6 +181,25 @@ pub struct LogoutArgs {
     pub common: Common,
 }
 
+#[derive(Args)]
+pub struct CpArgs {
+    /// HOST/REPO[:TAG|@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]
+    pub source: String,
+    /// Same forms as SOURCE.
+    pub destination: String,
+    /// Copy a whole image index (every platform).
+    #[arg(long)]
+    pub all: bool,
+    /// The platform to pick from an index: OS/ARCH[/VARIANT] (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Blobs transferred at once.
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    #[command(flatten)]
+    pub common: Common,
+}
+
 #[derive(Subcommand)]
 pub enum CacheCommand {
     /// Remove every cached blob.
@@ -224,6 +248,7 @@ impl ClientCommand {
             ClientCommand::Attach(a) => &a.common,
             ClientCommand::Login(a) => &a.common,
             ClientCommand::Logout(a) => &a.common,
+            ClientCommand::Cp(a) => &a.common,
             ClientCommand::Cache(CacheCommand::Prune(a) | CacheCommand::Path(a)) => &a.common,
         }
     }
