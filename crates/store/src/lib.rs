@@ -10,6 +10,7 @@ pub mod backend;
 pub mod fs;
 mod hashing;
 pub mod keys;
+pub mod migrate;
 pub mod registry;
 
 pub use backend::{Backend, ByteStream, ObjectMeta};

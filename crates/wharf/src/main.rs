@@ -1,6 +1,7 @@
 //! `wharf`: the registry server and the registry client in one binary.
 
 mod cli;
+mod migrate;
 
 use clap::{Args, Parser, Subcommand};
 use server::Config;
@@ -29,6 +30,15 @@ enum Command {
     /// defaults, the TOML file given with --config, WHARF_* environment
     /// variables, and command-line options.
     Serve(ServeArgs),
+    /// Migrate a CNCF Distribution (registry:2) filesystem store into Wharf's data directory.
+    ///
+    /// Offline: reads Distribution's storage directly (no HTTP) and writes
+    /// Wharf's store. Neither the old registry nor `wharf serve` may be
+    /// running on these directories meanwhile. Blobs are verified and hard
+    /// linked where possible (else copied); bad items are reported and
+    /// skipped, and the exit status is 1 if anything was skipped. Running it
+    /// again is harmless.
+    Migrate(migrate::MigrateArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -152,6 +162,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Migrate(args) => migrate::run(args),
         Command::Client(cmd) => cli::run(cmd),
     }
 }
