@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of Wharf and the reference registry (Debian's
+# docker-registry, CNCF Distribution 2.8) — issue 3. See docs/benchmarks.md.
+#
+#   bench/run.sh                  # full run: about 6 minutes on 2 cores, plus the
+#                                 # build and 1-3 minutes deleting the data directories
+#   BENCH_QUICK=1 bench/run.sh    # smoke run with small sizes, about 1 minute
+#
+# Builds wharf and wharf-bench (release), installs docker-registry with apt
+# if it is missing, then for each registry in turn: a fresh data directory,
+# the server on loopback, every scenario, the server stopped. Prints the
+# machine and a table (Wharf, reference, ratio, goal, pass/fail).
+#
+# Overrides (environment): BENCH_BIG_SIZE (1G), BENCH_CHUNK_SIZE (16M),
+# BENCH_HUGE_SIZE (4G, 0 skips), BENCH_DURATION (10 s per load scenario),
+# BENCH_TAG_SIZES (1000,10000,100000), BENCH_REPO_SIZES (1000,10000),
+# BENCH_TAG_SEED_SECS (75), BENCH_REPO_SEED_SECS (50), BENCH_PAGE_SAMPLES (30),
+# BENCH_SCENARIOS (all), BENCH_THREADS (2, load generator threads),
+# BENCH_REGISTRIES ("wharf reference"), BENCH_TIMEOUT (420 s per registry),
+# BENCH_WHARF_PORT (5391), BENCH_REF_PORT (5392), BENCH_DATA_ROOT ($TMPDIR or
+# /tmp), BENCH_OUT (target/bench-results/<time>), BENCH_NO_BUILD=1,
+# BENCH_VERIFY_PULL=1, BENCH_KEEP_DATA=1, BENCH_REF_CACHE (inmemory; "none" drops the
+# reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+t_start=$(date +%s)
+
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    : "${BENCH_BIG_SIZE:=64M}" "${BENCH_HUGE_SIZE:=256M}" "${BENCH_DURATION:=2}"
+    : "${BENCH_TAG_SIZES:=100,1000}" "${BENCH_REPO_SIZES:=100,1000}"
+    : "${BENCH_TAG_SEED_SECS:=15}" "${BENCH_REPO_SEED_SECS:=15}" "${BENCH_PAGE_SAMPLES:=10}"
+    : "${BENCH_TIMEOUT:=120}"
+fi
+big=${BENCH_BIG_SIZE:-1G}
+chunk=${BENCH_CHUNK_SIZE:-16M}
+huge=${BENCH_HUGE_SIZE:-4G}
+duration=${BENCH_DURATION:-10}
+tag_sizes=${BENCH_TAG_SIZES:-1000,10000,100000}
+repo_sizes=${BENCH_REPO_SIZES:-1000,10000}
+tag_seed_secs=${BENCH_TAG_SEED_SECS:-75}
+repo_seed_secs=${BENCH_REPO_SEED_SECS:-50}
+page_samples=${BENCH_PAGE_SAMPLES:-30}
+scenarios=${BENCH_SCENARIOS:-all}
+threads=${BENCH_THREADS:-2}
+registries=${BENCH_REGISTRIES:-wharf reference}
+per_registry_timeout=${BENCH_TIMEOUT:-420}
+wharf_port=${BENCH_WHARF_PORT:-5391}
+ref_port=${BENCH_REF_PORT:-5392}
+data_root=${BENCH_DATA_ROOT:-${TMPDIR:-/tmp}}
+out=${BENCH_OUT:-$root/target/bench-results/$(date +%Y%m%d-%H%M%S)}
+ref_cache=${BENCH_REF_CACHE:-inmemory}
+registry_bin=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
+mkdir -p "$out"
+
+say() { printf '== [%4ds] %s\n' "$(( $(date +%s) - t_start ))" "$*" >&2; }
+
+# ---------------------------------------------------------------- build
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    say "building wharf and wharf-bench (release)"
+    cargo build --release -q -p wharf -p wharf-bench
+fi
+t_built=$(date +%s)
+wharf_bin=$root/target/release/wharf
+bench_bin=$root/target/release/wharf-bench
+
+if [[ " $registries " == *" reference "* && ! -x $registry_bin ]]; then
+    say "installing docker-registry with apt"
+    sudo_=; [[ $(id -u) == 0 ]] || sudo_=sudo
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >&2 \
+        || { $sudo_ apt-get update -q >&2 && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-registry >&2; }
+fi
+
+# -------------------------------------------------------------- machine
+mkdir -p "$data_root"
+sha_line=$(openssl speed -evp sha256 -bytes 16384 -seconds 2 2>/dev/null | awk '/^sha256/ {print $NF}')
+sha_mbs=$(awk -v k="${sha_line%k}" 'BEGIN { printf "%.0f", k * 1000 / 1e6 }')
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+fs_type=$(df -T "$data_root" | awk 'NR==2 {print $2 " (" $1 ")"}')
+{
+    echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "cpu:        ${cpu_model:-unknown}, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
+    echo "sha-256:    ${sha_mbs} MB/s single core (openssl speed -evp sha256 -bytes 16384 -seconds 2)"
+    echo "kernel:     $(uname -sr)"
+    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
+    echo "data dir:   $data_root on $fs_type"
+    echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), fsync on (as shipped)"
+    echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
+    echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"
+} >"$out/machine.txt"
+
+# ------------------------------------------------------------- registries
+pid=
+work=
+leftovers=()
+stop_server() {
+    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    pid=
+    # Removing 100k small files takes minutes on some disks: done at the
+    # end, after the table, so it cannot slow the next registry down.
+    [[ -z $work ]] || leftovers+=("$work")
+    work=
+}
+remove_data() {
+    if [[ ${#leftovers[@]} -gt 0 && ${BENCH_KEEP_DATA:-0} != 1 ]]; then
+        say "removing the data directories (${leftovers[*]}); BENCH_KEEP_DATA=1 keeps them"
+        local d
+        for d in "${leftovers[@]}"; do rm -rf "$d" & done
+        wait
+        say "removed"
+    fi
+    leftovers=()
+}
+trap 'stop_server; remove_data' EXIT
+trap 'exit 130' INT TERM
+
+start_wharf() {
+    # shellcheck disable=SC2086
+    "$wharf_bin" serve --listen "127.0.0.1:$wharf_port" --data-dir "$work/data" ${BENCH_WHARF_ARGS:-} \
+        >"$out/wharf.log" 2>&1 &
+    pid=$!
+    addr=127.0.0.1:$wharf_port
+}
+
+start_reference() {
+    local cache=
+    [[ $ref_cache == none ]] || cache="  cache:
+    blobdescriptor: $ref_cache"
+    # Debian's shipped /etc/docker/registry/config.yml without auth, on a
+    # fresh directory and another port.
+    cat >"$work/config.yml" <<EOF
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+$cache
+  filesystem:
+    rootdirectory: $work/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$ref_port
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+EOF
+    "$registry_bin" serve "$work/config.yml" >"$out/reference.log" 2>&1 &
+    pid=$!
+    addr=127.0.0.1:$ref_port
+}
+
+for reg in $registries; do
+    port=$wharf_port; [[ $reg == reference ]] && port=$ref_port
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/v2/"; then
+        echo "bench: something already listens on 127.0.0.1:$port" >&2
+        exit 2
+    fi
+    work=$(mktemp -d "$data_root/wharf-bench.XXXXXX")
+    sync
+    # This disk's write speed right now (virtual disks vary a lot): 1 GiB
+    # written and fdatasync'ed, as a durable blob push must.
+    disk=$(dd if=/dev/zero of="$work/dd" bs=16M count=64 conv=fdatasync 2>&1 | awk '/copied/ {print $(NF-1), $NF}')
+    rm -f "$work/dd"
+    echo "disk:       $disk write+fdatasync of 1 GiB (dd) before the $reg run" >>"$out/machine.txt"
+    say "$reg: starting"
+    case $reg in
+        wharf) start_wharf ;;
+        reference) start_reference ;;
+        *) echo "bench: unknown registry $reg" >&2; exit 2 ;;
+    esac
+    extra=()
+    [[ ${BENCH_VERIFY_PULL:-0} == 1 ]] && extra+=(--verify-pull)
+    rc=0
+    timeout --kill-after=10 "$per_registry_timeout" "$bench_bin" run \
+        --url "http://$addr" --name "$reg" --pid "$pid" \
+        --scenarios "$scenarios" --big-size "$big" --chunk-size "$chunk" --huge-size "$huge" \
+        --duration "$duration" --tag-sizes "$tag_sizes" --repo-sizes "$repo_sizes" \
+        --tag-seed-secs "$tag_seed_secs" --repo-seed-secs "$repo_seed_secs" \
+        --page-samples "$page_samples" --threads "$threads" \
+        --cache-dir "$root/target/bench-cache" "${extra[@]}" \
+        >"$out/$reg.jsonl" || rc=$?
+    [[ $rc == 0 ]] || say "$reg: wharf-bench exited with $rc (124: timed out after ${per_registry_timeout}s)"
+    kill -0 "$pid" 2>/dev/null || say "$reg: the server died during the run (see $out/$reg.log)"
+    say "$reg: done; data dir $(du -sh "$work/data" 2>/dev/null | cut -f1), log $(wc -l <"$out/$reg.log") lines"
+    stop_server
+done
+
+# ----------------------------------------------------------------- report
+echo
+echo "## Machine"
+echo
+sed 's/^/    /' "$out/machine.txt"
+echo
+echo "## Results"
+echo
+"$bench_bin" report --wharf "$out/wharf.jsonl" --reference "$out/reference.jsonl" \
+    --sha256-mbs "$sha_mbs" | tee "$out/table.md"
+echo
+for reg in $registries; do
+    n=$(grep -ciE ' (ERROR|WARN) |level=(error|warn)|panic' "$out/$reg.log" || true)
+    gzip -f "$out/$reg.log"
+    echo "$reg log: $n warning/error lines ($out/$reg.log.gz)"
+done
+echo "raw results: $out"
+echo "time: build $(( t_built - t_start )) s, benchmark $(( $(date +%s) - t_built )) s"
+remove_data
