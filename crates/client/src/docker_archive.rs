@@ -222,14 +222,7 @@ pub fn write(
         }
     }
 
-    let parent = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".wharf-archive-")
-        .tempfile_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
+    let tmp = crate::layout::temp_beside(file)?;
     {
         let w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         let mut b = tar::Builder::new(w);

@@ -369,17 +369,23 @@ fn stays_inside(p: &Path) -> bool {
     true
 }
 
-/// Tar the layout in `dir` into `file` (written to a temporary file next to
-/// it and renamed). Entries are sorted, owned by root, with zero times.
-pub fn pack_archive(dir: &Path, file: &Path) -> Result<()> {
+/// A temporary file in the directory of `file`, to be renamed over it when
+/// complete (so a reader never sees half an archive).
+pub(crate) fn temp_beside(file: &Path) -> Result<tempfile::NamedTempFile> {
     let parent = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(".wharf-archive-")
         .tempfile_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
+        .map_err(|e| Error::io(parent, e))
+}
+
+/// Tar the layout in `dir` into `file` (written to a temporary file next to
+/// it and renamed). Entries are sorted, owned by root, with zero times.
+pub fn pack_archive(dir: &Path, file: &Path) -> Result<()> {
+    let tmp = temp_beside(file)?;
     {
         let w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         let mut b = tar::Builder::new(w);

@@ -132,6 +132,22 @@ impl ServeArgs {
     }
 }
 
+/// The async runtime for a command (`worker_threads`: None for one per
+/// core); reports why it could not start.
+pub(crate) fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        b.worker_threads(n);
+    }
+    match b.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("wharf: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -144,15 +160,8 @@ fn main() -> ExitCode {
                 }
             };
             server::init_logging(&config);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("wharf: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime(None) else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(server::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,

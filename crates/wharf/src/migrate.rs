@@ -45,15 +45,8 @@ pub struct MigrateArgs {
 }
 
 pub fn run(args: MigrateArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wharf: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::runtime(None) else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(migrate_cmd(&args)) {
         Ok(report) => {

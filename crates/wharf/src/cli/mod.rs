@@ -258,16 +258,8 @@ impl ClientCommand {
 pub fn run(cmd: ClientCommand) -> ExitCode {
     let common = cmd.common().clone();
     let out = Out::new(&common);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wharf: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::runtime(Some(2)) else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(commands::run(cmd, out)) {
         Ok(()) => ExitCode::SUCCESS,
