@@ -16,33 +16,18 @@ use store::fs::FsBackend;
 use store::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
 
-/// Keeps the log writer thread alive; dropping it flushes what is queued.
-pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
-}
-
-/// Set up logging as the config says (once per process). Lines are handed
-/// to a writer thread, so a request costs no `write(2)` of its own; the
-/// queue blocks rather than drop lines when the output cannot keep up.
-/// Keep the guard until the server has stopped.
-pub fn init_logging(config: &Config) -> LogGuard {
+/// Set up logging as the config says (once per process).
+pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    let installed = match config.log.format {
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    LogGuard {
-        _writer: installed.ok().map(|_| guard),
-    }
 }
 
 /// Bind the configured address and serve until SIGTERM or Ctrl-C.
