@@ -1,6 +1,7 @@
 //! `wharf`: the registry server and the registry client in one binary.
 
 mod cli;
+mod import;
 mod migrate;
 
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     /// skipped, and the exit status is 1 if anything was skipped. Running it
     /// again is harmless.
     Migrate(migrate::MigrateArgs),
+    /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
+    Import(import::ImportArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Migrate(args) => migrate::run(args),
+        Command::Import(args) => import::run(args),
         Command::Client(cmd) => cli::run(cmd),
     }
 }
