@@ -159,7 +159,9 @@ fn roots(
                 distinct.len()
             );
         }
-        let (desc, _) = found.into_iter().next().expect("one image");
+        let Some((desc, _)) = found.into_iter().next() else {
+            bail!("{}: holds no image", path.display());
+        };
         return Ok(vec![Root {
             desc,
             repo: repo.clone(),
