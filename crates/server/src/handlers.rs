@@ -363,7 +363,7 @@ async fn dispatch(
                     l,
                 )
             });
-            Ok(json(200, &body, next, &[]))
+            Ok(json(200, &body, next))
         }
 
         Action::Catalog { n, last } => {
@@ -374,7 +374,7 @@ async fn dispatch(
                 .last()
                 .filter(|_| page.more)
                 .map(|l| next_link(path::CATALOG_PATH, n.unwrap_or(page.items.len()), l));
-            Ok(json(200, &body, next, &[]))
+            Ok(json(200, &body, next))
         }
 
         Action::Referrers {
@@ -511,12 +511,7 @@ fn next_link(base: &str, n: usize, last: &str) -> String {
     format!("<{base}?{q}>; rel=\"next\"")
 }
 
-fn json(
-    status: u16,
-    v: &serde_json::Value,
-    link: Option<String>,
-    extra: &[(HeaderName, String)],
-) -> Resp {
+fn json(status: u16, v: &serde_json::Value, link: Option<String>) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut hdrs = vec![
         (header::CONTENT_TYPE, media::JSON.to_string()),
@@ -525,7 +520,6 @@ fn json(
     if let Some(l) = link {
         hdrs.push((header::LINK, l));
     }
-    hdrs.extend_from_slice(extra);
     r::build(status, &hdrs, Body::from(body))
 }
 

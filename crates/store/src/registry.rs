@@ -354,18 +354,23 @@ impl Registry {
             Some((_, n)) if *n == data.size => {}
             _ => {
                 // Only after a restart (or a failed write): re-read the data once.
-                let mut h = s.algorithm.digester();
-                let mut n = 0u64;
-                let mut stream = self.backend.upload_read(id).await?;
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
-                    h.update(&chunk);
-                    n += chunk.len() as u64;
-                }
-                s.hasher = Some((h, n));
+                s.hasher = Some(self.hash_upload(id, s.algorithm).await?);
             }
         }
         Ok(data.size)
+    }
+
+    /// Digest a session's data from the start: the digester and the byte count.
+    async fn hash_upload(&self, id: &str, algorithm: Algorithm) -> Result<(Digester, u64)> {
+        let mut h = algorithm.digester();
+        let mut n = 0u64;
+        let mut stream = self.backend.upload_read(id).await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            h.update(&chunk);
+            n += chunk.len() as u64;
+        }
+        Ok((h, n))
     }
 
     /// Bytes received so far by a session.
@@ -473,12 +478,7 @@ impl Registry {
             Some((h, _)) if h.algorithm() == expected.algorithm() => h.clone().finish(),
             _ => {
                 // The client chose another algorithm than the session's: hash again.
-                let mut h = expected.algorithm().digester();
-                let mut stream = self.backend.upload_read(id).await?;
-                while let Some(chunk) = stream.next().await {
-                    h.update(&chunk?);
-                }
-                h.finish()
+                self.hash_upload(id, expected.algorithm()).await?.0.finish()
             }
         };
         if &actual != expected {
@@ -604,17 +604,13 @@ impl Registry {
         name: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest> {
-        let d = self.resolve(name, reference).await?;
-        let link = self
-            .manifest_link(name, &d)
-            .await?
-            .ok_or_else(|| manifest_unknown(reference))?;
+        let (d, media_type, _) = self.manifest_head(name, reference).await?;
         let body = self.backend.read(&keys::blob(&d)).await?.ok_or_else(|| {
             io::Error::other(format!("manifest {d} is linked but its content is missing"))
         })?;
         Ok(StoredManifest {
             digest: d,
-            media_type: link.media_type,
+            media_type,
             body,
         })
     }
