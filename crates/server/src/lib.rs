@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod config;
+pub mod conn;
 pub mod handlers;
 mod response;
 mod serve;

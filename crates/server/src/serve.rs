@@ -3,13 +3,15 @@
 
 use crate::action::RouterLimits;
 use crate::config::{Config, LogFormat};
+use crate::conn::ConnInfo;
 use crate::handlers::{AppState, handle};
 use crate::response::API_VERSION;
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::fs::FsBackend;
@@ -73,7 +75,8 @@ pub async fn run_on(
     let app = Router::new()
         .fallback(handle)
         .with_state(state)
-        .layer(middleware::from_fn(request_log));
+        .layer(middleware::from_fn(request_log))
+        .layer(middleware::map_request(record_conn_info));
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr,
@@ -84,9 +87,12 @@ pub async fn run_on(
     if !addr.ip().is_loopback() {
         tracing::warn!(listen = %addr, "serving on a non-loopback address without authentication or TLS");
     }
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     sweeper.abort();
     tracing::info!("wharf registry stopped");
     result.map_err(Into::into)
@@ -103,6 +109,17 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
             Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
         }
     }
+}
+
+/// Put the [`ConnInfo`] of the connection into the request.
+async fn record_conn_info(mut req: Request) -> Request {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(ConnInfo {
+            peer,
+            client_cert_name: None,
+        });
+    }
+    req
 }
 
 /// One structured line per request; adds the API version header.
