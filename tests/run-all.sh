@@ -55,6 +55,16 @@ if [[ $e2e_failed != 0 ]]; then
     tail -n 40 "$work/wharf.log"
 fi
 
+# 3. `wharf serve --from` end to end (starts its own server with sources).
+from_status=0
+bash tests/e2e/serve-from.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/from.log" || from_status=$?
+read -r from_passed from_failed < <(sed -n 's/^serve-from: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/from.log" | tail -n 1)
+from_passed=${from_passed:-0}
+from_failed=${from_failed:-0}
+if [[ $from_status != 0 && $from_failed == 0 ]]; then from_failed=1; fi
+e2e_passed=$((e2e_passed + from_passed))
+e2e_failed=$((e2e_failed + from_failed))
+
 echo "cargo test: $cargo_passed passed, $cargo_failed failed"
 echo "e2e: $e2e_passed passed, $e2e_failed failed"
 echo "all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"

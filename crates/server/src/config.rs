@@ -18,6 +18,18 @@ pub struct Config {
     pub storage: Storage,
     /// Allow deleting manifests, tags and blobs.
     pub delete_enabled: bool,
+    /// Images served read-only, in place, from OCI layouts, oci-archives
+    /// and docker-save tarballs (`[[sources]]`, `--from`).
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One `[[sources]]` entry: `path`, and `as = "REPO[:TAG]"` to rename.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub path: PathBuf,
+    #[serde(default, rename = "as")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -73,6 +85,7 @@ impl Default for Config {
             uploads: Uploads::default(),
             storage: Storage::default(),
             delete_enabled: true,
+            sources: Vec::new(),
         }
     }
 }
@@ -145,5 +158,12 @@ format = "json"
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.storage.fsync);
         assert!(toml::from_str::<Config>("nope = 1").is_err());
+        let c: Config = toml::from_str(
+            "[[sources]]\npath = \"a.tar\"\n[[sources]]\npath = \"l\"\nas = \"x/y:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[1].name.as_deref(), Some("x/y:1"));
+        assert!(toml::from_str::<Config>("[[sources]]\npath = \"a\"\nname = \"b\"\n").is_err());
     }
 }

@@ -16,6 +16,8 @@ use store::{ByteStream, Registry};
 
 pub struct AppState {
     pub registry: Registry,
+    /// Repositories served read-only from `--from` sources.
+    pub sources: Option<Arc<store::source::Sources>>,
     pub config: Config,
     pub limits: RouterLimits,
 }
@@ -33,13 +35,18 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Err(e) => return r::error(&e, head),
     };
     let (parts, body) = req.into_parts();
+    if let Some(src) = &state.sources
+        && let Some(answer) = crate::sources::answer(&state, src, &action, &parts.headers).await
+    {
+        return answer.unwrap_or_else(|e| r::from_store(e, head));
+    }
     match dispatch(&state, action, &parts.headers, body).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     }
 }
 
-type Result<T> = std::result::Result<T, store::Error>;
+pub(crate) type Result<T> = std::result::Result<T, store::Error>;
 
 fn reg_err(code: ErrorCode, msg: impl Into<String>) -> store::Error {
     store::Error::Registry(RegistryError::new(code, msg))
@@ -151,6 +158,61 @@ fn byte_range(h: &HeaderMap, size: u64) -> ByteRange {
     }
 }
 
+/// How to answer a blob GET/HEAD: status, headers, and the byte range
+/// (half-open) to send, if not all of it.
+pub(crate) struct BlobReply {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, String)>,
+    pub range: Option<(u64, u64)>,
+}
+
+/// The reply to a blob GET/HEAD of a blob of `size` bytes, or the 416
+/// answer to an unsatisfiable `Range`.
+pub(crate) fn blob_answer(
+    headers: &HeaderMap,
+    digest: &Digest,
+    size: u64,
+    head: bool,
+) -> std::result::Result<BlobReply, Box<Resp>> {
+    let digest_s = digest.to_string();
+    let mut hdrs = vec![
+        (r::DOCKER_CONTENT_DIGEST, digest_s.clone()),
+        (header::ETAG, format!("\"{digest_s}\"")),
+        (header::ACCEPT_RANGES, "bytes".into()),
+        (header::CONTENT_TYPE, media::OCTET_STREAM.into()),
+        (header::CACHE_CONTROL, "max-age=31536000".into()),
+    ];
+    let (status, range) = match byte_range(headers, size) {
+        ByteRange::Whole => (200, None),
+        ByteRange::Part(s, e) => (206, Some((s, e))),
+        ByteRange::Unsatisfiable => {
+            let e = RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!("requested range not satisfiable: the blob has {size} bytes"),
+            )
+            .with_status(416);
+            let mut resp = r::error(&e, head);
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Err(Box::new(resp));
+        }
+    };
+    let len = match range {
+        Some((s, e)) => {
+            hdrs.push((header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)));
+            e - s
+        }
+        None => size,
+    };
+    hdrs.push((header::CONTENT_LENGTH, len.to_string()));
+    Ok(BlobReply {
+        status,
+        headers: hdrs,
+        range,
+    })
+}
+
 async fn dispatch(
     state: &AppState,
     action: Action,
@@ -175,43 +237,19 @@ async fn dispatch(
                         .with_detail(serde_json::json!({ "digest": digest.to_string() })),
                 )
             })?;
-            let digest_s = digest.to_string();
-            let mut hdrs = vec![
-                (r::DOCKER_CONTENT_DIGEST, digest_s.clone()),
-                (header::ETAG, format!("\"{digest_s}\"")),
-                (header::ACCEPT_RANGES, "bytes".into()),
-                (header::CONTENT_TYPE, media::OCTET_STREAM.into()),
-                (header::CACHE_CONTROL, "max-age=31536000".into()),
-            ];
-            let (status, range) = match byte_range(headers, size) {
-                ByteRange::Whole => (200, None),
-                ByteRange::Part(s, e) => (206, Some((s, e))),
-                ByteRange::Unsatisfiable => {
-                    let e = RegistryError::new(
-                        ErrorCode::SizeInvalid,
-                        format!("requested range not satisfiable: the blob has {size} bytes"),
-                    )
-                    .with_status(416);
-                    let mut resp = r::error(&e, head);
-                    if let Ok(v) = format!("bytes */{size}").parse() {
-                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
-                    }
-                    return Ok(resp);
-                }
+            let reply = match blob_answer(headers, &digest, size, head) {
+                Ok(a) => a,
+                Err(resp) => return Ok(*resp),
             };
-            let len = match range {
-                Some((s, e)) => {
-                    hdrs.push((header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)));
-                    e - s
-                }
-                None => size,
-            };
-            hdrs.push((header::CONTENT_LENGTH, len.to_string()));
             if head {
-                return Ok(r::build(status, &hdrs, Body::empty()));
+                return Ok(r::build(reply.status, &reply.headers, Body::empty()));
             }
-            let obj = reg.blob_get(&repo, &digest, range).await?;
-            Ok(r::build(status, &hdrs, Body::from_stream(obj.body)))
+            let obj = reg.blob_get(&repo, &digest, reply.range).await?;
+            Ok(r::build(
+                reply.status,
+                &reply.headers,
+                Body::from_stream(obj.body),
+            ))
         }
 
         Action::DeleteBlob { repo, digest } => {
@@ -404,10 +442,10 @@ async fn dispatch(
 }
 
 /// The media types a request's `Accept` headers list (q=0 entries dropped).
-struct Accept(Vec<String>);
+pub(crate) struct Accept(Vec<String>);
 
 impl Accept {
-    fn parse(h: &HeaderMap) -> Accept {
+    pub(crate) fn parse(h: &HeaderMap) -> Accept {
         let mut types = Vec::new();
         for v in h.get_all(header::ACCEPT) {
             let Ok(v) = v.to_str() else { continue };
@@ -429,7 +467,7 @@ impl Accept {
     }
 
     /// No Accept, a wildcard, or the type itself.
-    fn allows(&self, media_type: &str) -> bool {
+    pub(crate) fn allows(&self, media_type: &str) -> bool {
         self.0.is_empty()
             || self
                 .0
@@ -438,7 +476,7 @@ impl Accept {
     }
 
     /// The client names image manifest types but no index type and no wildcard.
-    fn wants_image_only(&self) -> bool {
+    pub(crate) fn wants_image_only(&self) -> bool {
         let image = [media::OCI_MANIFEST, media::DOCKER_MANIFEST];
         let index = [media::OCI_INDEX, media::DOCKER_MANIFEST_LIST];
         self.0.iter().any(|t| image.contains(&t.as_str()))
@@ -450,7 +488,7 @@ impl Accept {
 }
 
 /// The linux/amd64 entry of an index, if its type is one the client accepts.
-fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Digest> {
+pub(crate) fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Digest> {
     let m = oci::manifest::parse(None, body).ok()?;
     m.manifests
         .into_iter()
@@ -468,7 +506,11 @@ fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Digest> {
         .map(|d| d.digest)
 }
 
-fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderName, String)> {
+pub(crate) fn manifest_headers(
+    digest: &str,
+    media_type: &str,
+    size: u64,
+) -> Vec<(HeaderName, String)> {
     vec![
         (header::CONTENT_TYPE, media_type.to_owned()),
         (header::CONTENT_LENGTH, size.to_string()),
@@ -503,7 +545,7 @@ fn upload_accepted(repo: &RepoName, id: &str, offset: u64, status: u16) -> Resp 
     )
 }
 
-fn next_link(base: &str, n: usize, last: &str) -> String {
+pub(crate) fn next_link(base: &str, n: usize, last: &str) -> String {
     let q: String = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("n", &n.to_string())
         .append_pair("last", last)
@@ -511,7 +553,7 @@ fn next_link(base: &str, n: usize, last: &str) -> String {
     format!("<{base}?{q}>; rel=\"next\"")
 }
 
-fn json(status: u16, v: &serde_json::Value, link: Option<String>) -> Resp {
+pub(crate) fn json(status: u16, v: &serde_json::Value, link: Option<String>) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut hdrs = vec![
         (header::CONTENT_TYPE, media::JSON.to_string()),

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod handlers;
 mod response;
 mod serve;
+pub mod sources;
 
 pub use config::Config;
 pub use serve::{init_logging, run, run_on};

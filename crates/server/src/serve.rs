@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::fs::FsBackend;
+use store::source::{SourceSpec, Sources};
 use store::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
 
@@ -63,8 +64,25 @@ pub async fn run_on(
         max_name_length: config.limits.max_name_length,
         max_tags_per_push: config.limits.max_tags_per_push,
     };
+    let sources = if config.sources.is_empty() {
+        None
+    } else {
+        let specs: Vec<SourceSpec> = config
+            .sources
+            .iter()
+            .map(|s| SourceSpec {
+                path: s.path.clone(),
+                name: s.name.clone(),
+            })
+            .collect();
+        let s = Sources::open(&specs, &registry, config.limits.max_name_length)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve sources: {e}"))?;
+        Some(Arc::new(s))
+    };
     let state = Arc::new(AppState {
         registry,
+        sources,
         config: config.clone(),
         limits,
     });

@@ -5,6 +5,8 @@
 //!   and its filesystem implementation [`fs::FsBackend`].
 //! - [`registry`]: the OCI data model (blobs, manifests, tags, referrers,
 //!   upload sessions) mapped onto backend keys. It knows nothing of HTTP.
+//! - [`source`]: read-only images served in place from OCI layouts,
+//!   oci-archives and docker-save tarballs (`wharf serve --from`).
 
 pub mod backend;
 pub mod fs;
@@ -12,6 +14,7 @@ mod hashing;
 pub mod keys;
 pub mod migrate;
 pub mod registry;
+pub mod source;
 
 pub use backend::{Backend, ByteStream, ObjectMeta};
 pub use registry::{Error, Registry, RegistryConfig};

@@ -4,7 +4,7 @@ mod cli;
 mod import;
 mod migrate;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use server::Config;
 use server::config::LogFormat;
 use std::net::SocketAddr;
@@ -50,7 +50,7 @@ enum Command {
 struct ServeArgs {
     /// TOML configuration file (keys: listen, data_dir, delete_enabled,
     /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push,
-    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync).
+    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -86,6 +86,18 @@ struct ServeArgs {
     /// Do not fsync writes: faster, but a crash can lose acknowledged data.
     #[arg(long, env = "WHARF_NO_FSYNC")]
     no_fsync: bool,
+    /// Serve the images of a docker-save tarball, an oci-archive or an OCI
+    /// layout directory read-only, in place (repeatable). Names come from
+    /// the source (RepoTags / org.opencontainers.image.ref.name).
+    #[arg(long = "from", value_name = "PATH")]
+    from: Vec<PathBuf>,
+    /// Serve the images of the --from just before as REPO (keeping their
+    /// tags) or, for a source of one image, as REPO:TAG.
+    #[arg(long = "as", value_name = "REPO[:TAG]")]
+    as_: Vec<String>,
+    /// Which --from each --as belongs to (filled from the command line).
+    #[arg(skip)]
+    as_for: Vec<usize>,
 }
 
 impl ServeArgs {
@@ -131,6 +143,19 @@ impl ServeArgs {
         if self.no_fsync {
             c.storage.fsync = false;
         }
+        let mut sources: Vec<server::config::SourceConfig> = self
+            .from
+            .into_iter()
+            .map(|path| server::config::SourceConfig { path, name: None })
+            .collect();
+        for (name, i) in self.as_.into_iter().zip(self.as_for) {
+            match sources.get_mut(i) {
+                Some(s) if s.name.is_none() => s.name = Some(name),
+                Some(s) => anyhow::bail!("--from {} has more than one --as", s.path.display()),
+                None => anyhow::bail!("--as {name} must follow the --from it names"),
+            }
+        }
+        c.sources.extend(sources);
         Ok(c)
     }
 }
@@ -151,10 +176,33 @@ pub(crate) fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::R
     }
 }
 
+/// For each `--as` of `wharf serve`, the index of the `--from` just before
+/// it (`usize::MAX` if none is).
+fn as_positions(m: &clap::ArgMatches) -> Vec<usize> {
+    let Some(("serve", m)) = m.subcommand() else {
+        return Vec::new();
+    };
+    let froms: Vec<usize> = m
+        .indices_of("from")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    m.indices_of("as_")
+        .map(|it| {
+            it.map(|a| froms.iter().rposition(|f| *f < a).unwrap_or(usize::MAX))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
+            args.as_for = as_positions(&matches);
             let config = match args.into_config() {
                 Ok(c) => c,
                 Err(e) => {

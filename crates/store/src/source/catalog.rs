@@ -1,0 +1,666 @@
+//! The catalog of the repositories served from sources, and serving them.
+//!
+//! Sources are scanned (and every blob verified) at start-up; start-up fails
+//! on any bad source. While serving, a blob is read only if its file still
+//! has the identity it had when it was hashed; if a source file changed, the
+//! request gets an error naming it and the source is scanned again in the
+//! background (a source that fails its new scan serves nothing).
+
+use super::container::Loc;
+use super::scan::{self, Format, ScannedImage};
+use super::verify::{CACHE_VERSION, Cache, Verifier};
+use super::{FileId, ServedManifest, SourceError};
+use crate::backend::{Backend, ByteStream};
+use crate::registry::{Page, Registry};
+use futures_util::StreamExt as _;
+use oci::{Digest, ErrorCode, Reference, RegistryError, RepoName, Tag};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+/// A source as configured: a path and an optional `REPO[:TAG]` to serve
+/// its images as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSpec {
+    pub path: PathBuf,
+    pub name: Option<String>,
+}
+
+/// The result of scanning one source.
+struct Scanned {
+    format: Format,
+    images: Vec<ScannedImage>,
+    /// (repository, tag, index into `images`).
+    names: Vec<(RepoName, Tag, usize)>,
+    /// Identity of the file whose change means the image list may have
+    /// changed: the tarball, or the layout's `index.json`.
+    watch: Option<FileId>,
+}
+
+struct Source {
+    spec: SourceSpec,
+    canonical: PathBuf,
+    rescanning: AtomicBool,
+    state: Mutex<Result<Arc<Scanned>, String>>,
+}
+
+impl Source {
+    fn watch_path(&self) -> PathBuf {
+        if self.canonical.is_dir() {
+            self.canonical.join("index.json")
+        } else {
+            self.canonical.clone()
+        }
+    }
+}
+
+#[derive(Default)]
+struct RepoView {
+    tags: BTreeMap<String, Digest>,
+    manifests: HashMap<Digest, Arc<ServedManifest>>,
+    /// Blob → where its verified bytes are, and which source holds them.
+    blobs: HashMap<Digest, (Loc, usize)>,
+    sources: BTreeSet<usize>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    repos: BTreeMap<String, RepoView>,
+}
+
+/// Every source of a server.
+pub struct Sources {
+    sources: Vec<Source>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// Repositories that are, or were, served from each source: writes to
+    /// them are refused even while a source is being scanned again.
+    owned: RwLock<BTreeMap<String, BTreeSet<usize>>>,
+    backend: Arc<dyn Backend>,
+    max_name_len: usize,
+}
+
+fn cache_key(canonical: &Path) -> String {
+    format!(
+        "_sources/{}.json",
+        Digest::sha256_of(canonical.as_os_str().as_encoded_bytes()).hex()
+    )
+}
+
+/// `[HOST/]REPO[:TAG]` → repository (host dropped, as docker names it) and tag.
+fn split_name(s: &str) -> (String, Option<String>) {
+    let s = s.split('@').next().unwrap_or(s);
+    let (name, tag) = match s.rfind(':') {
+        Some(i) if !s[i..].contains('/') => (&s[..i], Some(s[i + 1..].to_owned())),
+        _ => (s, None),
+    };
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        parts.remove(0);
+    }
+    (parts.join("/"), tag)
+}
+
+/// The repository and tag of each image of a source.
+fn assign(
+    path: &Path,
+    format: Format,
+    images: &[ScannedImage],
+    name: Option<&str>,
+    max_name_len: usize,
+) -> Result<Vec<(RepoName, Tag, usize)>, SourceError> {
+    let invalid = |why: String| SourceError::Invalid {
+        file: path.to_owned(),
+        why,
+    };
+    let repo = |s: &str| {
+        RepoName::parse(s, max_name_len)
+            .map_err(|e| invalid(format!("bad repository name {s:?}: {e}")))
+    };
+    let tag = |s: &str| Tag::parse(s).map_err(|e| invalid(format!("bad tag {s:?}: {e}")));
+    if images.is_empty() {
+        return Err(invalid(format!("the {} holds no image", format.as_str())));
+    }
+    let (as_repo, as_tag) = match name {
+        Some(n) => {
+            let (r, t) = split_name(n);
+            (Some(repo(&r)?), t.as_deref().map(tag).transpose()?)
+        }
+        None => (None, None),
+    };
+    if let (Some(r), Some(t)) = (&as_repo, &as_tag) {
+        let distinct: BTreeSet<&Digest> = images.iter().map(|i| &i.root).collect();
+        if distinct.len() != 1 {
+            return Err(invalid(format!(
+                "holds {} images: --as {}:{} names one image (use --as REPO to keep their tags)",
+                distinct.len(),
+                r.as_str(),
+                t.as_str()
+            )));
+        }
+        return Ok(vec![(r.clone(), t.clone(), 0)]);
+    }
+    let mut out = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        if img.names.is_empty() {
+            return Err(invalid(format!(
+                "image {} has no name (no RepoTags or {} annotation): give it one with --as REPO:TAG",
+                img.root,
+                scan::REF_NAME
+            )));
+        }
+        for n in &img.names {
+            let (r, t) = if n.contains(['/', ':']) {
+                let (r, t) = split_name(n);
+                (r, t.unwrap_or_else(|| "latest".into()))
+            } else {
+                // A bare tag (an OCI layout's ref.name): the repository comes from --as.
+                match &as_repo {
+                    Some(r) => (r.as_str().to_owned(), n.clone()),
+                    None => {
+                        return Err(invalid(format!(
+                            "image {} is tagged {n:?} without a repository: give one with --as REPO",
+                            img.root
+                        )));
+                    }
+                }
+            };
+            let r = match &as_repo {
+                Some(a) => a.clone(),
+                None => repo(&r)?,
+            };
+            out.push((r, tag(&t)?, i));
+        }
+    }
+    Ok(out)
+}
+
+/// Scan one source (blocking work on the blocking pool), reusing and then
+/// updating its cache in the data directory.
+async fn scan_source(
+    backend: &Arc<dyn Backend>,
+    spec: &SourceSpec,
+    canonical: &Path,
+    max_name_len: usize,
+) -> Result<Scanned, SourceError> {
+    let key = cache_key(canonical);
+    let old = match backend.read(&key).await {
+        Ok(Some(raw)) => match serde_json::from_slice::<Cache>(&raw) {
+            Ok(c) if c.version == CACHE_VERSION => c,
+            Ok(_) => Cache::default(),
+            Err(e) => {
+                tracing::warn!(source = %canonical.display(), error = %e, "ignoring an unreadable source cache");
+                Cache::default()
+            }
+        },
+        Ok(None) => Cache::default(),
+        Err(e) => {
+            tracing::warn!(source = %canonical.display(), error = %e, "cannot read the source cache");
+            Cache::default()
+        }
+    };
+    let path = canonical.to_owned();
+    let name = spec.name.clone();
+    let (scanned, cache, hashed, reused) = tokio::task::spawn_blocking(move || {
+        let watch_path = if path.is_dir() {
+            path.join("index.json")
+        } else {
+            path.clone()
+        };
+        let watch = std::fs::metadata(&watch_path).ok().map(|m| FileId::of(&m));
+        let mut v = Verifier::new(&old, path.display().to_string());
+        let (format, images) = scan::scan(&path, &mut v)?;
+        let names = assign(&path, format, &images, name.as_deref(), max_name_len)?;
+        let changed = v.hashed_bytes > 0 || v.new.entries.len() != old.entries.len();
+        let (hashed, reused) = (v.hashed_bytes, v.reused);
+        Ok::<_, SourceError>((
+            Scanned {
+                format,
+                images,
+                names,
+                watch,
+            },
+            changed.then_some(v.new),
+            hashed,
+            reused,
+        ))
+    })
+    .await
+    .map_err(|e| SourceError::Config(format!("{}: scan failed: {e}", spec.path.display())))??;
+    if let Some(cache) = cache {
+        match serde_json::to_vec(&cache) {
+            Ok(bytes) => {
+                if let Err(e) = backend.put(&key, bytes.into()).await {
+                    tracing::warn!(source = %canonical.display(), error = %e, "cannot write the source cache");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode the source cache"),
+        }
+    }
+    tracing::info!(
+        source = %canonical.display(),
+        format = scanned.format.as_str(),
+        images = scanned.images.len(),
+        hashed_bytes = hashed,
+        reused_blobs = reused,
+        "source verified"
+    );
+    Ok(scanned)
+}
+
+fn unknown_manifest(r: &dyn std::fmt::Display) -> RegistryError {
+    RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
+        .with_detail(serde_json::json!({ "reference": r.to_string() }))
+}
+
+fn unknown_blob(d: &Digest) -> RegistryError {
+    RegistryError::new(ErrorCode::BlobUnknown, "blob unknown to registry")
+        .with_detail(serde_json::json!({ "digest": d.to_string() }))
+}
+
+/// Build the catalog from every source's last scan. `strict`: a tag named
+/// by two sources is an error (start-up); otherwise the first source wins.
+fn build(sources: &[Source], strict: bool) -> Result<Catalog, SourceError> {
+    let mut cat = Catalog::default();
+    for (si, s) in sources.iter().enumerate() {
+        let scanned = match s.state.lock() {
+            Ok(g) => match &*g {
+                Ok(sc) => sc.clone(),
+                Err(_) => continue,
+            },
+            Err(_) => continue,
+        };
+        for (repo, tag, ii) in &scanned.names {
+            let Some(img) = scanned.images.get(*ii) else {
+                continue;
+            };
+            let view = cat.repos.entry(repo.as_str().to_owned()).or_default();
+            if let Some(prev) = view.tags.get(tag.as_str())
+                && *prev != img.root
+            {
+                let msg = format!(
+                    "{}:{} is named by more than one image (in {})",
+                    repo.as_str(),
+                    tag.as_str(),
+                    view.sources
+                        .iter()
+                        .chain([&si])
+                        .filter_map(|i| sources.get(*i))
+                        .map(|s| s.spec.path.display().to_string())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if strict {
+                    return Err(SourceError::Config(msg));
+                }
+                tracing::error!("{msg}: the first is served");
+                continue;
+            }
+            view.tags.insert(tag.as_str().to_owned(), img.root.clone());
+            view.sources.insert(si);
+            for m in &img.manifests {
+                view.manifests.insert(m.digest.clone(), m.clone());
+            }
+            for (d, loc) in &img.blobs {
+                view.blobs.entry(d.clone()).or_insert((loc.clone(), si));
+            }
+        }
+    }
+    Ok(cat)
+}
+
+impl Sources {
+    /// Scan and verify every source. Fails, naming the file, if a source is
+    /// unreadable, holds anything that does not verify, names a repository
+    /// the data directory already has, or two sources name the same tag.
+    pub async fn open(
+        specs: &[SourceSpec],
+        registry: &Registry,
+        max_name_len: usize,
+    ) -> Result<Sources, SourceError> {
+        let backend = registry.backend().clone();
+        let mut sources = Vec::new();
+        for spec in specs {
+            let canonical = spec
+                .path
+                .canonicalize()
+                .map_err(|e| SourceError::io(&spec.path, e))?;
+            let scanned = scan_source(&backend, spec, &canonical, max_name_len).await?;
+            sources.push(Source {
+                spec: spec.clone(),
+                canonical,
+                rescanning: AtomicBool::new(false),
+                state: Mutex::new(Ok(Arc::new(scanned))),
+            });
+        }
+        let catalog = build(&sources, true)?;
+        let mut owned: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+        for (name, view) in &catalog.repos {
+            let repo = RepoName::parse(name, usize::MAX)
+                .map_err(|e| SourceError::Config(format!("{name}: {e}")))?;
+            if registry
+                .repo_exists(&repo)
+                .await
+                .map_err(|e| SourceError::Config(format!("reading the data directory: {e}")))?
+            {
+                let files: Vec<String> = view
+                    .sources
+                    .iter()
+                    .filter_map(|i| sources.get(*i))
+                    .map(|s| s.spec.path.display().to_string())
+                    .collect();
+                return Err(SourceError::Config(format!(
+                    "repository {name} is in the data directory and is also served from {}: \
+                     serve the source under another name with --as, or delete the repository",
+                    files.join(", ")
+                )));
+            }
+            owned.insert(name.clone(), view.sources.clone());
+        }
+        Ok(Sources {
+            sources,
+            catalog: RwLock::new(Arc::new(catalog)),
+            owned: RwLock::new(owned),
+            backend,
+            max_name_len,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// If `repo` is served from sources, the files it is served from.
+    pub fn owner(&self, repo: &RepoName) -> Option<String> {
+        let owned = match self.owned.read() {
+            Ok(o) => o,
+            Err(p) => p.into_inner(),
+        };
+        let set = owned.get(repo.as_str())?;
+        Some(
+            set.iter()
+                .filter_map(|i| self.sources.get(*i))
+                .map(|s| s.spec.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
+    /// Every repository served from sources, in byte order.
+    pub fn repo_names(&self) -> Vec<String> {
+        match self.owned.read() {
+            Ok(o) => o.keys().cloned().collect(),
+            Err(p) => p.into_inner().keys().cloned().collect(),
+        }
+    }
+
+    /// Why a repository's source is not serving, if it is not.
+    fn failure(&self, repo: &RepoName) -> Option<String> {
+        let owned = self.owned.read().ok()?;
+        for i in owned.get(repo.as_str())? {
+            if let Some(s) = self.sources.get(*i)
+                && let Ok(g) = s.state.lock()
+                && let Err(e) = &*g
+            {
+                return Some(e.clone());
+            }
+        }
+        None
+    }
+
+    /// Look at the sources of `repo`; any whose file changed is scanned again.
+    fn check_fresh(self: &Arc<Self>, repo: &RepoName) {
+        let idx: Vec<usize> = match self.owned.read() {
+            Ok(o) => o
+                .get(repo.as_str())
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+            Err(_) => return,
+        };
+        for i in idx {
+            let Some(s) = self.sources.get(i) else {
+                continue;
+            };
+            let recorded = match s.state.lock() {
+                Ok(g) => match &*g {
+                    Ok(sc) => sc.watch,
+                    Err(_) => None,
+                },
+                Err(_) => continue,
+            };
+            let now = std::fs::metadata(s.watch_path())
+                .ok()
+                .map(|m| FileId::of(&m));
+            if now != recorded {
+                self.rescan(i);
+            }
+        }
+    }
+
+    /// Scan source `i` again in the background (once at a time).
+    fn rescan(self: &Arc<Self>, i: usize) {
+        let Some(s) = self.sources.get(i) else {
+            return;
+        };
+        if s.rescanning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(source = %s.spec.path.display(), "source changed: verifying it again");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Some(s) = me.sources.get(i) else {
+                return;
+            };
+            let result = scan_source(&me.backend, &s.spec, &s.canonical, me.max_name_len).await;
+            let state = match result {
+                Ok(sc) => Ok(Arc::new(sc)),
+                Err(e) => {
+                    tracing::error!(error = %e, "source failed verification: it serves nothing until it is fixed");
+                    Err(e.to_string())
+                }
+            };
+            if let Ok(mut g) = s.state.lock() {
+                *g = state;
+            }
+            match build(&me.sources, false) {
+                Ok(cat) => {
+                    if let Ok(mut o) = me.owned.write() {
+                        for (name, view) in &cat.repos {
+                            o.entry(name.clone())
+                                .or_default()
+                                .extend(view.sources.iter().copied());
+                        }
+                    }
+                    if let Ok(mut c) = me.catalog.write() {
+                        *c = Arc::new(cat);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "rebuilding the source catalog failed"),
+            }
+            s.rescanning.store(false, Ordering::Release);
+        });
+    }
+
+    fn not_serving(&self, repo: &RepoName) -> Option<RegistryError> {
+        self.failure(repo).map(|why| {
+            RegistryError::new(
+                ErrorCode::NameUnknown,
+                format!("repository {} is not being served: {why}", repo.as_str()),
+            )
+            .with_status(404)
+        })
+    }
+
+    /// A manifest of a source repository, by tag or digest.
+    pub fn manifest(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Arc<ServedManifest>, RegistryError> {
+        self.check_fresh(repo);
+        let cat = self.catalog();
+        let Some(view) = cat.repos.get(repo.as_str()) else {
+            return Err(self
+                .not_serving(repo)
+                .unwrap_or_else(|| unknown_manifest(reference)));
+        };
+        let d = match reference {
+            Reference::Digest(d) => d,
+            Reference::Tag(t) => view
+                .tags
+                .get(t.as_str())
+                .ok_or_else(|| unknown_manifest(reference))?,
+        };
+        view.manifests
+            .get(d)
+            .cloned()
+            .ok_or_else(|| unknown_manifest(reference))
+    }
+
+    /// Tags of a source repository in byte order, `n` at most, after `last`.
+    pub fn tags(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page, RegistryError> {
+        self.check_fresh(repo);
+        let cat = self.catalog();
+        let Some(view) = cat.repos.get(repo.as_str()) else {
+            return Err(self.not_serving(repo).unwrap_or_else(|| {
+                RegistryError::new(
+                    ErrorCode::NameUnknown,
+                    "repository name not known to registry",
+                )
+            }));
+        };
+        let limit = n.unwrap_or(usize::MAX);
+        let mut items: Vec<String> = view
+            .tags
+            .keys()
+            .filter(|t| last.is_none_or(|l| t.as_str() > l))
+            .take(limit.saturating_add(1))
+            .cloned()
+            .collect();
+        let more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, more })
+    }
+
+    /// The size of a blob of a source repository.
+    pub fn blob_size(&self, repo: &RepoName, d: &Digest) -> Result<u64, RegistryError> {
+        let cat = self.catalog();
+        cat.repos
+            .get(repo.as_str())
+            .and_then(|v| v.blobs.get(d))
+            .map(|(loc, _)| loc.len)
+            .ok_or_else(|| unknown_blob(d))
+    }
+
+    /// Stream a blob of a source repository, whole or the half-open range
+    /// `start..end`, from the verified bytes in place. If its file changed
+    /// since it was verified, nothing is served and the source is scanned
+    /// again.
+    pub async fn blob_open(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        d: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, crate::Error> {
+        let cat = self.catalog();
+        let (loc, si) = cat
+            .repos
+            .get(repo.as_str())
+            .and_then(|v| v.blobs.get(d))
+            .cloned()
+            .ok_or_else(|| unknown_blob(d))?;
+        let mut f = tokio::fs::File::open(&loc.file).await?;
+        let meta = f.metadata().await?;
+        if FileId::of(&meta) != loc.id {
+            self.rescan(si);
+            return Err(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!(
+                    "{}: changed since it was verified; it is being verified again, retry later",
+                    loc.file.display()
+                ),
+            )
+            .with_detail(serde_json::json!({ "digest": d.to_string() }))
+            .into());
+        }
+        let (start, end) = range.unwrap_or((0, loc.len));
+        let end = end.min(loc.len);
+        f.seek(std::io::SeekFrom::Start(loc.offset + start)).await?;
+        let reader = f.take(end.saturating_sub(start));
+        let s = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+        Ok(s.boxed())
+    }
+}
+
+/// Merge a page of the store's catalog with the source repositories: the
+/// same `n`/`last` semantics over the union.
+pub fn merge_catalog(
+    store: Page,
+    sources: &[String],
+    n: Option<usize>,
+    last: Option<&str>,
+) -> Page {
+    let limit = n.unwrap_or(usize::MAX);
+    let mut all: BTreeSet<String> = store.items.into_iter().collect();
+    all.extend(
+        sources
+            .iter()
+            .filter(|s| last.is_none_or(|l| s.as_str() > l))
+            .cloned(),
+    );
+    let mut items: Vec<String> = all.into_iter().take(limit.saturating_add(1)).collect();
+    let more = store.more || items.len() > limit;
+    items.truncate(limit);
+    Page { items, more }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(split_name("alpine:3"), ("alpine".into(), Some("3".into())));
+        assert_eq!(
+            split_name("docker.io/library/alpine:3"),
+            ("library/alpine".into(), Some("3".into()))
+        );
+        assert_eq!(split_name("localhost:5000/a/b"), ("a/b".into(), None));
+        assert_eq!(split_name("a/b"), ("a/b".into(), None));
+    }
+
+    #[test]
+    fn catalog_merge_paginates_over_the_union() {
+        let store = Page {
+            items: vec!["a".into(), "c".into()],
+            more: true,
+        };
+        let p = merge_catalog(store, &["b".into(), "d".into()], Some(2), None);
+        assert_eq!(p.items, ["a", "b"]);
+        assert!(p.more);
+        let store = Page {
+            items: vec!["c".into()],
+            more: false,
+        };
+        let p = merge_catalog(store, &["b".into(), "d".into()], Some(5), Some("b"));
+        assert_eq!(p.items, ["c", "d"]);
+        assert!(!p.more);
+    }
+}
