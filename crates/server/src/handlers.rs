@@ -35,11 +35,6 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Err(e) => return r::error(&e, head),
     };
     let (parts, body) = req.into_parts();
-    if let Some(src) = &state.sources
-        && let Some(answer) = crate::sources::answer(&state, src, &action, &parts.headers).await
-    {
-        return answer.unwrap_or_else(|e| r::from_store(e, head));
-    }
     match dispatch(&state, action, &parts.headers, body).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
@@ -219,6 +214,13 @@ async fn dispatch(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Resp> {
+    // Repositories served from `--from` sources, and the catalog, which
+    // lists them too.
+    if let Some(src) = &state.sources
+        && let Some(answer) = crate::sources::answer(state, src, &action, headers).await
+    {
+        return answer;
+    }
     let reg = &state.registry;
     match action {
         Action::Base => Ok(r::build(

@@ -779,3 +779,74 @@ async fn layout_index_and_children_are_served() {
         .unwrap();
     assert_eq!(header(&r, "docker-content-digest").unwrap(), da);
 }
+
+/// A layout blob deleted while served: a clear 404 naming the file (not a
+/// 500), then the layout fails its new verification and serves nothing.
+/// A repository that appears in a source only after start-up is not served.
+#[tokio::test]
+async fn a_layout_losing_a_blob_stops_serving_it() {
+    let work = tempfile::tempdir().unwrap();
+    let lay = work.path().join("lay");
+    let img = Image::new("lose", 1);
+    let (_, m, _) = layout(&lay, "lose/me:1", &img);
+    let reg = start(&["--from".into(), arg(&lay)]).await;
+    let l0 = layer_digests(&m)[0].0.clone();
+    blob(&reg, "lose/me", &l0).await;
+
+    // A second image under a new repository name, added to index.json.
+    let other = Image::new("other", 1);
+    let (d2, m2, _) = layout_image(&lay, &other);
+    let (d1, _, _) = manifest(&reg, "lose/me", "1").await;
+    write_index(
+        &lay,
+        &[
+            (Some("lose/me:1"), &d1, OCI_MANIFEST, m.len()),
+            (Some("lose/me:2"), &d2, OCI_MANIFEST, m2.len()),
+            (Some("brand/new:1"), &d2, OCI_MANIFEST, m2.len()),
+        ],
+    );
+    // The new tag of the known repository shows up; the new repository not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tags = json_body(reg.get("/v2/lose/me/tags/list").await).await;
+        if tags["tags"] == serde_json::json!(["1", "2"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new tag never served: {tags} {}",
+            reg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = reg.get("/v2/brand/new/tags/list").await;
+    assert_error(r, 404, "NAME_UNKNOWN").await;
+    let cat = json_body(reg.get("/v2/_catalog").await).await;
+    assert_eq!(cat["repositories"], serde_json::json!(["lose/me"]));
+
+    std::fs::remove_file(blob_file(&lay, &l0)).unwrap();
+    let r = reg.get(&format!("/v2/lose/me/blobs/{l0}")).await;
+    let st = r.status();
+    let v = json_body(r).await;
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&l0[7..]),
+        "{v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reg.get_m("/v2/lose/me/manifests/1").await;
+        if r.status() == 404 {
+            let v = json_body(r).await;
+            let msg = v["errors"][0]["message"].as_str().unwrap_or("").to_owned();
+            if msg.contains(&arg(&lay)) && msg.contains("missing") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "still served: {}", reg.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -7,6 +7,7 @@
 //! background (a source that fails its new scan serves nothing).
 
 use super::container::Loc;
+use super::names::assign;
 use super::scan::{self, Format, ScannedImage};
 use super::verify::{CACHE_VERSION, Cache, Verifier};
 use super::{FileId, ServedManifest, SourceError};
@@ -74,8 +75,9 @@ struct Catalog {
 pub struct Sources {
     sources: Vec<Source>,
     catalog: RwLock<Arc<Catalog>>,
-    /// Repositories that are, or were, served from each source: writes to
-    /// them are refused even while a source is being scanned again.
+    /// The repositories served from sources (fixed at start-up), and from
+    /// which: writes to them are refused even while a source is being
+    /// scanned again or has failed.
     owned: RwLock<BTreeMap<String, BTreeSet<usize>>>,
     backend: Arc<dyn Backend>,
     max_name_len: usize,
@@ -86,94 +88,6 @@ fn cache_key(canonical: &Path) -> String {
         "_sources/{}.json",
         Digest::sha256_of(canonical.as_os_str().as_encoded_bytes()).hex()
     )
-}
-
-/// `[HOST/]REPO[:TAG]` → repository (host dropped, as docker names it) and tag.
-fn split_name(s: &str) -> (String, Option<String>) {
-    let s = s.split('@').next().unwrap_or(s);
-    let (name, tag) = match s.rfind(':') {
-        Some(i) if !s[i..].contains('/') => (&s[..i], Some(s[i + 1..].to_owned())),
-        _ => (s, None),
-    };
-    let mut parts: Vec<&str> = name.split('/').collect();
-    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
-        parts.remove(0);
-    }
-    (parts.join("/"), tag)
-}
-
-/// The repository and tag of each image of a source.
-fn assign(
-    path: &Path,
-    format: Format,
-    images: &[ScannedImage],
-    name: Option<&str>,
-    max_name_len: usize,
-) -> Result<Vec<(RepoName, Tag, usize)>, SourceError> {
-    let invalid = |why: String| SourceError::Invalid {
-        file: path.to_owned(),
-        why,
-    };
-    let repo = |s: &str| {
-        RepoName::parse(s, max_name_len)
-            .map_err(|e| invalid(format!("bad repository name {s:?}: {e}")))
-    };
-    let tag = |s: &str| Tag::parse(s).map_err(|e| invalid(format!("bad tag {s:?}: {e}")));
-    if images.is_empty() {
-        return Err(invalid(format!("the {} holds no image", format.as_str())));
-    }
-    let (as_repo, as_tag) = match name {
-        Some(n) => {
-            let (r, t) = split_name(n);
-            (Some(repo(&r)?), t.as_deref().map(tag).transpose()?)
-        }
-        None => (None, None),
-    };
-    if let (Some(r), Some(t)) = (&as_repo, &as_tag) {
-        let distinct: BTreeSet<&Digest> = images.iter().map(|i| &i.root).collect();
-        if distinct.len() != 1 {
-            return Err(invalid(format!(
-                "holds {} images: --as {}:{} names one image (use --as REPO to keep their tags)",
-                distinct.len(),
-                r.as_str(),
-                t.as_str()
-            )));
-        }
-        return Ok(vec![(r.clone(), t.clone(), 0)]);
-    }
-    let mut out = Vec::new();
-    for (i, img) in images.iter().enumerate() {
-        if img.names.is_empty() {
-            return Err(invalid(format!(
-                "image {} has no name (no RepoTags or {} annotation): give it one with --as REPO:TAG",
-                img.root,
-                scan::REF_NAME
-            )));
-        }
-        for n in &img.names {
-            let (r, t) = if n.contains(['/', ':']) {
-                let (r, t) = split_name(n);
-                (r, t.unwrap_or_else(|| "latest".into()))
-            } else {
-                // A bare tag (an OCI layout's ref.name): the repository comes from --as.
-                match &as_repo {
-                    Some(r) => (r.as_str().to_owned(), n.clone()),
-                    None => {
-                        return Err(invalid(format!(
-                            "image {} is tagged {n:?} without a repository: give one with --as REPO",
-                            img.root
-                        )));
-                    }
-                }
-            };
-            let r = match &as_repo {
-                Some(a) => a.clone(),
-                None => repo(&r)?,
-            };
-            out.push((r, tag(&t)?, i));
-        }
-    }
-    Ok(out)
 }
 
 /// Scan one source (blocking work on the blocking pool), reusing and then
@@ -259,9 +173,30 @@ fn unknown_blob(d: &Digest) -> RegistryError {
         .with_detail(serde_json::json!({ "digest": d.to_string() }))
 }
 
-/// Build the catalog from every source's last scan. `strict`: a tag named
-/// by two sources is an error (start-up); otherwise the first source wins.
-fn build(sources: &[Source], strict: bool) -> Result<Catalog, SourceError> {
+/// The answer for a blob whose file changed (or went away) since it was
+/// verified.
+fn changed(loc: &Loc, d: &Digest) -> crate::Error {
+    RegistryError::new(
+        ErrorCode::BlobUnknown,
+        format!(
+            "{}: changed since it was verified; it is being verified again, retry later",
+            loc.file.display()
+        ),
+    )
+    .with_detail(serde_json::json!({ "digest": d.to_string() }))
+    .into()
+}
+
+/// Build the catalog from every source's last scan. At start-up (`only` is
+/// `None`) a tag named by two sources is an error. When a source is scanned
+/// again, only the repositories served since start-up are served (a new
+/// name could shadow a repository of the store; it needs a restart, which
+/// checks that) and the first source naming a tag wins.
+fn build(
+    sources: &[Source],
+    only: Option<&BTreeMap<String, BTreeSet<usize>>>,
+) -> Result<Catalog, SourceError> {
+    let strict = only.is_none();
     let mut cat = Catalog::default();
     for (si, s) in sources.iter().enumerate() {
         let scanned = match s.state.lock() {
@@ -275,6 +210,16 @@ fn build(sources: &[Source], strict: bool) -> Result<Catalog, SourceError> {
             let Some(img) = scanned.images.get(*ii) else {
                 continue;
             };
+            if let Some(only) = only
+                && !only.contains_key(repo.as_str())
+            {
+                tracing::warn!(
+                    source = %s.spec.path.display(),
+                    repo = repo.as_str(),
+                    "a new repository in a source is served only after a restart"
+                );
+                continue;
+            }
             let view = cat.repos.entry(repo.as_str().to_owned()).or_default();
             if let Some(prev) = view.tags.get(tag.as_str())
                 && *prev != img.root
@@ -336,7 +281,7 @@ impl Sources {
                 state: Mutex::new(Ok(Arc::new(scanned))),
             });
         }
-        let catalog = build(&sources, true)?;
+        let catalog = build(&sources, None)?;
         let mut owned: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
         for (name, view) in &catalog.repos {
             let repo = RepoName::parse(name, usize::MAX)
@@ -474,15 +419,12 @@ impl Sources {
             if let Ok(mut g) = s.state.lock() {
                 *g = state;
             }
-            match build(&me.sources, false) {
+            let owned = match me.owned.read() {
+                Ok(o) => o.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            match build(&me.sources, Some(&owned)) {
                 Ok(cat) => {
-                    if let Ok(mut o) = me.owned.write() {
-                        for (name, view) in &cat.repos {
-                            o.entry(name.clone())
-                                .or_default()
-                                .extend(view.sources.iter().copied());
-                        }
-                    }
                     if let Ok(mut c) = me.catalog.write() {
                         *c = Arc::new(cat);
                     }
@@ -586,20 +528,18 @@ impl Sources {
             .and_then(|v| v.blobs.get(d))
             .cloned()
             .ok_or_else(|| unknown_blob(d))?;
-        let mut f = tokio::fs::File::open(&loc.file).await?;
-        let meta = f.metadata().await?;
-        if FileId::of(&meta) != loc.id {
-            self.rescan(si);
-            return Err(RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!(
-                    "{}: changed since it was verified; it is being verified again, retry later",
-                    loc.file.display()
-                ),
-            )
-            .with_detail(serde_json::json!({ "digest": d.to_string() }))
-            .into());
-        }
+        let opened = match tokio::fs::File::open(&loc.file).await {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut f = match opened {
+            Some(f) if FileId::of(&f.metadata().await?) == loc.id => f,
+            _ => {
+                self.rescan(si);
+                return Err(changed(&loc, d));
+            }
+        };
         let (start, end) = range.unwrap_or((0, loc.len));
         let end = end.min(loc.len);
         f.seek(std::io::SeekFrom::Start(loc.offset + start)).await?;
@@ -634,17 +574,6 @@ pub fn merge_catalog(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(split_name("alpine:3"), ("alpine".into(), Some("3".into())));
-        assert_eq!(
-            split_name("docker.io/library/alpine:3"),
-            ("library/alpine".into(), Some("3".into()))
-        );
-        assert_eq!(split_name("localhost:5000/a/b"), ("a/b".into(), None));
-        assert_eq!(split_name("a/b"), ("a/b".into(), None));
-    }
 
     #[test]
     fn catalog_merge_paginates_over_the_union() {
