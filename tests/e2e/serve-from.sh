@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of `wharf serve --from` with real clients: sources made by
-# skopeo (docker-archive, oci-archive, OCI layout), served read-only in place
+# skopeo (docker-archive, oci-archive, OCI layout) and umoci (OCI layout),
+# served read-only in place
 # by a wharf started here, pulled with podman, skopeo and `wharf cp`, and
 # compared with what `podman load` makes of the same tarball.
 #
@@ -15,7 +16,7 @@ shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WHARF=$(realpath "${1:-$HERE/../../target/debug/wharf}")
 [[ -x $WHARF ]] || { echo "no wharf binary at $WHARF" >&2; exit 2; }
-for tool in skopeo podman jq curl python3 sha256sum; do
+for tool in skopeo podman umoci jq curl python3 sha256sum; do
     command -v "$tool" >/dev/null || { echo "missing $tool (run tests/e2e/install.sh)" >&2; exit 2; }
 done
 
@@ -79,9 +80,16 @@ python3 "$HERE/helpers/oci_layout.py" image "$S/orig" --ref v1 --text "serve-fro
 sk copy -q "oci:$S/orig:v1" "docker-archive:$S/image.tar:e2e/dock:1.0"
 sk copy -q "oci:$S/orig:v1" "oci-archive:$S/image.oci.tar:e2e/ociarchive:3"
 sk copy -q --preserve-digests "oci:$S/orig:v1" "oci:$S/layout:v2"
+# An OCI layout written by umoci (ref.name "t", and unreferenced blobs left
+# over from its edits).
+umoci init --layout "$S/umoci"
+umoci new --image "$S/umoci:t"
+echo "umoci $RUN_ID" >"$S/u.txt"
+umoci insert --image "$S/umoci:t" "$S/u.txt" /u.txt
 
 "$WHARF" serve --listen "$HOST" --data-dir "$W/data" \
     --from "$S/image.tar" --from "$S/image.oci.tar" --from "$S/layout" --as e2e/layout \
+    --from "$S/umoci" --as e2e/umoci \
     >"$W/wharf.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 200); do
@@ -157,8 +165,22 @@ sc_oci_layout_and_archive() {
     expect_eq "$(podman image inspect --format '{{json .RootFS.Layers}}' "$HOST/e2e/ociarchive:3" | jq -c .)" "$WANT_DIFFS" "diff IDs podman pulled (oci-archive)"
     podman rmi -a -f >/dev/null
     expect_eq "$(sk list-tags --tls-verify=false "docker://$HOST/e2e/layout" | jq -c .Tags)" '["v2"]' "tags"
-    curl -fsS "http://$HOST/v2/_catalog" | jq -e '.repositories == ["e2e/dock","e2e/layout","e2e/ociarchive"]' >/dev/null ||
+    curl -fsS "http://$HOST/v2/_catalog" | jq -e '.repositories == ["e2e/dock","e2e/layout","e2e/ociarchive","e2e/umoci"]' >/dev/null ||
         fail "catalog: $(curl -sS "http://$HOST/v2/_catalog")"
+}
+
+sc_umoci_layout() {
+    local want
+    want=$(ref_digest "$S/umoci" t)
+    sk copy -q --preserve-digests --src-tls-verify=false "docker://$HOST/e2e/umoci:t" "oci:$W/umoci-out:t"
+    expect_eq "$(ref_digest "$W/umoci-out" t)" "$want" "manifest digest of the umoci image"
+    umoci unpack --image "$W/umoci-out:t" "$W/umoci-bundle" >/dev/null
+    expect_eq "$(cat "$W/umoci-bundle/rootfs/u.txt")" "umoci $RUN_ID" "u.txt unpacked from the pulled image"
+    podman pull -q --tls-verify=false "$HOST/e2e/umoci:t" >/dev/null
+    mnt=$(podman image mount "$HOST/e2e/umoci:t")
+    expect_eq "$(cat "$mnt/u.txt")" "umoci $RUN_ID" "u.txt in the image podman pulled"
+    podman image unmount "$HOST/e2e/umoci:t" >/dev/null
+    podman rmi -a -f >/dev/null
 }
 
 sc_read_only_beside_writable() {
@@ -171,7 +193,7 @@ sc_read_only_beside_writable() {
     expect_eq "$(sk inspect --tls-verify=false "docker://$HOST/e2e/writable:1" | jq -r .Digest)" "$(ref_digest "$S/orig" v1)" "pushed beside the sources"
 }
 
-SCENARIOS=(docker_archive_podman docker_archive_skopeo wharf_cp oci_layout_and_archive read_only_beside_writable)
+SCENARIOS=(docker_archive_podman docker_archive_skopeo wharf_cp oci_layout_and_archive umoci_layout read_only_beside_writable)
 passed=0 failed=0
 for sc in "${SCENARIOS[@]}"; do
     name=${sc//_/-}

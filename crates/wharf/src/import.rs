@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use store::fs::FsBackend;
+use store::source::names::split_name;
 use store::{Registry, RegistryConfig};
 
 const MAX_NAME_LEN: usize = 255;
@@ -113,20 +114,6 @@ fn parse_repo(s: &str) -> anyhow::Result<RepoName> {
 
 fn parse_tag(s: &str) -> anyhow::Result<Tag> {
     Tag::parse(s).map_err(|e| anyhow!("bad tag {s:?}: {e}"))
-}
-
-/// `[HOST/]REPO[:TAG]` split into repository (host dropped, as docker
-/// names it) and tag.
-fn split_name(s: &str) -> (String, Option<String>) {
-    let (name, tag) = match s.rfind(':') {
-        Some(i) if !s[i..].contains('/') => (&s[..i], Some(s[i + 1..].to_owned())),
-        _ => (s, None),
-    };
-    let mut parts: Vec<&str> = name.split('/').collect();
-    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
-        parts.remove(0);
-    }
-    (parts.join("/"), tag)
 }
 
 /// The command-line target: a repository, and maybe a tag.

@@ -43,17 +43,17 @@ struct Scanned {
 struct Source {
     spec: SourceSpec,
     canonical: PathBuf,
+    /// The file whose change means the image list may have changed.
+    watch_path: PathBuf,
     rescanning: AtomicBool,
     state: Mutex<Result<Arc<Scanned>, String>>,
 }
 
-impl Source {
-    fn watch_path(&self) -> PathBuf {
-        if self.canonical.is_dir() {
-            self.canonical.join("index.json")
-        } else {
-            self.canonical.clone()
-        }
+fn watch_path(canonical: &Path) -> PathBuf {
+    if canonical.is_dir() {
+        canonical.join("index.json")
+    } else {
+        canonical.to_owned()
     }
 }
 
@@ -117,12 +117,9 @@ async fn scan_source(
     let path = canonical.to_owned();
     let name = spec.name.clone();
     let (scanned, cache, hashed, reused) = tokio::task::spawn_blocking(move || {
-        let watch_path = if path.is_dir() {
-            path.join("index.json")
-        } else {
-            path.clone()
-        };
-        let watch = std::fs::metadata(&watch_path).ok().map(|m| FileId::of(&m));
+        let watch = std::fs::metadata(watch_path(&path))
+            .ok()
+            .map(|m| FileId::of(&m));
         let mut v = Verifier::new(&old, path.display().to_string());
         let (format, images) = scan::scan(&path, &mut v)?;
         let names = assign(&path, format, &images, name.as_deref(), max_name_len)?;
@@ -276,6 +273,7 @@ impl Sources {
             let scanned = scan_source(&backend, spec, &canonical, max_name_len).await?;
             sources.push(Source {
                 spec: spec.clone(),
+                watch_path: watch_path(&canonical),
                 canonical,
                 rescanning: AtomicBool::new(false),
                 state: Mutex::new(Ok(Arc::new(scanned))),
@@ -385,7 +383,7 @@ impl Sources {
                 },
                 Err(_) => continue,
             };
-            let now = std::fs::metadata(s.watch_path())
+            let now = std::fs::metadata(&s.watch_path)
                 .ok()
                 .map(|m| FileId::of(&m));
             if now != recorded {
