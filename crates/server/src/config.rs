@@ -21,6 +21,135 @@ pub struct Config {
     /// Images served read-only, in place, from OCI layouts, oci-archives
     /// and docker-save tarballs (`[[sources]]`, `--from`).
     pub sources: Vec<SourceConfig>,
+    /// Authentication and authorization (off unless configured).
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may do what. Auth is on when any user source is given
+/// (an htpasswd file, `[[auth.users]]`, mTLS users), tokens are enabled, or
+/// external issuers are configured; then everything not granted by a policy
+/// rule is denied. See docs/auth.md.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// An Apache htpasswd file with bcrypt hashes (`htpasswd -B`).
+    pub htpasswd: Option<PathBuf>,
+    /// Users declared in the config.
+    pub users: Vec<UserConfig>,
+    /// Realm named in Basic challenges (default "wharf").
+    pub basic_realm: String,
+    /// Treat the subject name of a verified TLS client certificate as a user.
+    pub mtls_users: bool,
+    pub token: TokenConfig,
+    pub external_issuers: Vec<ExternalIssuer>,
+    pub policy: Vec<PolicyRule>,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A bcrypt hash (`wharf passwd` or `htpasswd -nB` prints one).
+    pub password_hash: String,
+    pub groups: Vec<String>,
+}
+
+/// `[auth.token]`: the built-in token service (`/token`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    pub enabled: bool,
+    /// Token endpoint URL sent in challenges; default `<scheme>://<Host>/token`.
+    pub realm: Option<String>,
+    /// The `service` named in challenges: the audience of issued tokens.
+    pub service: String,
+    /// The `iss` of issued tokens.
+    pub issuer: String,
+    /// PKCS#8 PEM private key (P-256 for ES256, or RSA for RS256); default:
+    /// generated once into `<data_dir>/_auth/token-key.pem`.
+    pub key_file: Option<PathBuf>,
+    /// Lifetime of issued tokens, in seconds (at least 60).
+    pub expiry_secs: u64,
+}
+
+/// `[[auth.external_issuers]]`: another token service whose tokens are accepted.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExternalIssuer {
+    pub issuer: String,
+    /// Required `aud`; default: this registry's token `service`.
+    pub audience: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is read again, in seconds.
+    pub refresh_secs: u64,
+}
+
+/// `[[auth.policy]]`: one rule granting access to repositories.
+/// Subjects: `user:NAME`, `group:NAME`, `authenticated`, `anonymous` (everyone).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Patterns: `*` matches within one path component, `**` across components.
+    pub repos: Vec<String>,
+    pub pull: Vec<String>,
+    pub push: Vec<String>,
+    pub delete: Vec<String>,
+}
+
+/// `[auth.throttle]`: failed logins per client address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failures allowed within `window_secs` before 429 (0: no throttling).
+    pub max_failures: u32,
+    pub window_secs: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            enabled: false,
+            realm: None,
+            service: "wharf".into(),
+            issuer: "wharf-token-service".into(),
+            key_file: None,
+            expiry_secs: 300,
+        }
+    }
+}
+
+impl Default for ExternalIssuer {
+    fn default() -> Self {
+        ExternalIssuer {
+            issuer: String::new(),
+            audience: None,
+            jwks_file: None,
+            jwks_url: None,
+            refresh_secs: 300,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_failures: 10,
+            window_secs: 60,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether authentication is on (else every request is allowed).
+    pub fn enabled(&self) -> bool {
+        self.htpasswd.is_some()
+            || !self.users.is_empty()
+            || self.token.enabled
+            || !self.external_issuers.is_empty()
+            || self.mtls_users
+    }
 }
 
 /// One `[[sources]]` entry: `path`, and `as = "REPO[:TAG]"` to rename.
@@ -86,6 +215,7 @@ impl Default for Config {
             storage: Storage::default(),
             delete_enabled: true,
             sources: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Carrying out an [`Action`] on the registry core and answering in HTTP.
 
 use crate::action::{self, Action, RouterLimits};
+use crate::auth::{self, Auth, AuthUser};
 use crate::config::Config;
+use crate::conn::ConnInfo;
 use crate::response::{self as r, Resp};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -20,11 +22,22 @@ pub struct AppState {
     pub sources: Option<Arc<store::source::Sources>>,
     pub config: Config,
     pub limits: RouterLimits,
+    /// Authentication and authorization; `None`: everything is allowed.
+    pub auth: Option<Arc<Auth>>,
 }
 
-/// The one handler behind every path.
+/// Which repositories a caller sees in the catalog (`None`: all).
+type CatalogFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+
+/// The one handler behind every path: route, authenticate and authorize
+/// (when auth is on), dispatch.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
     let head = req.method() == "HEAD";
+    if let Some(auth) = &state.auth
+        && auth::endpoint::is_token_path(req.uri().path())
+    {
+        return auth::endpoint::serve(auth, req).await;
+    }
     let action = match action::route(
         req.method().as_str(),
         req.uri().path(),
@@ -34,11 +47,31 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Ok(a) => a,
         Err(e) => return r::error(&e, head),
     };
+    let conn = ConnInfo::of(&req).cloned();
     let (parts, body) = req.into_parts();
-    match dispatch(&state, action, &parts.headers, body).await {
+    let (action, id) = match &state.auth {
+        None => (action, None),
+        Some(auth) => match auth
+            .check(&parts.headers, conn.as_ref(), action, head)
+            .await
+        {
+            Ok((a, id)) => (a, Some(id)),
+            Err(resp) => return resp,
+        },
+    };
+    let visible = |repo: &str| match (&state.auth, &id) {
+        (Some(auth), Some(id)) => auth::decide::sees_in_catalog(&auth.policy, id, repo),
+        _ => true,
+    };
+    let filter: CatalogFilter<'_> = state.auth.as_ref().map(|_| &visible as _);
+    let mut resp = match dispatch(&state, action, &parts.headers, body, filter).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
+    };
+    if let Some(name) = id.as_ref().and_then(|id| id.principal.name()) {
+        resp.extensions_mut().insert(AuthUser(name.to_owned()));
     }
+    resp
 }
 
 pub(crate) type Result<T> = std::result::Result<T, store::Error>;
@@ -213,11 +246,13 @@ async fn dispatch(
     action: Action,
     headers: &HeaderMap,
     body: Body,
+    catalog_filter: CatalogFilter<'_>,
 ) -> Result<Resp> {
     // Repositories served from `--from` sources, and the catalog, which
     // lists them too.
     if let Some(src) = &state.sources
-        && let Some(answer) = crate::sources::answer(state, src, &action, headers).await
+        && let Some(answer) =
+            crate::sources::answer(state, src, &action, headers, catalog_filter).await
     {
         return answer;
     }
@@ -407,7 +442,10 @@ async fn dispatch(
         }
 
         Action::Catalog { n, last } => {
-            let page = reg.catalog(n, last.as_deref()).await?;
+            let page = match catalog_filter {
+                None => reg.catalog(n, last.as_deref()).await?,
+                Some(keep) => reg.catalog_where(n, last.as_deref(), keep).await?,
+            };
             let body = serde_json::json!({ "repositories": page.items });
             let next = page
                 .items

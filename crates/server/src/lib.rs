@@ -6,6 +6,7 @@
 //! result into HTTP.
 
 pub mod action;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod handlers;

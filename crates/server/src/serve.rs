@@ -2,6 +2,7 @@
 //! upload expiry, graceful shutdown on SIGTERM / Ctrl-C.
 
 use crate::action::RouterLimits;
+use crate::auth::{Auth, AuthUser};
 use crate::config::{Config, LogFormat};
 use crate::conn::ConnInfo;
 use crate::handlers::{AppState, handle};
@@ -80,12 +81,21 @@ pub async fn run_on(
             .map_err(|e| anyhow::anyhow!("cannot serve sources: {e}"))?;
         Some(Arc::new(s))
     };
+    // The TLS listener, when there is one, sets this to true: token realms
+    // then default to https.
+    let tls = false;
+    let auth = Auth::from_config(&config, tls).await?;
     let state = Arc::new(AppState {
         registry,
         sources,
         config: config.clone(),
         limits,
+        auth: auth.clone(),
     });
+    let key_refresher = auth
+        .as_ref()
+        .filter(|a| !a.verifier.external.is_empty())
+        .map(|a| tokio::spawn(a.clone().refresh_external_keys()));
 
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
@@ -102,7 +112,10 @@ pub async fn run_on(
         fsync = config.storage.fsync,
         "wharf registry listening"
     );
-    if !addr.ip().is_loopback() {
+    if auth.is_some() {
+        tracing::info!("authentication on");
+    }
+    if !addr.ip().is_loopback() && auth.is_none() {
         tracing::warn!(listen = %addr, "serving on a non-loopback address without authentication or TLS");
     }
     let result = axum::serve(
@@ -112,6 +125,9 @@ pub async fn run_on(
     .with_graceful_shutdown(shutdown)
     .await;
     sweeper.abort();
+    if let Some(t) = key_refresher {
+        t.abort();
+    }
     tracing::info!("wharf registry stopped");
     result.map_err(Into::into)
 }
@@ -160,10 +176,18 @@ async fn request_log(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    // Never the Authorization header or the query (tokens, passwords):
+    // the user name the request was authenticated as.
+    let user = resp
+        .extensions()
+        .get::<AuthUser>()
+        .map_or("-", |u| u.0.as_str())
+        .to_owned();
     tracing::info!(
         target: "wharf::access",
         method = %method,
         path = %path,
+        user = %user,
         status = resp.status().as_u16(),
         bytes_in,
         bytes_out,

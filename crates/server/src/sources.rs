@@ -23,9 +23,10 @@ pub async fn answer(
     src: &Arc<Sources>,
     action: &Action,
     headers: &HeaderMap,
+    catalog_filter: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Option<Result<Resp>> {
     if let Action::Catalog { n, last } = action {
-        return Some(catalog(state, src, *n, last.as_deref()).await);
+        return Some(catalog(state, src, *n, last.as_deref(), catalog_filter).await);
     }
     let repo = action.repo()?;
     let files = src.owner(repo)?;
@@ -124,9 +125,17 @@ async fn catalog(
     src: &Arc<Sources>,
     n: Option<usize>,
     last: Option<&str>,
+    keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Resp> {
-    let store_page = state.registry.catalog(n, last).await?;
-    let page = merge_catalog(store_page, &src.repo_names(), n, last);
+    // With auth on, only what the caller may pull, from both sides.
+    let (store_page, names) = match keep {
+        None => (state.registry.catalog(n, last).await?, src.repo_names()),
+        Some(keep) => (
+            state.registry.catalog_where(n, last, keep).await?,
+            src.repo_names().into_iter().filter(|r| keep(r)).collect(),
+        ),
+    };
+    let page = merge_catalog(store_page, &names, n, last);
     let body = serde_json::json!({ "repositories": page.items });
     let next = page
         .items

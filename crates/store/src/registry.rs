@@ -835,6 +835,41 @@ impl Registry {
         self.page(keys::CATALOG_PREFIX, n, last).await
     }
 
+    /// Like [`Registry::catalog`], listing only the names `keep` accepts:
+    /// `n` of those at most, after `last`. Reads the catalog in batches
+    /// until the page is full, so a caller who may see few repositories
+    /// costs a longer scan, never a wrong page.
+    pub async fn catalog_where(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        keep: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Page> {
+        let limit = n.unwrap_or(usize::MAX);
+        let batch = limit.saturating_add(1).clamp(64, 1000);
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_owned);
+        loop {
+            let got = self
+                .backend
+                .list(keys::CATALOG_PREFIX, cursor.as_deref(), batch)
+                .await?;
+            let done = got.len() < batch;
+            cursor = got.last().cloned();
+            for name in got {
+                if keep(&name) {
+                    if items.len() == limit {
+                        return Ok(Page { items, more: true });
+                    }
+                    items.push(name);
+                }
+            }
+            if done {
+                return Ok(Page { items, more: false });
+            }
+        }
+    }
+
     /// Descriptors of the manifests in `name` whose subject is `subject`,
     /// optionally only those of one artifact type.
     pub async fn referrers(

@@ -3,6 +3,7 @@
 mod cli;
 mod import;
 mod migrate;
+mod passwd;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use server::Config;
@@ -42,6 +43,9 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
     Import(import::ImportArgs),
+    /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
+    /// the terminal (without echo) or one line of standard input.
+    Passwd(passwd::PasswdArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -50,7 +54,8 @@ enum Command {
 struct ServeArgs {
     /// TOML configuration file (keys: listen, data_dir, delete_enabled,
     /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push,
-    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as).
+    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as,
+    /// [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -98,6 +103,14 @@ struct ServeArgs {
     /// Which --from each --as belongs to (filled from the command line).
     #[arg(skip)]
     as_for: Vec<usize>,
+    /// Require Basic authentication against this htpasswd file (bcrypt).
+    /// Turns auth on: grant access with [[auth.policy]] rules in the config.
+    #[arg(long, env = "WHARF_HTPASSWD", value_name = "FILE")]
+    htpasswd: Option<PathBuf>,
+    /// Run the built-in token service (/token) and answer with Bearer
+    /// challenges (the Docker token flow).
+    #[arg(long, env = "WHARF_AUTH_TOKEN")]
+    auth_token: bool,
 }
 
 impl ServeArgs {
@@ -156,6 +169,12 @@ impl ServeArgs {
             }
         }
         c.sources.extend(sources);
+        if let Some(v) = self.htpasswd {
+            c.auth.htpasswd = Some(v);
+        }
+        if self.auth_token {
+            c.auth.token.enabled = true;
+        }
         Ok(c)
     }
 }
@@ -224,6 +243,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate(args) => migrate::run(args),
         Command::Import(args) => import::run(args),
+        Command::Passwd(args) => passwd::run(args),
         Command::Client(cmd) => cli::run(cmd),
     }
 }

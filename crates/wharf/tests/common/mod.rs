@@ -390,12 +390,13 @@ impl Registry {
                     .timeout(Duration::from_secs(2))
                     .send()
                     .await
-                    && r.status() == 200
+                    // 401: auth is on
+                    && (r.status() == 200 || r.status() == 401)
                 {
                     return;
                 }
                 if Instant::now() > deadline {
-                    last_err = "wharf did not answer GET /v2/ with 200 within 10s".into();
+                    last_err = "wharf did not answer GET /v2/ within 10s".into();
                     self.kill();
                     break;
                 }
