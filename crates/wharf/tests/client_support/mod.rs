@@ -36,7 +36,10 @@ fn wait_ready(child: &mut Child, host: &str, log: &Path) {
             let req = format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
             if s.write_all(req.as_bytes()).is_ok() {
                 let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.1 200") {
+                // 401: auth is on
+                if s.read_exact(&mut buf).is_ok()
+                    && (buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.1 401"))
+                {
                     return;
                 }
             }
