@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every Wharf test: unit and HTTP integration tests (cargo test), then the
 # end-to-end suite, which drives real clients (skopeo, buildah, podman,
-# oras-py) against a freshly started `wharf serve`.
+# oras-py) against a freshly started `wharf serve`, and the authentication
+# scenarios (tests/e2e/auth.sh, a second server with the token flow on).
 #
 #   bash tests/run-all.sh
 #
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
-if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! [[ -x $venv/bin/python ]]; then
+if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x $venv/bin/python ]]; then
     if [[ $(id -u) == 0 ]]; then
         bash tests/e2e/install.sh
     else
@@ -50,6 +51,16 @@ read -r e2e_passed e2e_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) 
 e2e_passed=${e2e_passed:-0}
 e2e_failed=${e2e_failed:-0}
 if [[ $e2e_status != 0 && $e2e_failed == 0 ]]; then e2e_failed=1; fi
+
+# 3. End-to-end tests of authentication (their own server, the token flow).
+auth_status=0
+bash tests/e2e/auth.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/e2e-auth.log" || auth_status=$?
+read -r auth_passed auth_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/e2e-auth.log" | tail -n 1)
+auth_passed=${auth_passed:-0}
+auth_failed=${auth_failed:-0}
+if [[ $auth_status != 0 && $auth_failed == 0 ]]; then auth_failed=1; fi
+e2e_passed=$((e2e_passed + auth_passed))
+e2e_failed=$((e2e_failed + auth_failed))
 if [[ $e2e_failed != 0 ]]; then
     echo "--- wharf log (tail) ---"
     tail -n 40 "$work/wharf.log"

@@ -20,6 +20,7 @@ oras_spec=${WHARF_E2E_ORAS_SPEC:-oras>=0.2,<0.3}
 packages=(
     skopeo buildah podman umoci jq curl ca-certificates
     python3 python3-venv
+    apache2-utils    # htpasswd, to cross-check bcrypt hashes with auth-scenarios.sh
     docker-registry  # the reference registry, for with-reference.sh
 )
 

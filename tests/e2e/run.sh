@@ -17,6 +17,8 @@
 #   WHARF_E2E_TIMEOUT   per-scenario time limit in seconds (default 300)
 #   WHARF_E2E_BIG_MB    size of the large layer in skopeo-large-layer (default 32)
 #   WHARF_E2E_KEEP=1    keep the work dir (its path is printed to stderr)
+#   WHARF_E2E_AUTH=1    run the scenarios of auth-scenarios.sh instead (against
+#                       a registry with auth on; tests/e2e/auth.sh sets it up)
 #
 # Scenarios (sc_* below; see README.md): api-base, skopeo-oci, skopeo-v2s2,
 # skopeo-large-layer, multiarch-index, buildah-podman, oras-artifact,
@@ -177,6 +179,10 @@ compare_layouts() {
 }
 
 oras_py() { "$E2E_VENV/bin/python" "$HELPERS/oras_e2e.py" "$@"; }
+
+# The scenarios against an authenticating registry (WHARF_E2E_AUTH=1).
+# shellcheck source=auth-scenarios.sh
+source "$HERE/auth-scenarios.sh"
 
 # ---------------------------------------------------------------------------
 # Scenarios
@@ -749,6 +755,7 @@ main() {
 
     local name rc passed=0 failed=0 reason
     local selected=("${SCENARIOS[@]}")
+    [[ ${WHARF_E2E_AUTH:-} == 1 ]] && selected=("${AUTH_SCENARIOS[@]}")
     if [[ -n ${WHARF_E2E_ONLY:-} ]]; then
         read -r -a selected <<<"$WHARF_E2E_ONLY"
     fi

@@ -187,11 +187,11 @@ async fn request_log(req: Request, next: Next) -> Response {
         target: "wharf::access",
         method = %method,
         path = %path,
-        user = %user,
         status = resp.status().as_u16(),
         bytes_in,
         bytes_out,
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        user = %user,
         "request"
     );
     resp

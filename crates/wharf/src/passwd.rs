@@ -58,7 +58,10 @@ pub fn run(args: PasswdArgs) -> ExitCode {
         if password.is_empty() {
             return Err("empty password".into());
         }
-        let hash = bcrypt::hash(password, args.cost).map_err(|e| e.to_string())?;
+        // $2y$, as Apache's `htpasswd -B` writes it, so either tool reads it.
+        let hash = bcrypt::hash_with_result(password, args.cost)
+            .map_err(|e| e.to_string())?
+            .format_for_version(bcrypt::Version::TwoY);
         Ok(format!("{user}:{hash}"))
     })();
     match result {
