@@ -850,3 +850,92 @@ async fn a_layout_losing_a_blob_stops_serving_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `wharf passwd USER` with the password on standard input.
+fn htpasswd_line(user: &str, password: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["passwd", user, "--cost", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn auth_applies_to_served_images() {
+    if common::external_url().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lay = dir.path().join("layout");
+    let (d, _, _) = layout(&lay, "v1", &Image::new("auth", 1));
+    let ht = dir.path().join("htpasswd");
+    std::fs::write(
+        &ht,
+        htpasswd_line("alice", "a-pw") + &htpasswd_line("bob", "b-pw"),
+    )
+    .unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nhtpasswd = \"{}\"\n[[auth.policy]]\nrepos = [\"team/**\"]\npull = [\"user:alice\"]\n",
+            ht.display()
+        ),
+    )
+    .unwrap();
+    let reg = start(&[
+        "--config".into(),
+        arg(&config),
+        "--from".into(),
+        arg(&lay),
+        "--as".into(),
+        "team/served:v1".into(),
+    ])
+    .await;
+    let get = |who: Option<(&str, &str)>, path: String| {
+        let mut rb = reg
+            .client
+            .get(reg.url(&path))
+            .header("accept", OCI_MANIFEST);
+        if let Some((u, p)) = who {
+            rb = rb.basic_auth(u, Some(p));
+        }
+        rb.send()
+    };
+    let m = "/v2/team/served/manifests/v1".to_owned();
+    assert_eq!(get(None, m.clone()).await.unwrap().status(), 401);
+    assert_eq!(
+        get(Some(("bob", "b-pw")), m.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = get(Some(("alice", "a-pw")), m).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), d);
+    // the catalog (store + served images) shows only what the caller may pull
+    let cat = |who| {
+        let get = &get;
+        async move {
+            let v: Value = get(Some(who), "/v2/_catalog".into())
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["repositories"].clone()
+        }
+    };
+    assert_eq!(
+        cat(("alice", "a-pw")).await,
+        serde_json::json!(["team/served"])
+    );
+    assert_eq!(cat(("bob", "b-pw")).await, serde_json::json!([]));
+}
