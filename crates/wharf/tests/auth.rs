@@ -841,3 +841,36 @@ async fn auth_off_by_default_and_bad_config_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not bcrypt"), "{err}");
 }
+
+#[tokio::test]
+async fn external_issuer_by_jwks_url() {
+    // Registry B fetches registry A's keys over HTTP at start.
+    let a = local_only!(start(true, "").await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("b.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.external_issuers]]\nissuer = \"wharf-token-service\"\njwks_url = \"{}\"\n",
+            a.reg.url("/token/jwks.json")
+        ),
+    )
+    .unwrap();
+    let b = Registry::start_with(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let t = bearer(
+        &a.reg,
+        Some("repository:team/app:pull"),
+        Some(&basic("carol", "carol-pw")),
+    )
+    .await;
+    let r = send(&b, &Method::GET, "/v2/team/app/tags/list", Some(&t)).await;
+    assert_eq!(r.status(), 404, "a valid token of A, pull allowed");
+    let r = send(&b, &Method::POST, "/v2/team/app/blobs/uploads/", Some(&t)).await;
+    assert_eq!(r.status(), 403, "the token grants no push");
+    // no token service on B, no realm configured: Basic challenges
+    let r = send(&b, &Method::GET, "/v2/team/app/tags/list", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(b.get("/token").await.status(), 404);
+}

@@ -399,3 +399,71 @@ fn with_challenge(mut resp: Resp, challenge: &str) -> Resp {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserConfig;
+
+    fn conn(cert: Option<&str>) -> ConnInfo {
+        ConnInfo {
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            client_cert_name: cert.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_certificates_name_users_when_enabled() {
+        let mut config = Config {
+            data_dir: std::env::temp_dir(),
+            ..Default::default()
+        };
+        config.auth.mtls_users = true;
+        config.auth.users = vec![UserConfig {
+            name: "carol".into(),
+            password_hash: bcrypt::hash("pw", 4).unwrap(),
+            groups: vec!["readers".into()],
+        }];
+        let auth = Auth::from_config(&config, true).await.unwrap().unwrap();
+        let none = HeaderMap::new();
+        let id = auth
+            .authenticate(&none, Some(&conn(Some("carol"))))
+            .await
+            .unwrap();
+        assert_eq!(id.principal, Principal::user("carol", &["readers".into()]));
+        // a certificate name that is no configured user is still that user
+        let id = auth
+            .authenticate(&none, Some(&conn(Some("ci-bot"))))
+            .await
+            .unwrap();
+        assert_eq!(id.principal.name(), Some("ci-bot"));
+        // no certificate: anonymous
+        let id = auth.authenticate(&none, Some(&conn(None))).await.unwrap();
+        assert_eq!(id, Identity::anonymous());
+        // explicit credentials win over the certificate, and must be right
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Y2Fyb2w6bm8="),
+        );
+        assert_eq!(
+            auth.authenticate(&bad, Some(&conn(Some("carol")))).await,
+            Err(Refusal::BadCredentials)
+        );
+        // the realm of an https listener
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("reg.example:5000"));
+        assert_eq!(auth.realm(&h), "https://reg.example:5000/token");
+        h.insert(header::HOST, HeaderValue::from_static("evil\"\","));
+        assert_eq!(auth.realm(&h), "https://localhost/token");
+
+        // off: certificate names mean nothing
+        config.auth.mtls_users = false;
+        let auth = Auth::from_config(&config, false).await.unwrap().unwrap();
+        let id = auth
+            .authenticate(&none, Some(&conn(Some("carol"))))
+            .await
+            .unwrap();
+        assert_eq!(id, Identity::anonymous());
+    }
+}
