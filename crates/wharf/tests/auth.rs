@@ -723,6 +723,23 @@ async fn failed_logins_are_throttled_per_address() {
 }
 
 #[tokio::test]
+async fn a_burst_of_guesses_gets_no_more_than_the_limit() {
+    let extra = "[auth.throttle]\nmax_failures = 3\nwindow_secs = 3600\n";
+    let s = local_only!(start(false, extra).await);
+    let reg = &s.reg;
+    // Twelve guesses at once: each is counted before its (slow) check, so
+    // only three are ever checked.
+    let guesses = (0..12).map(|i| {
+        let a = basic("alice", &format!("guess-{i}"));
+        async move { send(reg, &Method::GET, "/v2/", Some(&a)).await.status() }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (3, 9), "{statuses:?}");
+}
+
+#[tokio::test]
 async fn external_issuer_by_jwks_file() {
     // Registry A issues tokens; registry B trusts A's JWKS (a file).
     let a = local_only!(start(true, "").await);

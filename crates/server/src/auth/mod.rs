@@ -257,18 +257,16 @@ impl Auth {
         let ip = conn.map(|c| c.peer.ip());
         if let Some(ip) = ip {
             self.throttle
-                .check(ip)
+                .attempt(ip)
                 .map_err(|retry_after| Refusal::Throttled { retry_after })?;
         }
-        match self.users.verify(user, password).await {
-            Some(p) => Ok(p),
-            None => {
-                if let Some(ip) = ip {
-                    self.throttle.failure(ip);
-                }
-                Err(Refusal::BadCredentials)
-            }
+        let verified = self.users.verify(user, password).await;
+        if verified.is_some()
+            && let Some(ip) = ip
+        {
+            self.throttle.succeeded(ip);
         }
+        verified.ok_or(Refusal::BadCredentials)
     }
 
     fn bearer_identity(&self, token: &str) -> Result<Identity, Refusal> {
