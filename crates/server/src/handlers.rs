@@ -48,7 +48,18 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Err(e) => return r::error(&e, head),
     };
     let conn = ConnInfo::of(&req).cloned();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in the URI, not a Host header; the default
+    // token realm is built from the Host header.
+    if state.auth.is_some()
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
     let (action, id) = match &state.auth {
         None => (action, None),
         Some(auth) => match auth
