@@ -6,12 +6,14 @@
 //! - [`scan`]: reading a source's images; docker-save images become Docker
 //!   schema 2 manifests over the tar members as they are.
 //! - [`names`]: the repository and tag each image is served as.
+//! - [`load`]: scanning a source off the async workers, with its cache.
 //! - [`verify`]: hashing every served blob once, remembered in
 //!   `<data_dir>/_sources/<sha256 of the source path>.json`.
 //! - [`catalog`]: repositories → tags → manifests and blobs, and serving.
 
 pub mod catalog;
 pub mod container;
+pub mod load;
 pub mod names;
 pub mod scan;
 pub mod verify;

@@ -82,12 +82,13 @@ impl<'a> Verifier<'a> {
     ) -> Result<Verified, SourceError> {
         let loc = c.locate(name)?;
         let k = key(&loc);
+        // Entries of this scan, or of the last one (a cache of another
+        // version was dropped when it was loaded).
         if let Some(e) = self
-            .old
+            .new
             .entries
             .get(&k)
-            .or_else(|| self.new.entries.get(&k))
-            && self.old.version == CACHE_VERSION
+            .or_else(|| self.old.entries.get(&k))
             && e.id == loc.id
             && e.digest.algorithm() == alg
             && (!decompress || e.uncompressed.is_some())
@@ -216,5 +217,62 @@ fn drain(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
         if r.read(buf)? == 0 {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_once_per_scan_and_reuses_the_last_scan_until_the_file_changes() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("blob"), b"some bytes").unwrap();
+        let c = Container::Dir {
+            root: t.path().to_owned(),
+        };
+        let empty = Cache::default();
+        let mut v = Verifier::new(&empty, "x".into());
+        let a = v.hash(&c, "blob", Algorithm::Sha256, false).unwrap();
+        let b = v.hash(&c, "blob", Algorithm::Sha256, false).unwrap();
+        assert_eq!(a.digest, Digest::sha256_of(b"some bytes"));
+        assert_eq!(b.digest, a.digest);
+        assert_eq!((v.hashed_bytes, v.reused), (10, 1));
+
+        // The next scan reuses it...
+        let last = v.new;
+        let mut v = Verifier::new(&last, "x".into());
+        v.hash(&c, "blob", Algorithm::Sha256, false).unwrap();
+        assert_eq!((v.hashed_bytes, v.reused), (0, 1));
+        // ...but not for another algorithm, nor after the file changed.
+        v.hash(&c, "blob", Algorithm::Sha512, false).unwrap();
+        assert_eq!(v.hashed_bytes, 10);
+        std::fs::write(t.path().join("blob"), b"other bytes!").unwrap();
+        let mut v = Verifier::new(&last, "x".into());
+        let d = v.hash(&c, "blob", Algorithm::Sha256, false).unwrap();
+        assert_eq!(d.digest, Digest::sha256_of(b"other bytes!"));
+        assert_eq!((v.hashed_bytes, v.reused), (12, 0));
+    }
+
+    #[test]
+    fn gzip_layers_get_their_decompressed_digest() {
+        use std::io::Write as _;
+        let t = tempfile::tempdir().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b"layer content").unwrap();
+        let gz = e.finish().unwrap();
+        std::fs::write(t.path().join("l"), &gz).unwrap();
+        std::fs::write(t.path().join("bad"), [0x1f, 0x8b, 0, 1, 2, 3]).unwrap();
+        let c = Container::Dir {
+            root: t.path().to_owned(),
+        };
+        let empty = Cache::default();
+        let mut v = Verifier::new(&empty, "x".into());
+        let got = v.hash(&c, "l", Algorithm::Sha256, true).unwrap();
+        assert!(got.gzip);
+        assert_eq!(got.digest, Digest::sha256_of(&gz));
+        assert_eq!(got.uncompressed, Some(Digest::sha256_of(b"layer content")));
+        let err = v.hash(&c, "bad", Algorithm::Sha256, true).unwrap_err();
+        assert!(err.to_string().contains("gzip"), "{err}");
     }
 }
