@@ -13,7 +13,7 @@
 use super::decide::Refusal;
 use super::policy::{Perms, Principal};
 use super::scope::Scope;
-use super::token::{REFRESH_TTL_SECS, new_claims};
+use super::token::{OwnIssuer, REFRESH_TTL_SECS, new_claims};
 use super::{Auth, AuthUser, TokenService};
 use crate::conn::ConnInfo;
 use crate::response::{self as r, Resp};
@@ -77,7 +77,7 @@ pub async fn serve(auth: &Auth, req: Request) -> Resp {
         if method != "GET" && method != "HEAD" {
             return method_not_allowed();
         }
-        let Some((key, _, _)) = &auth.verifier.own else {
+        let Some(OwnIssuer { key, .. }) = &auth.verifier.own else {
             return bad_request("no signing key");
         };
         return json(&serde_json::to_value(key.jwks()).unwrap_or_default());
@@ -260,7 +260,7 @@ fn issue(
     offline: bool,
     oauth: bool,
 ) -> Resp {
-    let Some((key, _, _)) = &auth.verifier.own else {
+    let Some(OwnIssuer { key, .. }) = &auth.verifier.own else {
         return bad_request("no signing key");
     };
     let access = grant(auth, who, requested);

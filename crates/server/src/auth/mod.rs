@@ -34,7 +34,7 @@ use policy::{Policy, Principal};
 use std::sync::Arc;
 use std::time::Duration;
 use throttle::Throttle;
-use token::{ExternalKeys, SigningKey, Verified, Verifier};
+use token::{ExternalKeys, OwnIssuer, SigningKey, Verified, Verifier};
 use users::Users;
 
 /// The user a request was authenticated as, for the request log.
@@ -83,8 +83,10 @@ impl Auth {
         let policy = Policy::new(&a.policy).map_err(|e| anyhow::anyhow!(e))?;
         let users = Users::load(a.htpasswd.as_deref(), &a.users)?;
         let own = if a.token.enabled {
-            let key = SigningKey::load_or_generate(&a.token, &config.data_dir)?;
-            Some((key, a.token.issuer.clone(), a.token.service.clone()))
+            Some(OwnIssuer {
+                key: SigningKey::load_or_generate(&a.token, &config.data_dir)?,
+                issuer: a.token.issuer.clone(),
+            })
         } else {
             None
         };

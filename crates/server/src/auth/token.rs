@@ -345,9 +345,15 @@ pub enum Verified {
     External(Claims),
 }
 
+/// This registry's token service: its key and the `iss` of its tokens.
+pub struct OwnIssuer {
+    pub key: SigningKey,
+    pub issuer: String,
+}
+
 /// Validates tokens: this registry's own, and those of external issuers.
 pub struct Verifier {
-    pub own: Option<(SigningKey, String, String)>,
+    pub own: Option<OwnIssuer>,
     pub external: Vec<Arc<ExternalKeys>>,
 }
 
@@ -358,7 +364,7 @@ impl Verifier {
         if !ACCEPTED_ALGS.contains(&header.alg) {
             return None;
         }
-        if let Some((key, issuer, _)) = &self.own
+        if let Some(OwnIssuer { key, issuer }) = &self.own
             && header.alg == key.alg
             && (header.kid.is_none() || header.kid.as_deref() == key.kid())
             && let Some(c) = validate(token, &key.dec, key.alg, issuer, audience)
@@ -414,7 +420,10 @@ mod tests {
 
     fn verifier(k: SigningKey) -> Verifier {
         Verifier {
-            own: Some((k, "iss".into(), "svc".into())),
+            own: Some(OwnIssuer {
+                key: k,
+                issuer: "iss".into(),
+            }),
             external: vec![],
         }
     }
@@ -469,7 +478,10 @@ mod tests {
         .unwrap();
         assert_eq!(ext.set_jwks(&jwks).unwrap(), 1);
         let v = Verifier {
-            own: Some((key(), "iss".into(), "svc".into())),
+            own: Some(OwnIssuer {
+                key: key(),
+                issuer: "iss".into(),
+            }),
             external: vec![Arc::new(ext)],
         };
         let t = issuer_key
