@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 /// Bytes hashed inline before hashing moves to its own thread.
 const OFFLOAD_AFTER: u64 = 1 << 20;
 /// Chunks in flight to the hashing thread.
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 
 pub(crate) struct StreamHasher {
     state: State,

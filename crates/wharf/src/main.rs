@@ -2,6 +2,7 @@
 
 mod cli;
 mod import;
+mod memory;
 mod migrate;
 mod passwd;
 
@@ -229,6 +230,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            memory::tune_allocator();
             server::init_logging(&config);
             let Some(rt) = runtime(None) else {
                 return ExitCode::FAILURE;
