@@ -13,6 +13,7 @@ pub mod fs;
 mod hashing;
 pub mod keys;
 pub mod migrate;
+mod name_set;
 pub mod registry;
 pub mod source;
 

@@ -237,6 +237,23 @@ async fn large_blob_roundtrip() {
     let r = range_get(&reg, &name, &d, "bytes=4194300-4194309").await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap().as_ref(), &data[4194300..=4194309]);
+    // Ranges bigger than one read, starting off page boundaries and
+    // crossing the server's 1 MiB windows, and the unaligned tail.
+    let total = data.len();
+    for (start, end) in [
+        (1, 70_000),
+        (1_000_000, 3_500_001),
+        (1_048_575, 1_048_577 + 65_536),
+        (4_000_003, total - 1),
+    ] {
+        let r = range_get(&reg, &name, &d, &format!("bytes={start}-{end}")).await;
+        assert_eq!(r.status(), 206, "{start}-{end}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            &data[start..=end],
+            "{start}-{end}"
+        );
+    }
 }
 
 #[tokio::test]
