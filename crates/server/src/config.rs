@@ -16,6 +16,7 @@ pub struct Config {
     pub limits: Limits,
     pub uploads: Uploads,
     pub storage: Storage,
+    pub tls: Tls,
     /// Allow deleting manifests, tags and blobs.
     pub delete_enabled: bool,
     /// Images served read-only, in place, from OCI layouts, oci-archives
@@ -185,6 +186,53 @@ pub struct Limits {
     pub max_name_length: usize,
     /// Most `tag` query parameters accepted on one manifest push (more get 414).
     pub max_tags_per_push: usize,
+    /// Largest request header (request line and header fields), in bytes;
+    /// larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query), in bytes; longer ones get 414.
+    pub max_url_length: usize,
+    /// Seconds a client has to send a complete request header once the
+    /// server waits for one (also bounds an idle HTTP/1.1 keep-alive
+    /// connection). 0: no limit.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to complete the TLS handshake. 0: no limit.
+    pub tls_handshake_timeout_secs: u64,
+    /// A connection with no request in progress and no bytes moving for
+    /// this many seconds is closed. 0: no limit.
+    pub idle_timeout_secs: u64,
+    /// A request body that delivers nothing for this many seconds is
+    /// aborted (the partial chunk is discarded). 0: no limit.
+    pub body_timeout_secs: u64,
+    /// Most upload sessions one client address may have open at once;
+    /// more get 429 TOOMANYREQUESTS. 0: no limit.
+    pub max_uploads_per_client: usize,
+}
+
+/// When to ask TLS clients for a certificate.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client may present a certificate; one that does must be valid.
+    Optional,
+    /// Every client must present a valid certificate.
+    #[default]
+    Required,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain; with `key`, serve HTTPS instead of HTTP.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates: enables mTLS.
+    pub client_ca: Option<PathBuf>,
+    /// `required` (default) or `optional` client certificates, with `client_ca`.
+    pub client_auth: ClientAuth,
+    /// Seconds between checks of `cert` and `key` for changes (0: never
+    /// reload; default 5).
+    pub reload_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -213,6 +261,7 @@ impl Default for Config {
             limits: Limits::default(),
             uploads: Uploads::default(),
             storage: Storage::default(),
+            tls: Tls::default(),
             delete_enabled: true,
             sources: Vec::new(),
             auth: AuthConfig::default(),
@@ -235,6 +284,13 @@ impl Default for Limits {
             max_manifest_size: 4 * 1024 * 1024,
             max_name_length: oci::name::DEFAULT_MAX_NAME_LEN,
             max_tags_per_push: 100,
+            max_header_bytes: 64 * 1024,
+            max_url_length: 8 * 1024,
+            header_timeout_secs: 30,
+            tls_handshake_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            body_timeout_secs: 60,
+            max_uploads_per_client: 100,
         }
     }
 }
@@ -261,6 +317,37 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
         toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    /// Check settings that only make sense together; called before serving.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let t = &self.tls;
+        match (&t.cert, &t.key) {
+            (Some(_), None) => {
+                anyhow::bail!("a TLS certificate needs its key (--tls-key, tls.key)")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("a TLS key needs its certificate (--tls-cert, tls.cert)")
+            }
+            (None, None) if t.client_ca.is_some() => {
+                anyhow::bail!(
+                    "client certificates (tls.client_ca) need TLS (--tls-cert and --tls-key)"
+                )
+            }
+            _ => {}
+        }
+        if self.limits.max_header_bytes < 1024 {
+            anyhow::bail!("limits.max_header_bytes must be at least 1024");
+        }
+        if self.limits.max_url_length < 256 {
+            anyhow::bail!("limits.max_url_length must be at least 256");
+        }
+        Ok(())
+    }
+
+    /// Is TLS configured?
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert.is_some() && self.tls.key.is_some()
     }
 }
 
@@ -295,5 +382,34 @@ format = "json"
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources[1].name.as_deref(), Some("x/y:1"));
         assert!(toml::from_str::<Config>("[[sources]]\npath = \"a\"\nname = \"b\"\n").is_err());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tls_settings() {
+        let c: Config = toml::from_str(
+            r#"
+[tls]
+cert = "/etc/wharf/cert.pem"
+key = "/etc/wharf/key.pem"
+client_ca = "/etc/wharf/ca.pem"
+client_auth = "optional"
+[limits]
+header_timeout_secs = 5
+max_uploads_per_client = 3
+"#,
+        )
+        .unwrap();
+        assert!(c.tls_enabled());
+        assert_eq!(c.tls.client_auth, ClientAuth::Optional);
+        assert_eq!(c.limits.header_timeout_secs, 5);
+        assert_eq!(c.limits.max_uploads_per_client, 3);
+        assert_eq!(c.limits.max_header_bytes, 65536);
+        assert!(c.validate().is_ok());
+        let half: Config = toml::from_str("[tls]\ncert = \"c.pem\"").unwrap();
+        assert!(half.validate().is_err());
+        let ca_only: Config = toml::from_str("[tls]\nclient_ca = \"ca.pem\"").unwrap();
+        assert!(ca_only.validate().is_err());
+        assert!(toml::from_str::<Config>("[tls]\nclient_auth = \"maybe\"").is_err());
     }
 }

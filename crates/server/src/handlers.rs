@@ -5,6 +5,7 @@ use crate::auth::{self, Auth, AuthUser};
 use crate::config::Config;
 use crate::conn::ConnInfo;
 use crate::response::{self as r, Resp};
+use crate::upload_slots::UploadSlots;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, header};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub limits: RouterLimits,
     /// Authentication and authorization; `None`: everything is allowed.
     pub auth: Option<Arc<Auth>>,
+    /// Upload sessions open per client address.
+    pub upload_slots: UploadSlots,
 }
 
 /// Which repositories a caller sees in the catalog (`None`: all).
@@ -48,6 +51,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Err(e) => return r::error(&e, head),
     };
     let conn = ConnInfo::of(&req).cloned();
+    let client = conn.as_ref().map(|c| c.peer.ip());
     let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in the URI, not a Host header; the default
     // token realm is built from the Host header.
@@ -75,7 +79,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         _ => true,
     };
     let filter: CatalogFilter<'_> = state.auth.as_ref().map(|_| &visible as _);
-    let mut resp = match dispatch(&state, action, &parts.headers, body, filter).await {
+    let mut resp = match dispatch(&state, action, &parts.headers, body, filter, client).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
@@ -258,6 +262,7 @@ async fn dispatch(
     headers: &HeaderMap,
     body: Body,
     catalog_filter: CatalogFilter<'_>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Resp> {
     // Repositories served from `--from` sources, and the catalog, which
     // lists them too.
@@ -328,7 +333,7 @@ async fn dispatch(
                 return Ok(blob_created(&repo, &d));
             }
             // A `digest` without a body: the client will send the bytes later.
-            let id = reg.upload_start(&repo, algorithm).await?;
+            let id = start_session(state, &repo, algorithm, client).await?;
             let mut resp = upload_accepted(&repo, &id, 0, 202);
             if state.config.uploads.chunk_min_length > 0
                 && let Ok(v) = state.config.uploads.chunk_min_length.to_string().parse()
@@ -340,16 +345,20 @@ async fn dispatch(
 
         Action::PatchUpload { repo, id } => {
             let range = chunk_range(headers)?;
+            state.upload_slots.touch(&id);
             let offset = reg
                 .upload_append(&repo, &id, body_stream(body), range)
-                .await?;
+                .await;
+            let offset = session_ended(state, &id, offset)?;
             Ok(upload_accepted(&repo, &id, offset, 202))
         }
 
         Action::PutUpload { repo, id, digest } => {
             let range = chunk_range(headers)?;
             let body = has_body(headers).then(|| body_stream(body));
-            reg.upload_finish(&repo, &id, body, range, &digest).await?;
+            let done = reg.upload_finish(&repo, &id, body, range, &digest).await;
+            session_ended(state, &id, done)?;
+            state.upload_slots.release(&id);
             Ok(blob_created(&repo, &digest))
         }
 
@@ -359,7 +368,9 @@ async fn dispatch(
         }
 
         Action::DeleteUpload { repo, id } => {
-            reg.upload_cancel(&repo, &id).await?;
+            let done = reg.upload_cancel(&repo, &id).await;
+            session_ended(state, &id, done)?;
+            state.upload_slots.release(&id);
             Ok(r::build(204, &[], Body::empty()))
         }
 
@@ -581,6 +592,44 @@ fn blob_created(repo: &RepoName, digest: &oci::Digest) -> Resp {
         ],
         Body::empty(),
     )
+}
+
+/// Open an upload session, counted against the client's limit.
+async fn start_session(
+    state: &AppState,
+    repo: &RepoName,
+    algorithm: oci::Algorithm,
+    client: Option<std::net::IpAddr>,
+) -> Result<String> {
+    let slots = &state.upload_slots;
+    if let Some(ip) = client
+        && !slots.take(ip)
+    {
+        return Err(reg_err(
+            ErrorCode::TooManyRequests,
+            format!(
+                "this client has {} upload sessions open already; finish or cancel some first",
+                state.config.limits.max_uploads_per_client
+            ),
+        ));
+    }
+    let started = state.registry.upload_start(repo, algorithm).await;
+    match (&started, client) {
+        (Ok(id), Some(ip)) => slots.bind(id, ip),
+        (Err(_), Some(ip)) => slots.give_back(ip),
+        (_, None) => {}
+    }
+    started
+}
+
+/// Pass `r` on; if it says the session does not exist (any more), free its slot.
+fn session_ended<T>(state: &AppState, id: &str, r: Result<T>) -> Result<T> {
+    if let Err(store::Error::Registry(e)) = &r
+        && e.code == ErrorCode::BlobUploadUnknown
+    {
+        state.upload_slots.release(id);
+    }
+    r
 }
 
 fn upload_accepted(repo: &RepoName, id: &str, offset: u64, status: u16) -> Resp {

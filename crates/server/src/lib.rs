@@ -10,9 +10,13 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod handlers;
+mod listener;
 mod response;
 mod serve;
 pub mod sources;
+mod stall;
+pub mod tls;
+mod upload_slots;
 
 pub use config::Config;
 pub use serve::{init_logging, run, run_on};

@@ -6,13 +6,15 @@ use crate::auth::{Auth, AuthUser};
 use crate::config::{Config, LogFormat};
 use crate::conn::ConnInfo;
 use crate::handlers::{AppState, handle};
+use crate::listener::{self, ConnSettings};
 use crate::response::API_VERSION;
+use crate::tls::TlsServer;
+use crate::upload_slots::UploadSlots;
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::fs::FsBackend;
@@ -49,6 +51,12 @@ pub async fn run_on(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.validate()?;
+    let tls = if config.tls_enabled() {
+        Some(TlsServer::new(&config.tls)?)
+    } else {
+        None
+    };
     let backend = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
         anyhow::anyhow!(
             "cannot open data directory {}: {e}",
@@ -81,16 +89,15 @@ pub async fn run_on(
             .map_err(|e| anyhow::anyhow!("cannot serve sources: {e}"))?;
         Some(Arc::new(s))
     };
-    // The TLS listener, when there is one, sets this to true: token realms
-    // then default to https.
-    let tls = false;
-    let auth = Auth::from_config(&config, tls).await?;
+    // With TLS, token realms default to https.
+    let auth = Auth::from_config(&config, tls.is_some()).await?;
     let state = Arc::new(AppState {
         registry,
         sources,
         config: config.clone(),
         limits,
         auth: auth.clone(),
+        upload_slots: UploadSlots::new(config.limits.max_uploads_per_client),
     });
     let key_refresher = auth
         .as_ref()
@@ -103,33 +110,59 @@ pub async fn run_on(
     let app = Router::new()
         .fallback(handle)
         .with_state(state)
-        .layer(middleware::from_fn(request_log))
-        .layer(middleware::map_request(record_conn_info));
+        .layer(middleware::from_fn(request_log));
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr,
         data_dir = %config.data_dir.display(),
         fsync = config.storage.fsync,
+        tls = tls.is_some(),
+        client_certs = config.tls.client_ca.is_some(),
         "wharf registry listening"
     );
     if auth.is_some() {
         tracing::info!("authentication on");
     }
-    if !addr.ip().is_loopback() && auth.is_none() {
-        tracing::warn!(listen = %addr, "serving on a non-loopback address without authentication or TLS");
-    }
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    warn_if_exposed(&config, addr, auth.is_some());
+    let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
+    let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
+    listener::serve(listener, app, Arc::new(settings), shutdown).await;
     sweeper.abort();
     if let Some(t) = key_refresher {
         t.abort();
     }
+    if let Some(w) = watcher {
+        w.abort();
+    }
     tracing::info!("wharf registry stopped");
-    result.map_err(Into::into)
+    Ok(())
+}
+
+/// Say what protection is missing when clients beyond this host can connect.
+fn warn_if_exposed(config: &Config, addr: std::net::SocketAddr, auth: bool) {
+    if let Some(missing) = exposure(config, addr, auth) {
+        tracing::warn!(
+            listen = %addr,
+            missing = %missing,
+            "serving on a non-loopback address without {missing}"
+        );
+    }
+}
+
+/// What a server reachable from other hosts lacks ("authentication and
+/// TLS"), or `None` when it lacks nothing or is on loopback.
+fn exposure(config: &Config, addr: std::net::SocketAddr, auth: bool) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    let mut missing = Vec::new();
+    if !auth {
+        missing.push("authentication");
+    }
+    if !config.tls_enabled() {
+        missing.push("TLS");
+    }
+    (!missing.is_empty()).then(|| missing.join(" and "))
 }
 
 async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
@@ -137,6 +170,7 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        state.upload_slots.expire(max_age);
         match state.registry.expire_uploads(max_age).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired abandoned upload sessions"),
@@ -145,20 +179,12 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
     }
 }
 
-/// Put the [`ConnInfo`] of the connection into the request.
-async fn record_conn_info(mut req: Request) -> Request {
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-        req.extensions_mut().insert(ConnInfo {
-            peer,
-            client_cert_name: None,
-        });
-    }
-    req
-}
-
 /// One structured line per request; adds the API version header.
 async fn request_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let conn = ConnInfo::of(&req);
+    let peer = conn.map(|c| c.peer);
+    let client_cert = conn.and_then(|c| c.client_cert_name.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let bytes_in = req
@@ -187,6 +213,8 @@ async fn request_log(req: Request, next: Next) -> Response {
         target: "wharf::access",
         method = %method,
         path = %path,
+        peer = peer.map(tracing::field::display),
+        client_cert = client_cert.as_deref(),
         status = resp.status().as_u16(),
         bytes_in,
         bytes_out,

@@ -8,7 +8,7 @@ mod passwd;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use server::Config;
-use server::config::LogFormat;
+use server::config::{ClientAuth, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +32,7 @@ enum Command {
     /// 127.0.0.1:5000. Settings come from, lowest precedence first: built-in
     /// defaults, the TOML file given with --config, WHARF_* environment
     /// variables, and command-line options.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Migrate a CNCF Distribution (registry:2) filesystem store into Wharf's data directory.
     ///
     /// Offline: reads Distribution's storage directly (no HTTP) and writes
@@ -54,9 +54,11 @@ enum Command {
 #[derive(Args)]
 struct ServeArgs {
     /// TOML configuration file (keys: listen, data_dir, delete_enabled,
-    /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push,
+    /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push/
+    /// max_header_bytes/max_url_length/header_timeout_secs/tls_handshake_timeout_secs/
+    /// idle_timeout_secs/body_timeout_secs/max_uploads_per_client,
     /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as,
-    /// [auth] ...: see docs/auth.md).
+    /// [tls] cert/key/client_ca/client_auth/reload_secs, [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -112,6 +114,39 @@ struct ServeArgs {
     /// challenges (the Docker token flow).
     #[arg(long, env = "WHARF_AUTH_TOKEN")]
     auth_token: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key); reloaded when it changes.
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates for client certificates (mTLS).
+    #[arg(long, env = "WHARF_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: must every client present a certificate? [default: required].
+    #[arg(long, env = "WHARF_TLS_CLIENT_AUTH", value_parser = ["required", "optional"])]
+    tls_client_auth: Option<String>,
+    /// Largest request header in bytes; larger get 431 [default: 65536].
+    #[arg(long, env = "WHARF_MAX_HEADER_BYTES", value_name = "BYTES")]
+    max_header_bytes: Option<usize>,
+    /// Longest request path and query in bytes; longer get 414 [default: 8192].
+    #[arg(long, env = "WHARF_MAX_URL_LENGTH", value_name = "BYTES")]
+    max_url_length: Option<usize>,
+    /// Seconds to receive a whole request header; 0: no limit [default: 30].
+    #[arg(long, env = "WHARF_HEADER_TIMEOUT", value_name = "SECS")]
+    header_timeout: Option<u64>,
+    /// Seconds to complete a TLS handshake; 0: no limit [default: 10].
+    #[arg(long, env = "WHARF_TLS_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    tls_handshake_timeout: Option<u64>,
+    /// Close connections idle this many seconds; 0: never [default: 120].
+    #[arg(long, env = "WHARF_IDLE_TIMEOUT", value_name = "SECS")]
+    idle_timeout: Option<u64>,
+    /// Abort a request body that sends nothing for this many seconds; 0: never [default: 60].
+    #[arg(long, env = "WHARF_BODY_TIMEOUT", value_name = "SECS")]
+    body_timeout: Option<u64>,
+    /// Most upload sessions open per client address; more get 429; 0: no limit [default: 100].
+    #[arg(long, env = "WHARF_MAX_UPLOADS_PER_CLIENT", value_name = "N")]
+    max_uploads_per_client: Option<usize>,
 }
 
 impl ServeArgs {
@@ -176,6 +211,47 @@ impl ServeArgs {
         if self.auth_token {
             c.auth.token.enabled = true;
         }
+        if let Some(v) = self.tls_cert {
+            c.tls.cert = Some(v);
+        }
+        if let Some(v) = self.tls_key {
+            c.tls.key = Some(v);
+        }
+        if let Some(v) = self.tls_client_ca {
+            c.tls.client_ca = Some(v);
+        }
+        if let Some(v) = self.tls_client_auth {
+            c.tls.client_auth = if v == "optional" {
+                ClientAuth::Optional
+            } else {
+                ClientAuth::Required
+            };
+        }
+        let l = &mut c.limits;
+        let pairs = [
+            (self.header_timeout, &mut l.header_timeout_secs),
+            (
+                self.tls_handshake_timeout,
+                &mut l.tls_handshake_timeout_secs,
+            ),
+            (self.idle_timeout, &mut l.idle_timeout_secs),
+            (self.body_timeout, &mut l.body_timeout_secs),
+        ];
+        for (flag, key) in pairs {
+            if let Some(v) = flag {
+                *key = v;
+            }
+        }
+        if let Some(v) = self.max_header_bytes {
+            l.max_header_bytes = v;
+        }
+        if let Some(v) = self.max_url_length {
+            l.max_url_length = v;
+        }
+        if let Some(v) = self.max_uploads_per_client {
+            l.max_uploads_per_client = v;
+        }
+        c.validate()?;
         Ok(c)
     }
 }
