@@ -105,11 +105,19 @@ impl ImageRef {
             }
             None => (s, None),
         };
-        let (host_part, path) = match rest.split_once('/') {
+        // An explicit scheme (`https://127.0.0.1:5443/repo`) goes with the host.
+        let scheme_len = ["https://", "http://"]
+            .iter()
+            .find(|p| rest.starts_with(**p))
+            .map_or(0, |p| p.len());
+        let (host_part, path) = match rest[scheme_len..].split_once('/') {
             Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
+                if scheme_len > 0
+                    || first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost" =>
             {
-                (first, path)
+                (&rest[..scheme_len + first.len()], path)
             }
             _ => (DOCKER_HUB, rest),
         };
@@ -190,6 +198,10 @@ mod tests {
         assert_eq!(r.host.name, "127.0.0.1:5000");
         assert!(r.host.insecure);
         assert_eq!(r.host.base_url(), "http://127.0.0.1:5000");
+        let tls = ImageRef::parse("https://127.0.0.1:5443/team/app:1.0", false).unwrap();
+        assert!(!tls.host.insecure);
+        assert_eq!(tls.host.base_url(), "https://127.0.0.1:5443");
+        assert_eq!(tls.tag.as_ref().map(|t| t.as_str()), Some("1.0"));
         assert_eq!(r.repo.as_str(), "team/app");
         assert_eq!(r.tag.as_ref().map(|t| t.as_str()), Some("1.0"));
         assert_eq!(r.reference().to_string(), "1.0");

@@ -101,6 +101,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// A read that stalls this long breaks the connection (pulls then resume).
     pub read_timeout: Duration,
+    /// PEM CA certificates to trust besides the system's (a private CA).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -112,6 +114,7 @@ impl Default for ClientOptions {
             user_agent: concat!("wharf/", env!("CARGO_PKG_VERSION")).into(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            ca_cert: None,
         }
     }
 }
@@ -169,6 +172,25 @@ pub struct Client {
     auth: Mutex<AuthState>,
 }
 
+/// The certificates of a PEM file.
+fn read_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::Usage(format!(
+            "cannot read CA certificates {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::Usage(format!("bad CA certificate file {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no PEM certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 type Builder<'a> = dyn Fn(&reqwest::Client) -> Result<RequestBuilder> + Send + Sync + 'a;
 
 impl Client {
@@ -183,6 +205,11 @@ impl Client {
             .redirect(reqwest::redirect::Policy::limited(10));
         if crate::reference::is_loopback(&host.name) {
             b = b.no_proxy();
+        }
+        if let Some(path) = &opts.ca_cert {
+            for cert in read_ca_certs(path)? {
+                b = b.add_root_certificate(cert);
+            }
         }
         let http = b
             .build()

@@ -176,6 +176,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 host.clone(),
                 ClientOptions {
                     credentials: Some(creds.clone()),
+                    ca_cert: a.common.ca_cert.clone(),
                     ..ClientOptions::default()
                 },
             )?;
@@ -236,10 +237,11 @@ fn print_json(v: &Value) {
 }
 
 /// A client for `host`, with stored credentials if there are any.
-fn connect(host: &Host, _common: &Common) -> Result<Client> {
+fn connect(host: &Host, common: &Common) -> Result<Client> {
     let credentials = AuthFiles::from_env().lookup(&host.name)?;
     let mut opts = ClientOptions {
         credentials,
+        ca_cert: common.ca_cert.clone(),
         ..ClientOptions::default()
     };
     if let Some(n) = env_u64("WHARF_CHUNKED_THRESHOLD") {

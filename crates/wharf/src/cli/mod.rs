@@ -27,6 +27,9 @@ pub struct Common {
     /// No progress bars or messages, whatever stdout is.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Trust the CA certificates in this PEM file (a registry with a private CA).
+    #[arg(long, env = "WHARF_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

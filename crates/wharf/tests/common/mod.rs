@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -210,6 +212,8 @@ pub struct Registry {
     root: Option<tempfile::TempDir>,
     args: Vec<String>,
     external: bool,
+    /// "http" or "https".
+    scheme: &'static str,
 }
 
 fn free_port() -> u16 {
@@ -280,6 +284,7 @@ impl Registry {
                 root: None,
                 args: vec![],
                 external: true,
+                scheme: "http",
             };
             let r = reg.get("/v2/").await;
             assert_eq!(
@@ -300,6 +305,25 @@ impl Registry {
             return None;
         }
         Some(Self::spawn(args.iter().map(|s| s.to_string()).collect()).await)
+    }
+
+    /// A locally spawned wharf serving HTTPS (`args` name the certificate),
+    /// reached with `client` (which must trust its CA); `None` when running
+    /// against an external registry.
+    pub async fn start_tls(args: &[&str], client: reqwest::Client) -> Option<Registry> {
+        if external_url().is_some() {
+            return None;
+        }
+        let mut reg = Self::prepare(args.iter().map(|s| s.to_string()).collect());
+        reg.scheme = "https";
+        reg.client = client;
+        reg.launch().await;
+        Some(reg)
+    }
+
+    /// `host:port` the server listens on.
+    pub fn host_port(&self) -> &str {
+        &self.host_port
     }
 
     pub fn is_external(&self) -> bool {
@@ -324,12 +348,18 @@ impl Registry {
     }
 
     async fn spawn(args: Vec<String>) -> Registry {
+        let mut reg = Self::prepare(args);
+        reg.launch().await;
+        reg
+    }
+
+    fn prepare(args: Vec<String>) -> Registry {
         let root = tempfile::Builder::new()
             .prefix("wharf-test-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(root.path().join("data")).unwrap();
-        let mut reg = Registry {
+        Registry {
             base: String::new(),
             client: client(),
             host_port: String::new(),
@@ -337,9 +367,8 @@ impl Registry {
             root: Some(root),
             args,
             external: false,
-        };
-        reg.launch().await;
-        reg
+            scheme: "http",
+        }
     }
 
     async fn launch(&mut self) {
@@ -375,7 +404,7 @@ impl Registry {
                 .spawn()
                 .expect("spawn wharf");
             self.child = Some(child);
-            self.base = format!("http://{listen}");
+            self.base = format!("{}://{listen}", self.scheme);
             self.host_port = listen;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {

@@ -1,0 +1,288 @@
+//! Limits and timeouts that keep slow, stalled or greedy clients from
+//! holding the server's resources: header timeout (slowloris), stalled
+//! upload bodies, idle connections, header size (431), URL length (414),
+//! upload sessions per client (429).
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Wait (at most `limit`) for the server to close `s`; true if it did.
+async fn closed_by_server(s: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {} // a response (e.g. an error); keep reading until EOF
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_while_others_are_served() {
+    let reg = local_only!(Registry::start_with(&["--header-timeout", "2"]).await);
+    let mut slow = TcpStream::connect(reg.host_port()).await.unwrap();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let header = b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut_off = false;
+    // One byte a second, far longer than the header timeout; others are
+    // served meanwhile.
+    for (i, b) in header.iter().enumerate() {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let r = reg.get("/v2/").await;
+        assert_eq!(r.status(), 200, "a normal client was not served");
+        if i % 3 == 2 && closed_by_server(&mut slow, Duration::from_millis(1)).await {
+            cut_off = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(10), slow.read(&mut probe)).await
+        {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(
+        cut_off,
+        "a client trickling its header was never disconnected"
+    );
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn stalled_upload_body_is_aborted_and_the_session_freed() {
+    let reg = local_only!(Registry::start_with(&["--body-timeout", "1"]).await);
+    let name = repo("stall");
+    let loc = reg.start_upload(&name).await;
+    let path = location_path(&loc);
+
+    // A PATCH that promises 100000 bytes, sends 10, then nothing.
+    let mut s = TcpStream::connect(reg.host_port()).await.unwrap();
+    let head = format!(
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(b"0123456789").await.unwrap();
+    // The server gives up on the body: it answers and/or closes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled body was never aborted"
+        );
+    }
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("answer to the stalled body: {text}");
+    // Either no answer (the connection is closed) or a client error.
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "a stalled body was not refused as the client's fault: {text}"
+    );
+
+    // The session is usable again (its lock was released) and holds none
+    // of the partial chunk.
+    let r = reg.get(&path).await;
+    assert_eq!(r.status(), 204);
+    // Nothing of the partial chunk was kept (10 bytes would be "0-9").
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+    let data = b"the whole chunk".to_vec();
+    let r = reg
+        .req(Method::PATCH, &path)
+        .header("Content-Type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        header(&r, "range").as_deref(),
+        Some(format!("0-{}", data.len() - 1).as_str())
+    );
+    let loc = reg.resolve(&location(&r));
+    let d = digest(&data);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = reg
+        .client
+        .put(format!("{loc}{sep}digest={d}"))
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    reg.assert_blob(&name, &data).await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let reg = local_only!(Registry::start_with(&["--idle-timeout", "1"]).await);
+    let mut s = TcpStream::connect(reg.host_port()).await.unwrap();
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Keep-alive, but nothing more is sent: the server hangs up.
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(30)).await,
+        "an idle keep-alive connection was kept open"
+    );
+}
+
+#[tokio::test]
+async fn oversized_header_gets_431() {
+    let reg = local_only!(Registry::start_with(&["--max-header-bytes", "4096"]).await);
+    let big = "b".repeat(8192);
+    let r = reg.raw("GET", "/v2/", &[("X-Big", &big)], b"").await;
+    assert_eq!(r.status, 431);
+    // Many small headers adding up count too.
+    let many: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("X-H{i}"), "v".repeat(60)))
+        .collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = reg.raw("GET", "/v2/", &refs, b"").await;
+    assert_eq!(r.status, 431);
+    // A normal request is fine.
+    let r = reg.raw("GET", "/v2/", &[("X-Small", "ok")], b"").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn overlong_url_gets_414_with_oci_json() {
+    let reg = local_only!(Registry::start_with(&["--max-url-length", "1000"]).await);
+    let long = "a/".repeat(600);
+    for method in [Method::GET, Method::PUT, Method::POST] {
+        let r = reg
+            .req(method.clone(), &format!("/v2/{long}x/tags/list"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 414, "{method}");
+        assert_error(r, 414, "UNSUPPORTED").await;
+    }
+    // A long query counts too.
+    let r = reg
+        .get(&format!("/v2/_catalog?last={}", "z".repeat(1200)))
+        .await;
+    assert_error(r, 414, "UNSUPPORTED").await;
+    let r = reg.head(&format!("/v2/{long}x/manifests/latest")).await;
+    assert_eq!(r.status(), 414);
+    // Just under the limit is routed as usual.
+    let r = reg.get(&format!("/v2/{}/tags/list", "a".repeat(200))).await;
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn upload_sessions_per_client_are_limited_and_released() {
+    let reg = local_only!(Registry::start_with(&["--max-uploads-per-client", "2"]).await);
+    let name = repo("slots");
+    let post = || async {
+        reg.req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap()
+    };
+    let a = post().await;
+    assert_eq!(a.status(), 202);
+    let a = reg.resolve(&location(&a));
+    let b = post().await;
+    assert_eq!(b.status(), 202);
+    let b = reg.resolve(&location(&b));
+    assert_error(post().await, 429, "TOOMANYREQUESTS").await;
+
+    // A monolithic push opens no session: still allowed.
+    let whole = unique_bytes("monolithic");
+    let r = reg
+        .req(
+            Method::POST,
+            &format!("/v2/{name}/blobs/uploads/?digest={}", digest(&whole)),
+        )
+        .header("Content-Type", "application/octet-stream")
+        .body(whole.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Finishing one frees its slot.
+    let data = unique_bytes("slot");
+    let sep = if a.contains('?') { '&' } else { '?' };
+    let r = reg
+        .client
+        .put(format!("{a}{sep}digest={}", digest(&data)))
+        .header("Content-Type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let c = post().await;
+    assert_eq!(c.status(), 202);
+    let c = reg.resolve(&location(&c));
+    assert_error(post().await, 429, "TOOMANYREQUESTS").await;
+
+    // Cancelling one frees its slot.
+    let r = reg.client.delete(&b).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(post().await.status(), 202);
+    assert_error(post().await, 429, "TOOMANYREQUESTS").await;
+
+    // A session that is gone already frees its slot when the client asks.
+    let r = reg.client.delete(&c).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = reg.client.delete(&c).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(post().await.status(), 202);
+}
+
+#[tokio::test]
+async fn upload_slots_expire_with_their_sessions() {
+    let reg = local_only!(
+        Registry::start_with(&["--max-uploads-per-client", "1", "--upload-expiry", "1"]).await
+    );
+    let name = repo("slot-expiry");
+    let post = || async {
+        reg.req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(post().await.status(), 202);
+    // Abandoned: once the session expires, the client may open another.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = post().await;
+        if r.status() == 202 {
+            break;
+        }
+        assert_error(r, 429, "TOOMANYREQUESTS").await;
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned session's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
