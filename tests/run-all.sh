@@ -24,8 +24,13 @@ fi
 
 work=$(mktemp -d)
 server_pid=
+tls_pid=
 cleanup() {
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    local p
+    for p in $server_pid $tls_pid; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,6 +50,32 @@ for _ in $(seq 100); do
     curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
     sleep 0.1
 done
+# A second server with HTTPS, its certificate signed by a CA made here, for
+# the TLS scenarios (real verification: clients get the CA, never
+# --tls-verify=false).
+tls_dir=$work/tls
+mkdir -p "$tls_dir/clients"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=Wharf e2e CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$tls_dir/ca.key" -out "$tls_dir/clients/ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls_dir/server.key" -out "$tls_dir/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$tls_dir/ext.cnf"
+openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/clients/ca.crt" -CAkey "$tls_dir/ca.key" \
+    -CAcreateserial -days 2 -extfile "$tls_dir/ext.cnf" -out "$tls_dir/server.crt" 2>/dev/null
+tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${CARGO_TARGET_DIR:-target}/debug/wharf" serve --listen "127.0.0.1:$tls_port" --data-dir "$work/tls-data" \
+    --tls-cert "$tls_dir/server.crt" --tls-key "$tls_dir/server.key" --log-level warn > "$work/wharf-tls.log" 2>&1 &
+tls_pid=$!
+for _ in $(seq 100); do
+    curl -fsS --cacert "$tls_dir/clients/ca.crt" "https://127.0.0.1:$tls_port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+export WHARF_E2E_TLS_HOST=127.0.0.1:$tls_port WHARF_E2E_TLS_CA_DIR=$tls_dir/clients
+WHARF_E2E_WHARF_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/wharf")
+export WHARF_E2E_WHARF_BIN
+
 e2e_status=0
 bash tests/e2e/run.sh "127.0.0.1:$port" 2>&1 | tee "$work/e2e.log" || e2e_status=$?
 read -r e2e_passed e2e_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/e2e.log" | tail -n 1)
@@ -64,6 +95,8 @@ e2e_failed=$((e2e_failed + auth_failed))
 if [[ $e2e_failed != 0 ]]; then
     echo "--- wharf log (tail) ---"
     tail -n 40 "$work/wharf.log"
+    echo "--- wharf (TLS) log (tail) ---"
+    tail -n 20 "$work/wharf-tls.log"
 fi
 
 # 3. `wharf serve --from` end to end (starts its own server with sources).

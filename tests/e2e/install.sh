@@ -18,7 +18,7 @@ venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
 oras_spec=${WHARF_E2E_ORAS_SPEC:-oras>=0.2,<0.3}
 
 packages=(
-    skopeo buildah podman umoci jq curl ca-certificates
+    skopeo buildah podman umoci jq curl ca-certificates openssl
     python3 python3-venv
     apache2-utils    # htpasswd, to cross-check bcrypt hashes with auth-scenarios.sh
     docker-registry  # the reference registry, for with-reference.sh

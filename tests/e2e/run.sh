@@ -23,7 +23,15 @@
 # Scenarios (sc_* below; see README.md): api-base, skopeo-oci, skopeo-v2s2,
 # skopeo-large-layer, multiarch-index, buildah-podman, oras-artifact,
 # oras-subject, referrers-api (reads what oras-subject pushed), blob-reuse,
-# api-upload-and-tags, tags-list.
+# api-upload-and-tags, tags-list; and, against a second registry serving
+# HTTPS with a private CA, tls-skopeo, tls-podman, tls-wharf-client.
+#
+# The TLS scenarios run when these are set (tests/run-all.sh does), and are
+# skipped otherwise:
+#   WHARF_E2E_TLS_HOST    HOST:PORT of a registry serving HTTPS
+#   WHARF_E2E_TLS_CA_DIR  a directory holding only ca.crt, the CA that signed
+#                         its certificate (given to clients as --cert-dir)
+#   WHARF_E2E_WHARF_BIN   the wharf binary (for tls-wharf-client)
 #
 # Every scenario pushes content that is new in each run (random bytes), so
 # the suite can be run repeatedly against the same registry. Content must
@@ -52,6 +60,9 @@ SCENARIOS=(
     blob-reuse
     api-upload-and-tags
     tags-list
+    tls-skopeo
+    tls-podman
+    tls-wharf-client
 )
 
 MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
@@ -644,6 +655,88 @@ sc_tags_list() {
 # ---------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------
+# TLS scenarios: real certificate verification against a private CA (the
+# TLS registry is not in registries.conf as insecure; clients get the CA
+# with --cert-dir, the wharf client with --ca-cert).
+# ---------------------------------------------------------------------------
+
+tls_curl() { # PATH [curl args...]
+    local path=$1
+    shift
+    curl -sS --max-time 60 --cacert "$TLS_CA_DIR/ca.crt" "$@" "https://$TLS_HOST$path"
+}
+
+sc_tls_skopeo() {
+    local repo=e2e/tls/skopeo want
+    layout_image "$SD/src" v1 "tls skopeo e2e $RUN_ID" >/dev/null
+    want=$(ref_digest "$SD/src" v1)
+
+    # Without the CA the certificate is refused: TLS is really verified.
+    if sk copy "oci:$SD/src:v1" "docker://$TLS_HOST/$repo:v1" >"$SD/untrusted.log" 2>&1; then
+        fail "skopeo copy succeeded without the CA"
+    fi
+    grep -qiE 'certificate|x509' "$SD/untrusted.log" ||
+        fail "skopeo without the CA failed, but not on the certificate: $(tail -n1 "$SD/untrusted.log")"
+
+    sk copy --preserve-digests --dest-cert-dir "$TLS_CA_DIR" --digestfile "$SD/pushed" \
+        "oci:$SD/src:v1" "docker://$TLS_HOST/$repo:v1"
+    expect_eq "$(cat "$SD/pushed")" "$want" "digest skopeo pushed over TLS"
+    sk inspect --cert-dir "$TLS_CA_DIR" --raw "docker://$TLS_HOST/$repo:v1" >"$SD/raw.json"
+    cmp -s "$SD/raw.json" "$(blob_file "$SD/src" "$want")" || fail "manifest bytes over TLS differ"
+    sk list-tags --cert-dir "$TLS_CA_DIR" "docker://$TLS_HOST/$repo" | jq -e '.Tags | index("v1")' >/dev/null ||
+        fail "list-tags over TLS lacks v1"
+    sk copy --preserve-digests --src-cert-dir "$TLS_CA_DIR" "docker://$TLS_HOST/$repo:v1" "oci:$SD/out:v1"
+    compare_layouts "$SD/src" "$SD/out" v1
+
+    # curl with the CA: HTTP/2 by ALPN; OCI error JSON over TLS.
+    expect_eq "$(tls_curl /v2/ -o /dev/null -w '%{http_code} %{http_version}')" "200 2" "curl GET /v2/ over TLS"
+    tls_curl "/v2/$repo/manifests/nope" -o "$SD/err.json" -H "Accept: $ACCEPT_ALL" >/dev/null
+    expect_eq "$(jq -r '.errors[0].code' "$SD/err.json")" MANIFEST_UNKNOWN "error code over TLS"
+}
+
+sc_tls_podman() {
+    local repo=e2e/tls/podman c pushed mnt
+    export STORAGE_DRIVER=vfs
+    printf 'hello over TLS %s\n' "$RUN_ID" >"$SD/hello.txt"
+    c=$(buildah from scratch)
+    buildah copy "$c" "$SD/hello.txt" /hello.txt >/dev/null
+    buildah commit --rm "$c" localhost/e2e-local/tls:latest >/dev/null
+
+    if podman push -q localhost/e2e-local/tls:latest "docker://$TLS_HOST/$repo:latest" >"$SD/untrusted.log" 2>&1; then
+        fail "podman push succeeded without the CA"
+    fi
+    podman push -q --cert-dir "$TLS_CA_DIR" --digestfile "$SD/pushed" \
+        localhost/e2e-local/tls:latest "docker://$TLS_HOST/$repo:latest"
+    pushed=$(cat "$SD/pushed")
+    podman rmi -a -f >/dev/null
+    podman pull -q --cert-dir "$TLS_CA_DIR" "$TLS_HOST/$repo:latest" >/dev/null
+    expect_eq "$(podman image inspect --format '{{.Digest}}' "$TLS_HOST/$repo:latest")" "$pushed" "digest podman pulled over TLS"
+    mnt=$(podman image mount "$TLS_HOST/$repo:latest")
+    cmp -s "$mnt/hello.txt" "$SD/hello.txt" || fail "hello.txt differs in the image pulled over TLS"
+    podman image unmount "$TLS_HOST/$repo:latest" >/dev/null
+    podman rmi -a -f >/dev/null
+}
+
+sc_tls_wharf_client() {
+    local ref=https://$TLS_HOST/e2e/tls/pkg:1.0 digest
+    [[ -x ${WHARF_BIN:-} ]] || fail "WHARF_E2E_WHARF_BIN is not an executable: ${WHARF_BIN:-unset}"
+    mkdir -p "$SD/in/dir" "$SD/xdg"
+    printf 'package over TLS %s\n' "$RUN_ID" >"$SD/in/dir/a.txt"
+    head -c 50000 /dev/urandom >"$SD/in/b.bin"
+    export XDG_CACHE_HOME=$SD/xdg XDG_RUNTIME_DIR=$SD/xdg
+    if (cd "$SD/in" && "$WHARF_BIN" push -q "$ref" dir b.bin) >"$SD/untrusted.log" 2>&1; then
+        fail "wharf push succeeded without the CA"
+    fi
+    digest=$(cd "$SD/in" && "$WHARF_BIN" push -q --ca-cert "$TLS_CA_DIR/ca.crt" "$ref" dir b.bin)
+    "$WHARF_BIN" pull -q --ca-cert "$TLS_CA_DIR/ca.crt" "$ref" -o "$SD/out" >/dev/null
+    cmp -s "$SD/in/dir/a.txt" "$SD/out/dir/a.txt" || fail "a.txt differs after wharf push/pull over TLS"
+    cmp -s "$SD/in/b.bin" "$SD/out/b.bin" || fail "b.bin differs after wharf push/pull over TLS"
+    # Another client sees what the wharf client pushed.
+    expect_eq "$(sk inspect --cert-dir "$TLS_CA_DIR" --raw "docker://$TLS_HOST/e2e/tls/pkg:1.0" | sha256sum | cut -d' ' -f1)" \
+        "${digest#sha256:}" "manifest digest seen by skopeo"
+}
+
+# ---------------------------------------------------------------------------
 
 # Run one scenario (in a fresh process, so errexit works inside it).
 run_one() {
@@ -730,6 +823,8 @@ main() {
     export E2E_SELF=$HERE/run.sh
     export E2E_VENV=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
     export E2E_CMD_TIMEOUT=${WHARF_E2E_CMD_TIMEOUT:-180}
+    export TLS_HOST=${WHARF_E2E_TLS_HOST:-} TLS_CA_DIR=${WHARF_E2E_TLS_CA_DIR:-}
+    export WHARF_BIN=${WHARF_E2E_WHARF_BIN:-}
     export RUN_ID
     RUN_ID=$(date +%s)-$$-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
     local timeout=${WHARF_E2E_TIMEOUT:-300}
@@ -760,6 +855,10 @@ main() {
         read -r -a selected <<<"$WHARF_E2E_ONLY"
     fi
     for name in "${selected[@]}"; do
+        if [[ $name == tls-* && ( -z $TLS_HOST || ! -f $TLS_CA_DIR/ca.crt ) ]]; then
+            echo "skip - $name (no TLS registry: WHARF_E2E_TLS_HOST, WHARF_E2E_TLS_CA_DIR)"
+            continue
+        fi
         if [[ " ${WHARF_E2E_SKIP:-} " == *" $name "* ]]; then
             echo "skip - $name"
             continue
