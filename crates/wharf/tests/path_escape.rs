@@ -140,7 +140,7 @@ fn hostile_targets(name: &str, digest: &str, upload: &str, bait: &str) -> Vec<St
         format!("/v2/{name}/referrers/{digest}?artifactType=..%2F..%2F{bait}"),
         format!("/v2/{name}/blobs/uploads/?mount={digest}&from=..%2F..%2F{bait}"),
         format!("/v2/{name}/blobs/uploads/?mount={digest}&from=%2F{bait}"),
-        format!("/v2/{name}/manifests/latest?tag=..&tag=%2e%2e%2f{bait}"),
+        format!("/v2/{name}/manifests/other?tag=..&tag=%2e%2e%2f{bait}"),
         format!("/v2/../../{bait}/secret"),
         format!("/../../{bait}/secret"),
         format!("/v2/%2e%2e/%2e%2e/{bait}/secret"),
@@ -210,7 +210,9 @@ async fn no_request_reaches_outside_the_data_dir() {
                     })
                 });
                 match codes {
-                    Some(c) if !c.is_empty() && c.iter().all(|c| ERROR_CODES.contains(&c.as_str())) => {}
+                    Some(c)
+                        if !c.is_empty() && c.iter().all(|c| ERROR_CODES.contains(&c.as_str())) => {
+                    }
                     _ => failures.push(format!(
                         "{what}: {} without OCI error JSON: {}",
                         r.status,
@@ -251,7 +253,10 @@ async fn no_request_reaches_outside_the_data_dir() {
                 .map(|k| format!("removed {}", k.display())),
         )
         .collect();
-    assert!(changed.is_empty(), "changed inside the data dir: {changed:?}");
+    assert!(
+        changed.is_empty(),
+        "changed inside the data dir: {changed:?}"
+    );
 
     // The legitimate content is intact.
     let r = reg.get_m(&format!("/v2/{name}/manifests/latest")).await;
