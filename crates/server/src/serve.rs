@@ -213,13 +213,13 @@ async fn request_log(req: Request, next: Next) -> Response {
         target: "wharf::access",
         method = %method,
         path = %path,
-        peer = peer.map(tracing::field::display),
-        client_cert = client_cert.as_deref(),
         status = resp.status().as_u16(),
         bytes_in,
         bytes_out,
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
         user = %user,
+        peer = peer.map(tracing::field::display),
+        client_cert = client_cert.as_deref(),
         "request"
     );
     resp
@@ -245,4 +245,29 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_names_what_is_missing() {
+        let mut c = Config::default();
+        let public: std::net::SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(exposure(&c, local, false), None);
+        assert_eq!(
+            exposure(&c, public, false).as_deref(),
+            Some("authentication and TLS")
+        );
+        assert_eq!(exposure(&c, public, true).as_deref(), Some("TLS"));
+        c.tls.cert = Some("c.pem".into());
+        c.tls.key = Some("k.pem".into());
+        assert_eq!(
+            exposure(&c, public, false).as_deref(),
+            Some("authentication")
+        );
+        assert_eq!(exposure(&c, public, true), None);
+    }
 }

@@ -280,6 +280,45 @@ async fn client_certificates_optional() {
 }
 
 #[tokio::test]
+async fn silent_tls_clients_are_dropped_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Wharf handshake CA");
+    let (cert, key) = ca.server("wharf-test").write(dir.path(), "server");
+    let args = tls_args(dir.path(), &cert, &key, &["--tls-handshake-timeout", "1"]);
+    let reg = local_only!(Registry::start_tls(&strs(&args), client_trusting(&ca, None)).await);
+    // A client that connects and starts no handshake (or stops half-way).
+    let mut silent = tokio::net::TcpStream::connect(reg.host_port())
+        .await
+        .unwrap();
+    let mut partial = tokio::net::TcpStream::connect(reg.host_port())
+        .await
+        .unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    for s in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 64];
+        let done = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            done.is_ok(),
+            "a client that never finished its handshake was kept"
+        );
+    }
+    // Others are served all along.
+    assert_eq!(reg.get("/v2/").await.status(), 200);
+}
+
+#[tokio::test]
 async fn bad_tls_settings_stop_the_server_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.pem");
