@@ -354,7 +354,16 @@ impl Registry {
             Some((_, n)) if *n == data.size => {}
             _ => {
                 // Only after a restart (or a failed write): re-read the data once.
-                s.hasher = Some(self.hash_upload(id, s.algorithm).await?);
+                s.hasher = match self.hash_upload(id, s.algorithm).await {
+                    Ok(h) => Some(h),
+                    // Finished or cancelled by another request meanwhile.
+                    Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        s.ended = true;
+                        self.sessions.remove(id);
+                        return Err(upload_unknown());
+                    }
+                    Err(e) => return Err(e),
+                };
             }
         }
         Ok(data.size)
