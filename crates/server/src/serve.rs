@@ -103,6 +103,10 @@ pub async fn run_on(
         .as_ref()
         .filter(|a| !a.verifier.external.is_empty())
         .map(|a| tokio::spawn(a.clone().refresh_external_keys()));
+    let htpasswd_watcher = auth
+        .as_ref()
+        .filter(|a| a.has_htpasswd())
+        .map(|a| tokio::spawn(a.clone().watch_htpasswd(Duration::from_secs(2))));
 
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
@@ -128,7 +132,7 @@ pub async fn run_on(
     let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
     listener::serve(listener, app, Arc::new(settings), shutdown).await;
     sweeper.abort();
-    if let Some(t) = key_refresher {
+    for t in [key_refresher, htpasswd_watcher].into_iter().flatten() {
         t.abort();
     }
     if let Some(w) = watcher {

@@ -891,3 +891,54 @@ async fn external_issuer_by_jwks_url() {
     assert_eq!(r.status(), 401);
     assert_eq!(b.get("/token").await.status(), 404);
 }
+
+/// Poll until `f` holds (the server notices file changes on its own time).
+async fn eventually<F, Fut>(what: &str, reg: &Registry, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened: {}",
+            reg.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn htpasswd_changes_apply_without_a_restart() {
+    let s = local_only!(start(false, "").await);
+    let reg = &s.reg;
+    let ht = s._dir.path().join("htpasswd");
+    let status =
+        |a: String| async move { send(reg, &Method::GET, "/v2/", Some(&a)).await.status() };
+    assert_eq!(status(basic("dave", "dave-pw")).await, 401);
+    // add dave, remove bob (written beside and renamed, as editors do)
+    let text = std::fs::read_to_string(&ht).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("bob:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = s._dir.path().join("htpasswd.new");
+    std::fs::write(&tmp, format!("{kept}{}\n", passwd("dave", "dave-pw"))).unwrap();
+    std::fs::rename(&tmp, &ht).unwrap();
+    eventually("dave's login", reg, || async {
+        status(basic("dave", "dave-pw")).await == 200
+    })
+    .await;
+    assert_eq!(status(basic("bob", "bob-pw")).await, 401);
+    assert_eq!(status(basic("alice", "alice-pw")).await, 200);
+    // a broken file keeps the users there are
+    std::fs::write(&ht, "alice:$apr1$not$bcrypt\n").unwrap();
+    eventually("the warning", reg, || async {
+        reg.logs().contains("keeping the old users")
+    })
+    .await;
+    assert_eq!(status(basic("alice", "alice-pw")).await, 200);
+    assert_eq!(status(basic("dave", "dave-pw")).await, 200);
+}

@@ -192,9 +192,10 @@ async fn oauth_principal(
             let token = get(form, "refresh_token").unwrap_or("");
             match auth.verifier.verify(token, &refresh_audience(auth)) {
                 // The subject must still be a user.
-                Some(super::token::Verified::Own(c)) => {
-                    auth.users.principal(&c.sub).ok_or(Refusal::BadCredentials)
-                }
+                Some(super::token::Verified::Own(c)) => auth
+                    .users()
+                    .principal(&c.sub)
+                    .ok_or(Refusal::BadCredentials),
                 _ => Err(Refusal::BadCredentials),
             }
         }

@@ -24,6 +24,7 @@ pub mod users;
 
 use crate::action::Action;
 use crate::config::Config;
+use crate::config::UserConfig;
 use crate::conn::ConnInfo;
 use crate::response::{self as r, Resp};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -31,8 +32,9 @@ use base64::Engine as _;
 use decide::{Grants, Identity, Refusal};
 use oci::{ErrorCode, RegistryError};
 use policy::{Policy, Principal};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 use throttle::Throttle;
 use token::{ExternalKeys, OwnIssuer, SigningKey, Verified, Verifier};
 use users::Users;
@@ -48,7 +50,10 @@ pub struct TokenService {
 }
 
 pub struct Auth {
-    pub users: Arc<Users>,
+    /// Replaced when the htpasswd file changes (see [`Auth::watch_htpasswd`]).
+    users: RwLock<Arc<Users>>,
+    htpasswd: Option<PathBuf>,
+    declared_users: Vec<UserConfig>,
     pub policy: Policy,
     pub throttle: Throttle,
     pub verifier: Verifier,
@@ -116,7 +121,9 @@ impl Auth {
             );
         }
         Ok(Some(Arc::new(Auth {
-            users: Arc::new(users),
+            users: RwLock::new(Arc::new(users)),
+            htpasswd: a.htpasswd.clone(),
+            declared_users: a.users.clone(),
             policy,
             throttle: Throttle::new(
                 a.throttle.max_failures,
@@ -139,6 +146,57 @@ impl Auth {
             scheme: if tls { "https" } else { "http" },
             max_name_length: config.limits.max_name_length,
         })))
+    }
+
+    /// The users as they are now.
+    pub fn users(&self) -> Arc<Users> {
+        match self.users.read() {
+            Ok(u) => u.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether there is an htpasswd file to watch.
+    pub fn has_htpasswd(&self) -> bool {
+        self.htpasswd.is_some()
+    }
+
+    /// Load the users again when the htpasswd file changes (checked every
+    /// `every`), so users can be added or removed without a restart. A file
+    /// that does not parse is reported and the old users are kept.
+    pub async fn watch_htpasswd(self: Arc<Self>, every: Duration) {
+        let Some(path) = self.htpasswd.clone() else {
+            return;
+        };
+        let stamp = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        };
+        let mut seen = stamp(&path);
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = stamp(&path);
+            if now == seen || now.is_none() {
+                continue;
+            }
+            seen = now;
+            let (p, declared) = (path.clone(), self.declared_users.clone());
+            match tokio::task::spawn_blocking(move || Users::load(Some(&p), &declared)).await {
+                Ok(Ok(users)) => {
+                    if let Ok(mut u) = self.users.write() {
+                        *u = Arc::new(users);
+                    }
+                    tracing::info!(htpasswd = %path.display(), "reloaded the users");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "htpasswd changed but cannot be used; keeping the old users")
+                }
+                Err(e) => tracing::warn!(error = %e, "htpasswd reload failed"),
+            }
+        }
     }
 
     /// Re-read the JWKS of external issuers now and then (keys rotate).
@@ -234,7 +292,7 @@ impl Auth {
             return None;
         }
         let name = conn?.client_cert_name.as_deref()?;
-        Some(Principal::user(name, &self.users.groups(name)))
+        Some(Principal::user(name, &self.users().groups(name)))
     }
 
     /// Check `Basic` credentials (base64 of `user:password`).
@@ -262,7 +320,7 @@ impl Auth {
                 .attempt(ip)
                 .map_err(|retry_after| Refusal::Throttled { retry_after })?;
         }
-        let verified = self.users.verify(user, password).await;
+        let verified = self.users().verify(user, password).await;
         if verified.is_some()
             && let Some(ip) = ip
         {
@@ -300,7 +358,7 @@ impl Auth {
         if sub.is_empty() {
             Principal::Anonymous
         } else {
-            Principal::user(sub, &self.users.groups(sub))
+            Principal::user(sub, &self.users().groups(sub))
         }
     }
 
@@ -403,7 +461,6 @@ fn with_challenge(mut resp: Resp, challenge: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UserConfig;
 
     fn conn(cert: Option<&str>) -> ConnInfo {
         ConnInfo {
