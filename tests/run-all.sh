@@ -54,16 +54,7 @@ done
 # the TLS scenarios (real verification: clients get the CA, never
 # --tls-verify=false).
 tls_dir=$work/tls
-mkdir -p "$tls_dir/clients"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=Wharf e2e CA" -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -keyout "$tls_dir/ca.key" -out "$tls_dir/clients/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$tls_dir/server.key" -out "$tls_dir/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >"$tls_dir/ext.cnf"
-openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/clients/ca.crt" -CAkey "$tls_dir/ca.key" \
-    -CAcreateserial -days 2 -extfile "$tls_dir/ext.cnf" -out "$tls_dir/server.crt" 2>/dev/null
+bash tests/e2e/helpers/make-ca.sh "$tls_dir"
 tls_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${CARGO_TARGET_DIR:-target}/debug/wharf" serve --listen "127.0.0.1:$tls_port" --data-dir "$work/tls-data" \
     --tls-cert "$tls_dir/server.crt" --tls-key "$tls_dir/server.key" --log-level warn > "$work/wharf-tls.log" 2>&1 &

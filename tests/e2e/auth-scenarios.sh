@@ -14,6 +14,9 @@ AUTH_SCENARIOS=(
     auth-podman
     auth-denied
     auth-wharf-client
+    auth-tls-skopeo
+    auth-tls-podman
+    auth-tls-wharf-client
 )
 
 # The 401 challenge, /token, and both kinds of hashes.
@@ -106,5 +109,62 @@ sc_auth_wharf_client() {
     "$WHARF_E2E_BIN" logout "$HOST" >/dev/null
     if "$WHARF_E2E_BIN" pull -q "$ref" -o "$SD/out2" >/dev/null 2>"$SD/err"; then
         fail "wharf pull without a login succeeded"
+    fi
+}
+
+# The token flow over TLS: TLS_HOST has the same users and policy and serves
+# HTTPS with a private CA; clients get the CA (--cert-dir, --ca-cert), never
+# --tls-verify=false. The challenge's realm is https.
+sc_auth_tls_skopeo() {
+    local repo=team/e2e/tls-skopeo want c=$TLS_CA_DIR
+    curl -sS --max-time 60 --cacert "$c/ca.crt" -o /dev/null -D "$SD/h" "https://$TLS_HOST/v2/"
+    grep -qi "^www-authenticate: Bearer realm=\"https://$TLS_HOST/token\"" "$SD/h" ||
+        fail "challenge over TLS: $(grep -i www-authenticate "$SD/h")"
+    layout_image "$SD/src" v1 "auth tls skopeo $RUN_ID" >/dev/null
+    want=$(ref_digest "$SD/src" v1)
+    sk login --cert-dir "$c" -u "$WHARF_E2E_AUTH_USER" -p "$WHARF_E2E_AUTH_PASS" "$TLS_HOST"
+    sk copy --preserve-digests --dest-cert-dir "$c" "oci:$SD/src:v1" "docker://$TLS_HOST/$repo:v1"
+    expect_eq "$(sk inspect --cert-dir "$c" "docker://$TLS_HOST/$repo:v1" | jq -r .Digest)" "$want" "digest after push over TLS"
+    sk copy --preserve-digests --src-cert-dir "$c" "docker://$TLS_HOST/$repo:v1" "oci:$SD/out:v1"
+    compare_layouts "$SD/src" "$SD/out" v1
+    sk logout "$TLS_HOST"
+    if sk inspect --cert-dir "$c" "docker://$TLS_HOST/$repo:v1" >/dev/null 2>"$SD/anon.err"; then
+        fail "inspect over TLS without a login succeeded"
+    fi
+    grep -qiE 'unauthorized|authentication required' "$SD/anon.err" || fail "anonymous error: $(cat "$SD/anon.err")"
+}
+
+sc_auth_tls_podman() {
+    local repo=team/e2e/tls-podman id pushed c=$TLS_CA_DIR
+    export STORAGE_DRIVER=vfs
+    layout_image "$SD/src" v1 "auth tls podman $RUN_ID" >/dev/null
+    id=localhost/e2e-auth/tls-podman:v1
+    sk copy "oci:$SD/src:v1" "containers-storage:$id"
+    podman login --cert-dir "$c" -u "$WHARF_E2E_AUTH_USER" -p "$WHARF_E2E_AUTH_PASS" "$TLS_HOST" >/dev/null
+    podman push -q --cert-dir "$c" --digestfile "$SD/pushed" "$id" "docker://$TLS_HOST/$repo:v1"
+    pushed=$(cat "$SD/pushed")
+    podman rmi -a -f >/dev/null
+    podman pull -q --cert-dir "$c" "$TLS_HOST/$repo:v1" >/dev/null
+    expect_eq "$(podman image inspect --format '{{.Digest}}' "$TLS_HOST/$repo:v1")" "$pushed" "digest podman pulled over TLS"
+    podman logout "$TLS_HOST" >/dev/null
+    podman rmi -a -f >/dev/null
+    if podman pull -q --cert-dir "$c" "$TLS_HOST/$repo:v1" >/dev/null 2>"$SD/anon.err"; then
+        fail "podman pull over TLS without a login succeeded"
+    fi
+}
+
+sc_auth_tls_wharf_client() {
+    local ref=https://$TLS_HOST/team/e2e/tls-pkg:v1 ca=$TLS_CA_DIR/ca.crt
+    mkdir -p "$SD/in"
+    printf 'wharf client over TLS %s\n' "$RUN_ID" >"$SD/in/hello.txt"
+    printf '%s\n' "$WHARF_E2E_AUTH_PASS" |
+        "$WHARF_E2E_BIN" login "https://$TLS_HOST" --ca-cert "$ca" \
+            --username "$WHARF_E2E_AUTH_USER" --password-stdin >/dev/null
+    (cd "$SD/in" && "$WHARF_E2E_BIN" push -q --ca-cert "$ca" "$ref" hello.txt) >/dev/null
+    "$WHARF_E2E_BIN" pull -q --ca-cert "$ca" "$ref" -o "$SD/out" >/dev/null
+    cmp -s "$SD/in/hello.txt" "$SD/out/hello.txt" || fail "hello.txt differs after wharf pull over TLS"
+    "$WHARF_E2E_BIN" logout "https://$TLS_HOST" >/dev/null
+    if "$WHARF_E2E_BIN" pull -q --ca-cert "$ca" "$ref" -o "$SD/out2" >/dev/null 2>"$SD/err"; then
+        fail "wharf pull over TLS without a login succeeded"
     fi
 }

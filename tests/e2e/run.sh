@@ -855,7 +855,7 @@ main() {
         read -r -a selected <<<"$WHARF_E2E_ONLY"
     fi
     for name in "${selected[@]}"; do
-        if [[ $name == tls-* && ( -z $TLS_HOST || ! -f $TLS_CA_DIR/ca.crt ) ]]; then
+        if [[ $name == *tls-* && ( -z $TLS_HOST || ! -f $TLS_CA_DIR/ca.crt ) ]]; then
             echo "skip - $name (no TLS registry: WHARF_E2E_TLS_HOST, WHARF_E2E_TLS_CA_DIR)"
             continue
         fi
