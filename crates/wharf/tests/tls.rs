@@ -12,9 +12,14 @@ use std::time::{Duration, Instant};
 
 /// Server flags for a certificate pair in `dir`.
 fn tls_args(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Vec<String> {
+    tls_args_with(dir, cert, key, "", extra)
+}
+
+/// As [`tls_args`], with more TOML in the config file.
+fn tls_args_with(dir: &Path, cert: &Path, key: &Path, toml: &str, extra: &[&str]) -> Vec<String> {
     let config = dir.join("wharf.toml");
     // Check the files every second so the reload test does not wait long.
-    std::fs::write(&config, "[tls]\nreload_secs = 1\n").unwrap();
+    std::fs::write(&config, format!("[tls]\nreload_secs = 1\n{toml}")).unwrap();
     let mut a: Vec<String> = vec![
         "--config".into(),
         config.display().to_string(),
@@ -277,6 +282,48 @@ async fn client_certificates_optional() {
     let other = Ca::new("Someone else's CA");
     let mallory = client_trusting(&ca, Some(other.client("mallory").identity()));
     assert!(mallory.get(reg.url("/v2/")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn client_certificate_names_are_users_for_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Wharf mTLS users CA");
+    let (cert, key) = ca.server("wharf-test").write(dir.path(), "server");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let ca_arg = ca_file.display().to_string();
+    let policy = "[auth]\nmtls_users = true\n[[auth.policy]]\nrepos = [\"team/**\"]\npull = [\"user:alice\"]\npush = [\"user:alice\"]\n";
+    let args = tls_args_with(
+        dir.path(),
+        &cert,
+        &key,
+        policy,
+        &["--tls-client-ca", &ca_arg, "--tls-client-auth", "optional"],
+    );
+    let alice = client_trusting(&ca, Some(ca.client("alice").identity()));
+    let reg = local_only!(Registry::start_tls(&strs(&args), alice.clone()).await);
+
+    // alice's certificate is her login: she pushes and pulls with no password.
+    let name = format!("team/{}", repo("mtls-user"));
+    reg.push_image(&name, "v1").await;
+    let path = format!("/v2/{name}/manifests/v1");
+    assert_eq!(reg.get_m(&path).await.status(), 200);
+
+    // No certificate: no identity. bob's valid certificate: no permission.
+    let anonymous = client_trusting(&ca, None);
+    let r = anonymous.get(reg.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let bob = client_trusting(&ca, Some(ca.client("bob").identity()));
+    let r = bob.get(reg.url(&path)).send().await.unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+
+    let logs = reg.logs();
+    let lines = access_lines(&logs, &path);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["user"] == "alice" && l["client_cert"] == "alice" && l["status"] == 200),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]
