@@ -1,17 +1,15 @@
 //! Wharf's accept loop: plain TCP or TLS, HTTP/1.1 or HTTP/2 (over TLS, by
 //! ALPN), with the connection-level limits and timeouts, and graceful
-//! shutdown (stop accepting, let requests in flight finish).
+//! shutdown (stop accepting, let requests in flight finish). The URL length
+//! limit is checked in the request log middleware, so 414s are logged.
 
 use crate::conn::ConnInfo;
-use crate::response;
 use crate::stall::StallBody;
 use axum::Router;
-use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
-use oci::{ErrorCode, RegistryError};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,7 +29,6 @@ pub(crate) struct ConnSettings {
     pub handshake_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub body_timeout: Option<Duration>,
-    pub max_url_length: usize,
     pub http1: http1::Builder,
     pub http2: http2::Builder<TokioExecutor>,
 }
@@ -52,7 +49,6 @@ impl ConnSettings {
             handshake_timeout: secs(limits.tls_handshake_timeout_secs),
             idle_timeout: secs(limits.idle_timeout_secs),
             body_timeout: secs(limits.body_timeout_secs),
-            max_url_length: limits.max_url_length,
             http1: h1,
             http2: h2,
         }
@@ -173,21 +169,12 @@ async fn drive<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let body_timeout = s.body_timeout;
-    let max_url = s.max_url_length;
     let act = activity.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = InFlight::enter(&act);
         let mut req = req.map(|b| StallBody::new(b, body_timeout));
         req.extensions_mut().insert(info.clone());
-        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        let fut = if target_len > max_url {
-            Either::Left(std::future::ready(Ok(uri_too_long(
-                max_url,
-                req.method() == hyper::Method::HEAD,
-            ))))
-        } else {
-            Either::Right(app.clone().call(req))
-        };
+        let fut = app.clone().call(req);
         async move {
             let resp = fut.await;
             drop(busy);
@@ -202,15 +189,6 @@ async fn drive<T>(
         let conn = s.http1.serve_connection(io, svc);
         run(conn, activity, s.idle_timeout, stop).await;
     }
-}
-
-fn uri_too_long(max: usize, head: bool) -> response::Resp {
-    let e = RegistryError::new(
-        ErrorCode::Unsupported,
-        format!("the request target is longer than {max} bytes"),
-    )
-    .with_status(414);
-    response::error(&e, head)
 }
 
 /// Run a connection to its end: closed by the client, by an error, by

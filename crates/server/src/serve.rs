@@ -15,6 +15,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use oci::{ErrorCode, RegistryError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::fs::FsBackend;
@@ -111,10 +112,13 @@ pub async fn run_on(
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
 
+    let max_url_length = config.limits.max_url_length;
     let app = Router::new()
         .fallback(handle)
         .with_state(state)
-        .layer(middleware::from_fn(request_log));
+        .layer(middleware::from_fn(move |req, next| {
+            request_log(req, next, max_url_length)
+        }));
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr,
@@ -183,8 +187,9 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
     }
 }
 
-/// One structured line per request; adds the API version header.
-async fn request_log(req: Request, next: Next) -> Response {
+/// One structured line per request; adds the API version header. Refuses
+/// request targets longer than `max_url` (414) before anything else runs.
+async fn request_log(req: Request, next: Next, max_url: usize) -> Response {
     let start = Instant::now();
     let conn = ConnInfo::of(&req);
     let peer = conn.map(|c| c.peer);
@@ -197,7 +202,17 @@ async fn request_log(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let mut resp = next.run(req).await;
+    let too_long = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > max_url;
+    let mut resp = if too_long {
+        let e = RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("the request target is longer than {max_url} bytes"),
+        )
+        .with_status(414);
+        crate::response::error(&e, method == axum::http::Method::HEAD)
+    } else {
+        next.run(req).await
+    };
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     let bytes_out = resp

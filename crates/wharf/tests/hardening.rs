@@ -191,6 +191,8 @@ async fn overlong_url_gets_414_with_oci_json() {
     // Just under the limit is routed as usual.
     let r = reg.get(&format!("/v2/{}/tags/list", "a".repeat(200))).await;
     assert_eq!(r.status(), 404);
+    // Refusals are in the access log like every answer.
+    assert!(reg.logs().contains("status=414"), "{}", reg.logs());
 }
 
 #[tokio::test]
