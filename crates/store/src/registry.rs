@@ -422,8 +422,8 @@ impl Registry {
         };
         let mut hasher = StreamHasher::new(hasher.clone());
         let mut written = 0u64;
-        let result: Result<()> = async {
-            let mut w = self.backend.upload_writer(id, offset).await?;
+        let mut w = self.backend.upload_writer(id, offset).await?;
+        let streamed: Result<()> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     err(
@@ -435,18 +435,19 @@ impl Registry {
                 written += chunk.len() as u64;
                 w.write(chunk).await?;
             }
-            w.finish().await?;
-            if let Some((start, end)) = range
-                && (end < start || end - start + 1 != written)
-            {
-                return Err(err(
-                    ErrorCode::SizeInvalid,
-                    format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
-                ));
-            }
             Ok(())
         }
         .await;
+        // Stop the writer even after a failure, before anything else touches
+        // the file: undoing the chunk must not race the writer's last writes.
+        let finished = w.finish().await.map_err(Error::Io);
+        let result = streamed.and(finished).and_then(|()| match range {
+            Some((start, end)) if end < start || end - start + 1 != written => Err(err(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
+            )),
+            _ => Ok(()),
+        });
         let result = match result {
             Ok(()) => hasher.finish().await.map_err(Error::Io),
             Err(e) => Err(e),

@@ -288,3 +288,73 @@ async fn upload_slots_expire_with_their_sessions() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A client that drops the connection in the middle of a big PATCH leaves
+/// the session exactly as it was: the bytes already queued for writing are
+/// not written after the partial chunk has been undone.
+#[tokio::test]
+async fn aborted_big_patch_leaves_no_bytes_behind() {
+    let reg = Registry::start().await;
+    if reg.is_external() {
+        return;
+    }
+    let name = repo("abort-patch");
+    for round in 0..3 {
+        let loc = reg.start_upload(&name).await;
+        let path = location_path(&loc);
+        let mut s = TcpStream::connect(reg.host_port()).await.unwrap();
+        let head = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            64 << 20
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let chunk = pseudo_random(1 << 20, round);
+        for _ in 0..16 {
+            s.write_all(&chunk).await.unwrap();
+        }
+        drop(s);
+
+        // Once the server has dealt with the broken request, the session
+        // holds nothing, and stays that way.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut empty_since = None;
+        loop {
+            let r = reg.get(&path).await;
+            assert_eq!(r.status(), 204, "round {round}");
+            if header(&r, "range").as_deref() == Some("0-0") {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+            } else {
+                empty_since = None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the session kept bytes of an aborted chunk: {:?}",
+                header(&r, "range")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let data = pseudo_random(3 << 20, 100 + round);
+        let r = reg
+            .req(Method::PATCH, &path)
+            .header("Content-Type", "application/octet-stream")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "round {round}");
+        let loc = reg.resolve(&location(&r));
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = reg
+            .client
+            .put(format!("{loc}{sep}digest={}", digest(&data)))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "round {round}");
+        reg.assert_blob(&name, &data).await;
+    }
+}
