@@ -296,7 +296,8 @@ pub async fn pull(
     let (fetched, m) = resolve_image(client, source).await?;
     let layout = classify(&m).map_err(|why| {
         Error::Usage(format!(
-            "cannot pull {source} as files: {why}; use `wharf inspect` to look at it"
+            "cannot pull {source} as files: {why}; to fetch the image itself use \
+             `wharf cp {source} oci:DIR` (or docker-archive:FILE), or `wharf inspect` to look at it"
         ))
     })?;
     let mut paths = Vec::new();

@@ -252,6 +252,13 @@ fn registry_to_registry_skips_mounts_and_copies() {
     let wrong = format!("{}/far/copy@{}", other.host, img.config);
     env.fails(1, &["cp", &src, &wrong]);
     env.fails(3, &["cp", &format!("{}/team/nope:v1", s.host), &far]);
+
+    // `wharf pull` unpacks files; for a container image it says how to
+    // fetch the image instead.
+    let out = env.path("not-files");
+    let err = env.fails(2, &["pull", &src, "-o", out.to_str().unwrap()]);
+    assert!(err.contains(&format!("wharf cp {src} oci:DIR")), "{err}");
+    assert!(!out.exists());
 }
 
 #[test]
