@@ -379,6 +379,7 @@ impl Registry {
         for _attempt in 0..3 {
             let port = free_port();
             let listen = format!("127.0.0.1:{port}");
+            let log_start = std::fs::metadata(&log).map_or(0, |m| m.len()) as usize;
             let logfile = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -405,7 +406,7 @@ impl Registry {
                 .expect("spawn wharf");
             self.child = Some(child);
             self.base = format!("{}://{listen}", self.scheme);
-            self.host_port = listen;
+            self.host_port = listen.clone();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -421,6 +422,9 @@ impl Registry {
                     .await
                     // 401: auth is on
                     && (r.status() == 200 || r.status() == 401)
+                    // and it is this child that answers, not another test's
+                    // server that got the same free port first
+                    && Self::logged_listening(&log, log_start, &listen)
                 {
                     return;
                 }
@@ -448,6 +452,15 @@ impl Registry {
 
     /// Kill the server and start it again on the same data directory (and
     /// same extra args).
+    /// Has the server logged, after byte `from` of its log, that it listens
+    /// on `listen`? (It does so before it serves its first request.)
+    fn logged_listening(log: &Path, from: usize, listen: &str) -> bool {
+        let text = std::fs::read(log).unwrap_or_default();
+        String::from_utf8_lossy(text.get(from..).unwrap_or_default())
+            .lines()
+            .any(|l| l.contains("wharf registry listening") && l.contains(listen))
+    }
+
     pub async fn restart(&mut self) {
         assert!(!self.external, "restart() needs a locally spawned wharf");
         self.kill();
