@@ -107,10 +107,17 @@ async fn stalled_upload_body_is_aborted_and_the_session_freed() {
     // Nothing of the partial chunk was kept (10 bytes would be "0-9").
     assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
     let data = b"the whole chunk".to_vec();
+    complete_empty_session(&reg, &path, &data).await;
+    reg.assert_blob(&name, &data).await;
+}
+
+/// Send `data` as the one chunk of the empty session at `path`, then close
+/// it with its digest.
+async fn complete_empty_session(reg: &Registry, path: &str, data: &[u8]) {
     let r = reg
-        .req(Method::PATCH, &path)
+        .req(Method::PATCH, path)
         .header("Content-Type", "application/octet-stream")
-        .body(data.clone())
+        .body(data.to_vec())
         .send()
         .await
         .unwrap();
@@ -120,17 +127,15 @@ async fn stalled_upload_body_is_aborted_and_the_session_freed() {
         Some(format!("0-{}", data.len() - 1).as_str())
     );
     let loc = reg.resolve(&location(&r));
-    let d = digest(&data);
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = reg
         .client
-        .put(format!("{loc}{sep}digest={d}"))
+        .put(format!("{loc}{sep}digest={}", digest(data)))
         .header("Content-Length", "0")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    reg.assert_blob(&name, &data).await;
 }
 
 #[tokio::test]
@@ -337,24 +342,7 @@ async fn aborted_big_patch_leaves_no_bytes_behind() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let data = pseudo_random(3 << 20, 100 + round);
-        let r = reg
-            .req(Method::PATCH, &path)
-            .header("Content-Type", "application/octet-stream")
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202, "round {round}");
-        let loc = reg.resolve(&location(&r));
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = reg
-            .client
-            .put(format!("{loc}{sep}digest={}", digest(&data)))
-            .header("Content-Length", "0")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "round {round}");
+        complete_empty_session(&reg, &path, &data).await;
         reg.assert_blob(&name, &data).await;
     }
 }
