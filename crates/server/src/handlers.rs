@@ -30,7 +30,7 @@ pub struct AppState {
 }
 
 /// Which repositories a caller sees in the catalog (`None`: all).
-type CatalogFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+pub(crate) type CatalogFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
 
 /// The one handler behind every path: route, authenticate and authorize
 /// (when auth is on), dispatch.
@@ -398,16 +398,7 @@ async fn dispatch(
                     m = reg.manifest_get(&repo, &Reference::Digest(child)).await?;
                 }
             }
-            let hdrs = manifest_headers(&m.digest.to_string(), &m.media_type, m.body.len() as u64);
-            Ok(r::build(
-                200,
-                &hdrs,
-                if head {
-                    Body::empty()
-                } else {
-                    Body::from(m.body)
-                },
-            ))
+            Ok(manifest_response(&m.digest, &m.media_type, &m.body, head))
         }
 
         Action::PutManifest {
@@ -464,17 +455,8 @@ async fn dispatch(
         }
 
         Action::Catalog { n, last } => {
-            let page = match catalog_filter {
-                None => reg.catalog(n, last.as_deref()).await?,
-                Some(keep) => reg.catalog_where(n, last.as_deref(), keep).await?,
-            };
-            let body = serde_json::json!({ "repositories": page.items });
-            let next = page
-                .items
-                .last()
-                .filter(|_| page.more)
-                .map(|l| next_link(path::CATALOG_PATH, n.unwrap_or(page.items.len()), l));
-            Ok(json(200, &body, next))
+            let page = store_catalog(reg, n, last.as_deref(), catalog_filter).await?;
+            Ok(catalog_response(&page, n))
         }
 
         Action::Referrers {
@@ -568,11 +550,23 @@ pub(crate) fn default_platform_child(body: &[u8], accept: &Accept) -> Option<Dig
         .map(|d| d.digest)
 }
 
-pub(crate) fn manifest_headers(
-    digest: &str,
+/// The 200 answer to a manifest GET (or HEAD: the same headers, no body).
+pub(crate) fn manifest_response(
+    digest: &Digest,
     media_type: &str,
-    size: u64,
-) -> Vec<(HeaderName, String)> {
+    body: &Bytes,
+    head: bool,
+) -> Resp {
+    let hdrs = manifest_headers(&digest.to_string(), media_type, body.len() as u64);
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(body.clone())
+    };
+    r::build(200, &hdrs, body)
+}
+
+fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderName, String)> {
     vec![
         (header::CONTENT_TYPE, media_type.to_owned()),
         (header::CONTENT_LENGTH, size.to_string()),
@@ -592,6 +586,32 @@ fn blob_created(repo: &RepoName, digest: &oci::Digest) -> Resp {
         ],
         Body::empty(),
     )
+}
+
+/// A page of the store's catalog: only the repositories `keep` allows, or
+/// all of them without a filter.
+pub(crate) async fn store_catalog(
+    reg: &Registry,
+    n: Option<usize>,
+    last: Option<&str>,
+    keep: CatalogFilter<'_>,
+) -> Result<store::registry::Page> {
+    match keep {
+        None => reg.catalog(n, last).await,
+        Some(keep) => reg.catalog_where(n, last, keep).await,
+    }
+}
+
+/// A catalog page as the API answers it: the JSON, and a `Link` to the next
+/// page when there is more.
+pub(crate) fn catalog_response(page: &store::registry::Page, n: Option<usize>) -> Resp {
+    let body = serde_json::json!({ "repositories": page.items });
+    let next = page
+        .items
+        .last()
+        .filter(|_| page.more)
+        .map(|l| next_link(path::CATALOG_PATH, n.unwrap_or(page.items.len()), l));
+    json(200, &body, next)
 }
 
 /// Open an upload session, counted against the client's limit.

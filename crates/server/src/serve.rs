@@ -226,8 +226,7 @@ async fn request_log(req: Request, next: Next, max_url: usize) -> Response {
     let user = resp
         .extensions()
         .get::<AuthUser>()
-        .map_or("-", |u| u.0.as_str())
-        .to_owned();
+        .map_or("-", |u| u.0.as_str());
     tracing::info!(
         target: "wharf::access",
         method = %method,

@@ -6,7 +6,8 @@
 
 use crate::action::Action;
 use crate::handlers::{
-    self, Accept, AppState, Result, blob_answer, default_platform_child, manifest_headers,
+    self, Accept, AppState, CatalogFilter, Result, blob_answer, default_platform_child,
+    manifest_response,
 };
 use crate::response::{self as r, Resp};
 use axum::body::Body;
@@ -108,16 +109,7 @@ fn get_manifest(
     {
         m = src.manifest(repo, &Reference::Digest(child))?;
     }
-    let hdrs = manifest_headers(&m.digest.to_string(), &m.media_type, m.body.len() as u64);
-    Ok(r::build(
-        200,
-        &hdrs,
-        if head {
-            Body::empty()
-        } else {
-            Body::from(m.body.clone())
-        },
-    ))
+    Ok(manifest_response(&m.digest, &m.media_type, &m.body, head))
 }
 
 async fn catalog(
@@ -125,22 +117,15 @@ async fn catalog(
     src: &Arc<Sources>,
     n: Option<usize>,
     last: Option<&str>,
-    keep: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    keep: CatalogFilter<'_>,
 ) -> Result<Resp> {
     // With auth on, only what the caller may pull, from both sides.
-    let (store_page, names) = match keep {
-        None => (state.registry.catalog(n, last).await?, src.repo_names()),
-        Some(keep) => (
-            state.registry.catalog_where(n, last, keep).await?,
-            src.repo_names().into_iter().filter(|r| keep(r)).collect(),
-        ),
-    };
+    let store_page = handlers::store_catalog(&state.registry, n, last, keep).await?;
+    let names: Vec<String> = src
+        .repo_names()
+        .into_iter()
+        .filter(|r| keep.is_none_or(|keep| keep(r)))
+        .collect();
     let page = merge_catalog(store_page, &names, n, last);
-    let body = serde_json::json!({ "repositories": page.items });
-    let next = page
-        .items
-        .last()
-        .filter(|_| page.more)
-        .map(|l| handlers::next_link(path::CATALOG_PATH, n.unwrap_or(page.items.len()), l));
-    Ok(handlers::json(200, &body, next))
+    Ok(handlers::catalog_response(&page, n))
 }
