@@ -37,20 +37,22 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-/// Bind the configured address and serve until SIGTERM or Ctrl-C.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Bind the configured address and serve until SIGTERM or Ctrl-C. `ready`
+/// runs once, when startup is done and requests are about to be accepted.
+pub async fn run(config: Config, ready: impl FnOnce()) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    run_on(listener, config, shutdown_signal()).await
+    run_on(listener, config, shutdown_signal(), ready).await
 }
 
 /// Serve on an already bound listener until `shutdown` completes; requests
-/// in flight are allowed to finish.
+/// in flight are allowed to finish. `ready` is as for [`run`].
 pub async fn run_on(
     listener: TcpListener,
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     config.validate()?;
     let tls = if config.tls_enabled() {
@@ -134,6 +136,7 @@ pub async fn run_on(
     warn_if_exposed(&config, addr, auth.is_some());
     let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
     let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
+    ready();
     listener::serve(listener, app, Arc::new(settings), shutdown).await;
     sweeper.abort();
     for t in [key_refresher, htpasswd_watcher].into_iter().flatten() {

@@ -34,12 +34,33 @@ enum State {
 }
 
 impl StreamHasher {
-    pub(crate) fn new(digester: Digester) -> StreamHasher {
-        StreamHasher {
+    /// `expected` is the body's length if the request announced it: a big
+    /// body is hashed on its own thread from the first byte.
+    pub(crate) fn new(digester: Digester, expected: Option<u64>) -> StreamHasher {
+        let mut h = StreamHasher {
             state: State::Inline {
                 digester: Box::new(digester),
                 seen: 0,
             },
+        };
+        if expected.is_some_and(|n| n >= OFFLOAD_AFTER) {
+            h.offload();
+        }
+        h
+    }
+
+    /// Move hashing to a blocking thread fed through the bounded channel.
+    fn offload(&mut self) {
+        if let State::Inline { digester, .. } = std::mem::replace(&mut self.state, State::Empty) {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut digester = digester;
+                while let Some(c) = rx.blocking_recv() {
+                    digester.update(&c);
+                }
+                *digester
+            });
+            self.state = State::Offloaded { tx, task };
         }
     }
 
@@ -49,19 +70,7 @@ impl StreamHasher {
                 digester.update(chunk);
                 *seen += chunk.len() as u64;
                 if *seen >= OFFLOAD_AFTER {
-                    let State::Inline { mut digester, .. } =
-                        std::mem::replace(&mut self.state, State::Empty)
-                    else {
-                        unreachable!("matched Inline above")
-                    };
-                    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
-                    let task = tokio::task::spawn_blocking(move || {
-                        while let Some(c) = rx.blocking_recv() {
-                            digester.update(&c);
-                        }
-                        *digester
-                    });
-                    self.state = State::Offloaded { tx, task };
+                    self.offload();
                 }
                 Ok(())
             }
@@ -94,8 +103,12 @@ mod tests {
     #[tokio::test]
     async fn same_digest_inline_and_offloaded() {
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
-        for chunk in [1usize, 4096, 65536, 1 << 20, 3 << 20] {
-            let mut h = StreamHasher::new(Algorithm::Sha256.digester());
+        for (chunk, announced) in [1usize, 4096, 65536, 1 << 20, 3 << 20]
+            .into_iter()
+            .flat_map(|c| [(c, false), (c, true)])
+        {
+            let expected = announced.then_some(if chunk == 1 { 100 } else { data.len() as u64 });
+            let mut h = StreamHasher::new(Algorithm::Sha256.digester(), expected);
             for c in data
                 .chunks(chunk.max(1))
                 .take(if chunk == 1 { 100 } else { usize::MAX })
@@ -106,7 +119,7 @@ mod tests {
             assert_eq!(
                 h.finish().await.unwrap().finish(),
                 Digest::sha256_of(expect),
-                "chunk {chunk}"
+                "chunk {chunk}, announced {announced}"
             );
         }
     }

@@ -420,7 +420,8 @@ impl Registry {
         let Some((hasher, _)) = s.hasher.as_ref() else {
             return Err(upload_unknown());
         };
-        let mut hasher = StreamHasher::new(hasher.clone());
+        let expected = range.and_then(|(start, end)| (end + 1).checked_sub(start));
+        let mut hasher = StreamHasher::new(hasher.clone(), expected);
         let mut written = 0u64;
         let mut w = self.backend.upload_writer(id, offset).await?;
         let streamed: Result<()> = async {

@@ -311,7 +311,7 @@ fn main() -> ExitCode {
             let Some(rt) = runtime(None) else {
                 return ExitCode::FAILURE;
             };
-            match rt.block_on(server::run(config)) {
+            match rt.block_on(server::run(config, memory::release_startup_memory)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("wharf: {e}");
