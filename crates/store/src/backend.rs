@@ -63,8 +63,10 @@ pub trait Backend: Send + Sync + 'static {
 
     // Upload sessions: data that grows by appends and becomes an object on commit.
 
-    /// Start an upload session holding `meta` (opaque to the backend).
-    async fn upload_create(&self, id: &str, meta: Bytes) -> io::Result<()>;
+    /// Start an upload session holding `meta` (opaque to the backend). A
+    /// session without meta is private to its caller: `upload_stat` does
+    /// not find it, the other calls work.
+    async fn upload_create(&self, id: &str, meta: Option<Bytes>) -> io::Result<()>;
     /// The session's meta and the size / last-modified time of its data.
     async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>>;
     /// Append to the session's data, which must currently be `offset` bytes long.

@@ -6,8 +6,14 @@
 //!   object `_catalog/a/b` is the file `_catalog/a/b~` beside the directory
 //!   `_catalog/a/b/` that holds `_catalog/a/b/c~`.
 //! - `.tmp/` — files being written; renamed into place when complete.
-//! - `_uploads/<id>/{meta,data}` — upload sessions; `data` is renamed to the
-//!   blob's key on commit (no copy).
+//! - `_uploads/<id>.data`, `_uploads/<id>.meta` — upload sessions; the data
+//!   is renamed to the blob's key on commit (no copy). Plain files, not a
+//!   directory per session: an upload then frees at most one inode (the
+//!   meta), and a single-request upload, which has no meta, none. Creating
+//!   files is what a registry does all day, and on ext4 without a journal
+//!   every new inode is searched for past the ones freed in the last
+//!   minutes, so freeing fewer keeps pushes fast. (Directories left by the
+//!   earlier `_uploads/<id>/` layout are expired like any other session.)
 //!
 //! Every write that a caller is told about is durable: the file is fsynced
 //! before the rename and the directory after it (unless fsync is disabled).
@@ -176,11 +182,20 @@ impl FsBackend {
         Ok(PathBuf::from(p))
     }
 
-    fn upload_dir(&self, id: &str) -> io::Result<PathBuf> {
+    /// `_uploads/<id>` plus `ext`, for a well-formed session id.
+    fn upload_path(&self, id: &str, ext: &str) -> io::Result<PathBuf> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(invalid_key(id));
         }
-        Ok(self.inner.root.join(UPLOADS_DIR).join(id))
+        Ok(self.inner.root.join(UPLOADS_DIR).join(format!("{id}{ext}")))
+    }
+
+    fn upload_data(&self, id: &str) -> io::Result<PathBuf> {
+        self.upload_path(id, ".data")
+    }
+
+    fn upload_meta(&self, id: &str) -> io::Result<PathBuf> {
+        self.upload_path(id, ".meta")
     }
 
     fn tmp_path(&self) -> PathBuf {
@@ -851,32 +866,34 @@ impl Backend for FsBackend {
         .map_err(io::Error::other)?
     }
 
-    async fn upload_create(&self, id: &str, meta: Bytes) -> io::Result<()> {
-        let dir = self.upload_dir(id)?;
+    async fn upload_create(&self, id: &str, meta: Option<Bytes>) -> io::Result<()> {
+        let data = self.upload_data(id)?;
+        let meta_path = self.upload_meta(id)?;
         self.blocking(move |this| {
-            std::fs::create_dir_all(&dir)?;
-            std::fs::File::create(dir.join("data"))?;
+            std::fs::File::create(&data)?;
             // A session is not acknowledged data: after a power loss the
             // client starts again. It survives a restart of the process.
-            this.write_atomic_blocking(&dir.join("meta"), &meta, false)
+            match meta {
+                Some(meta) => this.write_atomic_blocking(&meta_path, &meta, false),
+                None => Ok(()),
+            }
         })
         .await
     }
 
     async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>> {
         // Small reads: inline, like `read` (see INLINE_READ_MAX).
-        let dir = self.upload_dir(id)?;
-        let Some(meta) = not_found_is_none(std::fs::read(dir.join("meta")))? else {
+        let Some(meta) = not_found_is_none(std::fs::read(self.upload_meta(id)?))? else {
             return Ok(None);
         };
-        let Some(data) = not_found_is_none(std::fs::metadata(dir.join("data")))? else {
+        let Some(data) = not_found_is_none(std::fs::metadata(self.upload_data(id)?))? else {
             return Ok(None);
         };
         Ok(Some((Bytes::from(meta), meta_of(&data))))
     }
 
     async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
-        let path = self.upload_dir(id)?.join("data");
+        let path = self.upload_data(id)?;
         let fsync = self.inner.fsync;
         let file = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
             use std::io::Seek;
@@ -893,7 +910,7 @@ impl Backend for FsBackend {
     }
 
     async fn upload_truncate(&self, id: &str, len: u64) -> io::Result<()> {
-        let path = self.upload_dir(id)?.join("data");
+        let path = self.upload_data(id)?;
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -902,7 +919,7 @@ impl Backend for FsBackend {
     }
 
     async fn upload_read(&self, id: &str) -> io::Result<ByteStream> {
-        let path = self.upload_dir(id)?.join("data");
+        let path = self.upload_data(id)?;
         let f = tokio::fs::File::open(&path).await?;
         Ok(Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)))
     }
@@ -910,9 +927,9 @@ impl Backend for FsBackend {
     async fn upload_commit(&self, id: &str, key: &str) -> io::Result<()> {
         let dest = self.object_path(key)?;
         let parent = dest.parent().ok_or_else(|| invalid_key(key))?.to_owned();
-        let dir = self.upload_dir(id)?;
+        let data = self.upload_data(id)?;
+        let meta = self.upload_meta(id)?;
         self.blocking(move |this| {
-            let data = dir.join("data");
             if std::fs::metadata(&dest).is_err() {
                 if this.inner.fsync {
                     std::fs::File::open(&data)?.sync_all()?;
@@ -921,8 +938,22 @@ impl Backend for FsBackend {
                 std::fs::rename(&data, &dest)?;
                 this.record_added(&dest);
                 this.sync_dir_blocking(&parent)?;
+            } else {
+                remove_if_present(&data)?;
             }
-            match std::fs::remove_dir_all(&dir) {
+            remove_if_present(&meta)
+        })
+        .await
+    }
+
+    async fn upload_delete(&self, id: &str) -> io::Result<()> {
+        let data = self.upload_data(id)?;
+        let meta = self.upload_meta(id)?;
+        let legacy = self.upload_path(id, "")?;
+        self.blocking(move |_| {
+            remove_if_present(&data)?;
+            remove_if_present(&meta)?;
+            match std::fs::remove_dir_all(&legacy) {
                 Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
@@ -930,31 +961,43 @@ impl Backend for FsBackend {
         .await
     }
 
-    async fn upload_delete(&self, id: &str) -> io::Result<()> {
-        let dir = self.upload_dir(id)?;
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn upload_list(&self) -> io::Result<Vec<(String, SystemTime)>> {
-        let mut out = Vec::new();
-        let mut rd = tokio::fs::read_dir(self.inner.root.join(UPLOADS_DIR)).await?;
-        while let Some(entry) = rd.next_entry().await? {
-            let Ok(id) = entry.file_name().into_string() else {
-                continue;
-            };
-            let data = entry.path().join("data");
-            let modified = match tokio::fs::metadata(&data).await {
-                Ok(m) => m.modified()?,
-                // A session directory without data is debris from a crash in create.
-                Err(_) => entry.metadata().await?.modified()?,
-            };
-            out.push((id, modified));
-        }
-        Ok(out)
+        let uploads = self.inner.root.join(UPLOADS_DIR);
+        self.blocking(move |_| {
+            // id -> last modified; the data's time wins over the meta's.
+            let mut found: std::collections::BTreeMap<String, (SystemTime, bool)> =
+                Default::default();
+            for entry in std::fs::read_dir(&uploads)? {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let (id, is_data) = match name.rsplit_once('.') {
+                    Some((id, "data")) => (id.to_owned(), true),
+                    Some((id, "meta")) => (id.to_owned(), false),
+                    // A directory of the earlier layout, or debris.
+                    _ => (name, false),
+                };
+                let Some(meta) = not_found_is_none(entry.metadata())? else {
+                    continue;
+                };
+                let modified = meta.modified()?;
+                let slot = found.entry(id).or_insert((modified, is_data));
+                if is_data && !slot.1 {
+                    *slot = (modified, true);
+                }
+            }
+            Ok(found.into_iter().map(|(id, (t, _))| (id, t)).collect())
+        })
+        .await
+    }
+}
+
+/// Remove a file; a file already gone is fine.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -1145,7 +1188,7 @@ mod tests {
     #[tokio::test]
     async fn uploads() {
         let (_d, b) = backend().await;
-        b.upload_create("u1", Bytes::from_static(b"{}"))
+        b.upload_create("u1", Some(Bytes::from_static(b"{}")))
             .await
             .unwrap();
         let mut w = b.upload_writer("u1", 0).await.unwrap();
@@ -1164,5 +1207,57 @@ mod tests {
         assert!(b.upload_stat("u1").await.unwrap().is_none());
         assert!(b.upload_list().await.unwrap().is_empty());
         assert!(b.upload_stat("../etc").await.is_err());
+        // Committing frees no inode but the meta's: nothing is left behind.
+        let uploads = b.root().join(UPLOADS_DIR);
+        assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn private_uploads_and_debris() {
+        let (_d, b) = backend().await;
+        // Without meta: invisible to upload_stat, listed (so it can expire),
+        // committed like any other.
+        b.upload_create("p1", None).await.unwrap();
+        let mut w = b.upload_writer("p1", 0).await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(b.upload_stat("p1").await.unwrap().is_none());
+        let ids: Vec<String> = b
+            .upload_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["p1"]);
+        b.upload_commit("p1", "blobs/y").await.unwrap();
+        assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+
+        // Committing content that already exists drops the upload's copy.
+        b.upload_create("p2", None).await.unwrap();
+        b.upload_commit("p2", "blobs/y").await.unwrap();
+        assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+
+        // A session directory of the earlier layout and a meta without data
+        // are listed once each and removed by upload_delete.
+        let uploads = b.root().join(UPLOADS_DIR);
+        std::fs::create_dir_all(uploads.join("old1")).unwrap();
+        std::fs::write(uploads.join("old1/data"), b"d").unwrap();
+        std::fs::write(uploads.join("m1.meta"), b"{}").unwrap();
+        let mut ids: Vec<String> = b
+            .upload_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["m1", "old1"]);
+        for id in ids {
+            b.upload_delete(&id).await.unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+        // Deleting what is gone is fine.
+        b.upload_delete("m1").await.unwrap();
     }
 }

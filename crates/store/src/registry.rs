@@ -155,6 +155,18 @@ fn blob_unknown(d: &Digest) -> Error {
     )
 }
 
+fn digest_mismatch(expected: &Digest, actual: &Digest) -> Error {
+    Error::Registry(
+        RegistryError::new(
+            ErrorCode::DigestInvalid,
+            "provided digest did not match uploaded content",
+        )
+        .with_detail(
+            serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() }),
+        ),
+    )
+}
+
 fn manifest_unknown(r: &dyn std::fmt::Display) -> Error {
     Error::Registry(
         RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
@@ -295,7 +307,7 @@ impl Registry {
             created: unix_now(),
         };
         let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-        self.backend.upload_create(&id, meta.into()).await?;
+        self.backend.upload_create(&id, Some(meta.into())).await?;
         let session = Session {
             repo: name.as_str().to_owned(),
             hasher: Some((algorithm.digester(), 0)),
@@ -408,7 +420,7 @@ impl Registry {
         &self,
         id: &str,
         s: &mut Session,
-        mut body: ByteStream,
+        body: ByteStream,
         range: Option<(u64, u64)>,
     ) -> Result<u64> {
         let offset = self.session_offset(id, s).await?;
@@ -420,8 +432,38 @@ impl Registry {
         let Some((hasher, _)) = s.hasher.as_ref() else {
             return Err(upload_unknown());
         };
+        match self
+            .write_body(id, offset, hasher.clone(), body, range)
+            .await
+        {
+            Ok((hasher, written)) => {
+                s.hasher = Some((hasher, offset + written));
+                Ok(offset + written)
+            }
+            Err(e) => {
+                // Undo the partial chunk; the running digest still covers `offset` bytes.
+                if let Err(te) = self.backend.upload_truncate(id, offset).await {
+                    tracing::warn!(upload = id, error = %te, "could not undo a failed chunk");
+                    s.hasher = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stream `body` onto the end of upload `id` (`offset` bytes long),
+    /// digesting it on top of `hasher`. Returns the digester and the bytes
+    /// written; on failure the caller undoes whatever was written.
+    async fn write_body(
+        &self,
+        id: &str,
+        offset: u64,
+        hasher: Digester,
+        mut body: ByteStream,
+        range: Option<(u64, u64)>,
+    ) -> Result<(Digester, u64)> {
         let expected = range.and_then(|(start, end)| (end + 1).checked_sub(start));
-        let mut hasher = StreamHasher::new(hasher.clone(), expected);
+        let mut hasher = StreamHasher::new(hasher, expected);
         let mut written = 0u64;
         let mut w = self.backend.upload_writer(id, offset).await?;
         let streamed: Result<()> = async {
@@ -442,31 +484,14 @@ impl Registry {
         // Stop the writer even after a failure, before anything else touches
         // the file: undoing the chunk must not race the writer's last writes.
         let finished = w.finish().await.map_err(Error::Io);
-        let result = streamed.and(finished).and_then(|()| match range {
+        streamed.and(finished).and_then(|()| match range {
             Some((start, end)) if end < start || end - start + 1 != written => Err(err(
                 ErrorCode::SizeInvalid,
                 format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
             )),
             _ => Ok(()),
-        });
-        let result = match result {
-            Ok(()) => hasher.finish().await.map_err(Error::Io),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(hasher) => {
-                s.hasher = Some((hasher, offset + written));
-                Ok(offset + written)
-            }
-            Err(e) => {
-                // Undo the partial chunk; the running digest still covers `offset` bytes.
-                if let Err(te) = self.backend.upload_truncate(id, offset).await {
-                    tracing::warn!(upload = id, error = %te, "could not undo a failed chunk");
-                    s.hasher = None;
-                }
-                Err(e)
-            }
-        }
+        })?;
+        Ok((hasher.finish().await.map_err(Error::Io)?, written))
     }
 
     /// Close a session: append the final chunk (if any), verify the digest of
@@ -496,10 +521,7 @@ impl Registry {
             s.ended = true;
             self.sessions.remove(id);
             self.backend.upload_delete(id).await?;
-            return Err(Error::Registry(
-                RegistryError::new(ErrorCode::DigestInvalid, "provided digest did not match uploaded content")
-                    .with_detail(serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })),
-            ));
+            return Err(digest_mismatch(expected, &actual));
         }
         self.backend
             .upload_commit(id, &keys::blob(expected))
@@ -510,20 +532,36 @@ impl Registry {
         Ok(size)
     }
 
-    /// Monolithic upload in one call (single POST with `digest`).
+    /// Monolithic upload in one call (single POST with `digest`). No
+    /// session is recorded: nobody else can see or resume it, so its data
+    /// is a private upload that becomes the blob or is removed.
     pub async fn upload_whole(
         &self,
         name: &RepoName,
         body: ByteStream,
         expected: &Digest,
     ) -> Result<u64> {
-        let id = self.upload_start(name, expected.algorithm()).await?;
-        let result = self
-            .upload_finish(name, &id, Some(body), None, expected)
-            .await;
-        if result.is_err() {
-            self.sessions.remove(&id);
-            self.backend.upload_delete(&id).await?;
+        let id = new_upload_id();
+        self.backend.upload_create(&id, None).await?;
+        let result = async {
+            let (hasher, size) = self
+                .write_body(&id, 0, expected.algorithm().digester(), body, None)
+                .await?;
+            let actual = hasher.finish();
+            if &actual != expected {
+                return Err(digest_mismatch(expected, &actual));
+            }
+            self.backend
+                .upload_commit(&id, &keys::blob(expected))
+                .await?;
+            self.link_blob(name, expected).await?;
+            Ok(size)
+        }
+        .await;
+        if result.is_err()
+            && let Err(e) = self.backend.upload_delete(&id).await
+        {
+            tracing::warn!(upload = id, error = %e, "could not remove a failed upload");
         }
         result
     }
@@ -547,7 +585,7 @@ impl Registry {
         let mut removed = 0;
         for (id, modified) in self.backend.upload_list().await? {
             let age = now.duration_since(modified).unwrap_or_default();
-            if age < max_age {
+            if age < max_age || !valid_upload_id(&id) {
                 continue;
             }
             let in_use = match self.sessions.get(&id).map(|entry| entry.value().clone()) {
