@@ -597,8 +597,8 @@ fn map_window(file: &std::fs::File, pos: u64, len: u64) -> io::Result<Bytes> {
 
 /// Bytes written between starts of background writeback of an upload.
 const SYNC_EVERY: u64 = 8 << 20;
-/// Chunks queued to an upload's writer thread.
-const WRITE_QUEUE: usize = 4;
+/// Chunks queued to an upload's writer thread (as for hashing: two suffice).
+const WRITE_QUEUE: usize = 2;
 
 /// Appends to an upload's data file from a blocking thread of its own, so
 /// chunks go straight from the request to `write(2)` with no copy and no

@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 
 /// Bytes hashed inline before hashing moves to its own thread.
 const OFFLOAD_AFTER: u64 = 1 << 20;
-/// Chunks in flight to the hashing thread.
-const QUEUE: usize = 4;
+/// Chunks in flight to the hashing thread (each up to ~400 KiB; two keep
+/// the thread busy, more only hold memory).
+const QUEUE: usize = 2;
 
 pub(crate) struct StreamHasher {
     state: State,

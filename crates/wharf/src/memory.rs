@@ -14,7 +14,7 @@
 //!   of the server's kernel time during a push, measured with `perf`.
 //!
 //! So buffers up to 1 MiB come from the heap and are reused while they are
-//! warm, and up to 4 MiB of free heap top is kept instead of being returned
+//! warm, and up to 2 MiB of free heap top is kept instead of being returned
 //! at once. Memory stays bounded by the buffers in flight (a few MiB),
 //! however many bytes flow through; see docs/benchmarks.md. What startup
 //! used and freed (configuration, indexes) is given back once it is done.
@@ -22,9 +22,10 @@
 /// Large allocations get their own mapping from this size on.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
-/// Free memory at the top of a heap kept for reuse before it is returned.
+/// Free memory at the top of a heap kept for reuse before it is returned
+/// (a few receive buffers: more kept RSS up after a push for no gain).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 4 * 1024 * 1024;
+const TRIM_THRESHOLD: libc::c_int = 2 * 1024 * 1024;
 
 /// Apply the settings; call before any thread is started.
 pub(crate) fn tune_allocator() {
