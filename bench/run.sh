@@ -78,6 +78,14 @@ sha_line=$(openssl speed -evp sha256 -bytes 16384 -seconds 2 2>/dev/null | awk '
 sha_mbs=$(awk -v k="${sha_line%k}" 'BEGIN { printf "%.0f", k * 1000 / 1e6 }')
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 fs_type=$(df -T "$data_root" | awk 'NR==2 {print $2 " (" $1 ")"}')
+# How fast this machine fills the page cache with new data: on VMs whose
+# memory the host backs lazily (Firecracker), the first write to each page
+# costs ~10x more than on bare metal, and both registries pay it per byte
+# pushed. Reported so that push figures can be read in context.
+pc_probe=$data_root/wharf-bench-pagecache.$$
+pc_fill=$( TIMEFORMAT=%R; { time dd if=/dev/zero of="$pc_probe" bs=1M count=256 2>/dev/null; } 2>&1 | tail -1)
+rm -f "$pc_probe"
+pc_mbs=$(awk -v s="$pc_fill" 'BEGIN { if (s > 0) printf "%.0f", 268.435456 / s; else print "?" }')
 {
     echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "cpu:        ${cpu_model:-unknown}, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
@@ -85,6 +93,7 @@ fs_type=$(df -T "$data_root" | awk 'NR==2 {print $2 " (" $1 ")"}')
     echo "kernel:     $(uname -sr)"
     echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
     echo "data dir:   $data_root on $fs_type"
+    echo "page cache: ${pc_mbs} MB/s writing 256 MiB of new data (dd, no fsync; bare metal: several GB/s)"
     echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), fsync on (as shipped)"
     echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
     echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"
