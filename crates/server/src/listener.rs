@@ -33,6 +33,12 @@ pub(crate) struct ConnSettings {
     pub http2: http2::Builder<TokioExecutor>,
 }
 
+/// hyper's read buffer per HTTP/1 connection (its default is ~400 KiB). A
+/// streaming upload holds a few of these in flight (received, queued for
+/// hashing and writing); smaller ones keep that memory down while each is
+/// still large enough that per-chunk costs do not show.
+const RECV_BUF: usize = 256 * 1024;
+
 impl ConnSettings {
     pub fn new(limits: &crate::config::Limits, tls: Option<TlsAcceptor>) -> ConnSettings {
         let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
@@ -40,7 +46,8 @@ impl ConnSettings {
         h1.timer(TokioTimer::new())
             .keep_alive(true)
             .header_read_timeout(secs(limits.header_timeout_secs))
-            .max_header_size(limits.max_header_bytes);
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(RECV_BUF.max(limits.max_header_bytes.saturating_add(8192)));
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
