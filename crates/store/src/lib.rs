@@ -9,6 +9,7 @@
 //!   oci-archives and docker-save tarballs (`wharf serve --from`).
 
 pub mod backend;
+mod content_cache;
 pub mod fs;
 mod hashing;
 pub mod keys;

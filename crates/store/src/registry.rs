@@ -6,6 +6,7 @@
 //! atomic puts of immutable or last-writer-wins objects.
 
 use crate::backend::{Backend, ByteStream, ObjectReader};
+use crate::content_cache::ContentCache;
 use crate::hashing::StreamHasher;
 use crate::keys;
 use bytes::Bytes;
@@ -107,7 +108,14 @@ pub struct Registry {
     sessions: DashMap<String, Arc<Mutex<Session>>>,
     /// Repositories known to have a catalog entry (saves a HEAD per push).
     known_repos: DashSet<String>,
+    /// Manifest bodies recently read, by digest.
+    manifests: ContentCache,
 }
+
+/// Manifest bodies kept in memory: at most this many bytes in all...
+const MANIFEST_CACHE_BYTES: usize = 1 << 20;
+/// ...and none bigger than this.
+const MANIFEST_CACHE_ENTRY: usize = 64 << 10;
 
 /// The valid form of an upload session id (a UUID).
 pub fn valid_upload_id(id: &str) -> bool {
@@ -181,6 +189,7 @@ impl Registry {
             config,
             sessions: DashMap::new(),
             known_repos: DashSet::new(),
+            manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
         }
     }
 
@@ -654,9 +663,16 @@ impl Registry {
         reference: &Reference,
     ) -> Result<StoredManifest> {
         let (d, media_type, _) = self.manifest_head(name, reference).await?;
-        let body = self.backend.read(&keys::blob(&d)).await?.ok_or_else(|| {
-            io::Error::other(format!("manifest {d} is linked but its content is missing"))
-        })?;
+        let body = match self.manifests.get(&d) {
+            Some(body) => body,
+            None => {
+                let body = self.backend.read(&keys::blob(&d)).await?.ok_or_else(|| {
+                    io::Error::other(format!("manifest {d} is linked but its content is missing"))
+                })?;
+                self.manifests.insert(&d, &body);
+                body
+            }
+        };
         Ok(StoredManifest {
             digest: d,
             media_type,
