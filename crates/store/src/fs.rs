@@ -953,10 +953,7 @@ impl Backend for FsBackend {
         self.blocking(move |_| {
             remove_if_present(&data)?;
             remove_if_present(&meta)?;
-            match std::fs::remove_dir_all(&legacy) {
-                Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
+            not_found_is_none(std::fs::remove_dir_all(&legacy)).map(drop)
         })
         .await
     }
@@ -995,10 +992,7 @@ impl Backend for FsBackend {
 
 /// Remove a file; a file already gone is fine.
 fn remove_if_present(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    not_found_is_none(std::fs::remove_file(path)).map(drop)
 }
 
 /// Collect a stream into memory (tests and small objects only).
