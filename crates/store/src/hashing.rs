@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 /// Bytes hashed inline before hashing moves to its own thread.
 const OFFLOAD_AFTER: u64 = 1 << 20;
-/// Chunks in flight to the hashing thread (each up to ~400 KiB; two keep
-/// the thread busy, more only hold memory).
+/// Chunks in flight to the hashing thread (each up to one HTTP read buffer;
+/// two keep the thread busy, more only hold memory).
 const QUEUE: usize = 2;
 
 pub(crate) struct StreamHasher {
@@ -52,17 +52,19 @@ impl StreamHasher {
 
     /// Move hashing to a blocking thread fed through the bounded channel.
     fn offload(&mut self) {
-        if let State::Inline { digester, .. } = std::mem::replace(&mut self.state, State::Empty) {
-            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
-            let task = tokio::task::spawn_blocking(move || {
-                let mut digester = digester;
-                while let Some(c) = rx.blocking_recv() {
-                    digester.update(&c);
-                }
-                *digester
-            });
-            self.state = State::Offloaded { tx, task };
-        }
+        self.state = match std::mem::replace(&mut self.state, State::Empty) {
+            State::Inline { mut digester, .. } => {
+                let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(c) = rx.blocking_recv() {
+                        digester.update(&c);
+                    }
+                    *digester
+                });
+                State::Offloaded { tx, task }
+            }
+            other => other,
+        };
     }
 
     pub(crate) async fn update(&mut self, chunk: &Bytes) -> io::Result<()> {

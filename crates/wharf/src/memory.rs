@@ -1,6 +1,6 @@
 //! Allocator settings for the long-running server.
 //!
-//! A streaming request allocates read buffers of up to ~400 KiB, a few of
+//! A streaming request allocates read buffers of up to 256 KiB, a few of
 //! them in flight at a time (received, queued to the hashing and writing
 //! threads, freed). Two glibc defaults make that costly or leaky:
 //!
