@@ -1206,6 +1206,19 @@ mod tests {
         assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
     }
 
+    /// The session ids `upload_list` reports, sorted.
+    async fn upload_ids(b: &FsBackend) -> Vec<String> {
+        let mut ids: Vec<String> = b
+            .upload_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     #[tokio::test]
     async fn private_uploads_and_debris() {
         let (_d, b) = backend().await;
@@ -1216,14 +1229,7 @@ mod tests {
         w.write(Bytes::from_static(b"xyz")).await.unwrap();
         w.finish().await.unwrap();
         assert!(b.upload_stat("p1").await.unwrap().is_none());
-        let ids: Vec<String> = b
-            .upload_list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        assert_eq!(ids, ["p1"]);
+        assert_eq!(upload_ids(&b).await, ["p1"]);
         b.upload_commit("p1", "blobs/y").await.unwrap();
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
 
@@ -1238,14 +1244,7 @@ mod tests {
         std::fs::create_dir_all(uploads.join("old1")).unwrap();
         std::fs::write(uploads.join("old1/data"), b"d").unwrap();
         std::fs::write(uploads.join("m1.meta"), b"{}").unwrap();
-        let mut ids: Vec<String> = b
-            .upload_list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
+        let ids = upload_ids(&b).await;
         assert_eq!(ids, ["m1", "old1"]);
         for id in ids {
             b.upload_delete(&id).await.unwrap();
