@@ -14,7 +14,7 @@
 # Overrides (environment): BENCH_BIG_SIZE (1G), BENCH_CHUNK_SIZE (16M),
 # BENCH_HUGE_SIZE (4G, 0 skips), BENCH_DURATION (10 s per load scenario),
 # BENCH_TAG_SIZES (1000,10000,100000), BENCH_REPO_SIZES (1000,10000),
-# BENCH_TAG_SEED_SECS (75), BENCH_REPO_SEED_SECS (50), BENCH_PAGE_SAMPLES (30),
+# BENCH_TAG_SEED_SECS (75), BENCH_REPO_SEED_SECS (50), BENCH_PAGE_SAMPLES (100),
 # BENCH_SCENARIOS (all), BENCH_THREADS (2, load generator threads),
 # BENCH_REGISTRIES ("wharf reference"), BENCH_TIMEOUT (420 s per registry),
 # BENCH_WHARF_PORT (5391), BENCH_REF_PORT (5392), BENCH_DATA_ROOT ($TMPDIR or
@@ -41,7 +41,7 @@ tag_sizes=${BENCH_TAG_SIZES:-1000,10000,100000}
 repo_sizes=${BENCH_REPO_SIZES:-1000,10000}
 tag_seed_secs=${BENCH_TAG_SEED_SECS:-75}
 repo_seed_secs=${BENCH_REPO_SEED_SECS:-50}
-page_samples=${BENCH_PAGE_SAMPLES:-30}
+page_samples=${BENCH_PAGE_SAMPLES:-100}
 scenarios=${BENCH_SCENARIOS:-all}
 threads=${BENCH_THREADS:-2}
 registries=${BENCH_REGISTRIES:-wharf reference}
@@ -78,14 +78,35 @@ sha_line=$(openssl speed -evp sha256 -bytes 16384 -seconds 2 2>/dev/null | awk '
 sha_mbs=$(awk -v k="${sha_line%k}" 'BEGIN { printf "%.0f", k * 1000 / 1e6 }')
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 fs_type=$(df -T "$data_root" | awk 'NR==2 {print $2 " (" $1 ")"}')
-# How fast this machine fills the page cache with new data: on VMs whose
-# memory the host backs lazily (Firecracker), the first write to each page
-# costs ~10x more than on bare metal, and both registries pay it per byte
-# pushed. Reported so that push figures can be read in context.
+# How fast this machine fills the page cache with new data, 256 MiB at a
+# time for 1 GiB: on VMs whose memory the host backs lazily (Firecracker)
+# the first write to each page costs ~10x more than on bare metal, except in
+# memory the guest freed a moment ago. Both registries pay it per byte
+# pushed, so push figures are to be read with this line.
 pc_probe=$data_root/wharf-bench-pagecache.$$
-pc_fill=$( TIMEFORMAT=%R; { time dd if=/dev/zero of="$pc_probe" bs=1M count=256 2>/dev/null; } 2>&1 | tail -1)
-rm -f "$pc_probe"
-pc_mbs=$(awk -v s="$pc_fill" 'BEGIN { if (s > 0) printf "%.0f", 268.435456 / s; else print "?" }')
+pc_steps=()
+for i in 1 2 3 4; do
+    s=$( TIMEFORMAT=%R; { time dd if=/dev/zero of="$pc_probe.$i" bs=1M count=256 2>/dev/null; } 2>&1 | tail -1)
+    pc_steps+=("$(awk -v s="$s" 'BEGIN { if (s > 0) printf "%.0f", 268.435456 / s; else print "?" }')")
+done
+rm -f "$pc_probe".*
+# What the VM does with memory the guest is not using: free page reporting
+# hands freed pages back to the host; a DAMON "pageout" scheme evicts page
+# cache nobody touched for a while (a later read goes to the disk).
+mem_notes=()
+pr=/sys/module/page_reporting/parameters
+if [[ -r $pr/page_reporting_order ]]; then
+    mem_notes+=("free page reporting on (order $(cat $pr/page_reporting_order)$([[ -r $pr/min_free_ms ]] && echo ", after $(cat $pr/min_free_ms) ms"))")
+fi
+for k in /sys/kernel/mm/damon/admin/kdamonds/*; do
+    [[ $(cat "$k/state" 2>/dev/null) == on ]] || continue
+    for sc in "$k"/contexts/*/schemes/*; do
+        [[ $(cat "$sc/action" 2>/dev/null) == pageout ]] || continue
+        ctx=${sc%/schemes/*}
+        idle=$(awk -v a="$(cat "$sc/access_pattern/age/min" 2>/dev/null)" -v u="$(cat "$ctx/monitoring_attrs/intervals/aggr_us" 2>/dev/null)" 'BEGIN { printf "%.0f", a * u / 1e6 }')
+        mem_notes+=("DAMON pages out memory idle for ≥${idle}s")
+    done
+done
 {
     echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "cpu:        ${cpu_model:-unknown}, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
@@ -93,7 +114,8 @@ pc_mbs=$(awk -v s="$pc_fill" 'BEGIN { if (s > 0) printf "%.0f", 268.435456 / s; 
     echo "kernel:     $(uname -sr)"
     echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
     echo "data dir:   $data_root on $fs_type"
-    echo "page cache: ${pc_mbs} MB/s writing 256 MiB of new data (dd, no fsync; bare metal: several GB/s)"
+    echo "page cache: ${pc_steps[*]} MB/s for each 256 MiB of 1 GiB of new data (dd, no fsync; bare metal: several GB/s each)"
+    echo "memory:     $( ((${#mem_notes[@]})) && (IFS=';'; echo "${mem_notes[*]}" | sed 's/;/; /g') || echo 'no page reporting or DAMON reclaim found')"
     echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), fsync on (as shipped)"
     echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
     echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"

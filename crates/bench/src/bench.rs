@@ -831,6 +831,9 @@ impl Bench {
                     partial = true;
                 }
             }
+            // Pages are timed on a settled machine, not under the seeding's
+            // writeback.
+            now_sync();
             let start = self
                 .page(&format!("/v2/{repo}/tags/list?n=100"), "tags")
                 .await?;
@@ -876,6 +879,7 @@ impl Bench {
                     partial = true;
                 }
             }
+            now_sync();
             let start = self.page("/v2/_catalog?n=100", "repositories").await?;
             self.emit(
                 &format!("catalog_start_{size}"),

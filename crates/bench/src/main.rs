@@ -118,7 +118,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 50.0)]
     pub repo_seed_secs: f64,
     /// Requests per page measurement (after one warm-up).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 100)]
     pub page_samples: usize,
     /// ... but no more than this many seconds per page measurement.
     #[arg(long, default_value_t = 2.0)]

@@ -415,7 +415,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
         Some(
             res.values()
                 .filter_map(|v| v.get("errors").and_then(Value::as_f64))
-                .sum(),
+                // An empty float sum is -0.0; adding 0.0 prints it as 0.
+                .sum::<f64>()
+                + 0.0,
         )
     };
     rows.push(row(
