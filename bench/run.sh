@@ -107,6 +107,8 @@ for k in /sys/kernel/mm/damon/admin/kdamonds/*; do
         mem_notes+=("DAMON pages out memory idle for ≥${idle}s")
     done
 done
+mem_line=$(printf '%s; ' "${mem_notes[@]}")
+mem_line=${mem_line%; }
 {
     echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "cpu:        ${cpu_model:-unknown}, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
@@ -115,7 +117,7 @@ done
     echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
     echo "data dir:   $data_root on $fs_type"
     echo "page cache: ${pc_steps[*]} MB/s for each 256 MiB of 1 GiB of new data (dd, no fsync; bare metal: several GB/s each)"
-    echo "memory:     $( ((${#mem_notes[@]})) && (IFS=';'; echo "${mem_notes[*]}" | sed 's/;/; /g') || echo 'no page reporting or DAMON reclaim found')"
+    echo "memory:     ${mem_line:-no page reporting or DAMON reclaim found}"
     echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), fsync on (as shipped)"
     echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
     echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"

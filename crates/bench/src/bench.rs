@@ -735,6 +735,8 @@ impl Bench {
     /// Time a page: a warm-up request, then up to --page-samples requests
     /// (at least 3, at most --page-max-secs), one connection.
     async fn page(&self, path: &str, key: &str) -> Result<Value> {
+        // Timed on a settled machine, not under the seeding's writeback.
+        now_sync();
         let mut c = self.client();
         let mut times = Vec::new();
         let start = Instant::now();
@@ -831,9 +833,6 @@ impl Bench {
                     partial = true;
                 }
             }
-            // Pages are timed on a settled machine, not under the seeding's
-            // writeback.
-            now_sync();
             let start = self
                 .page(&format!("/v2/{repo}/tags/list?n=100"), "tags")
                 .await?;
@@ -879,7 +878,6 @@ impl Bench {
                     partial = true;
                 }
             }
-            now_sync();
             let start = self.page("/v2/_catalog?n=100", "repositories").await?;
             self.emit(
                 &format!("catalog_start_{size}"),
