@@ -43,6 +43,34 @@ if [[ $cargo_status != 0 && $cargo_failed == 0 ]]; then cargo_failed=1; fi  # a 
 
 # 2. End-to-end tests against a fresh server on a free loopback port.
 cargo build --bin wharf
+
+# The README's first command, as written there but in the debug profile
+# built above, on a free port with its own data directory: it must start
+# the registry (a workspace with two binaries needs its --bin).
+readme_passed=0 readme_failed=1
+readme_cmd=$(sed -n 's/^\(cargo run [^#]*\)# the registry.*/\1/p' README.md | head -n 1)
+readme_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if [[ -n $readme_cmd ]]; then
+    setsid bash -c "${readme_cmd/ --release/} --listen 127.0.0.1:$readme_port --data-dir '$work/readme-data'" > "$work/readme.log" 2>&1 &
+    readme_pid=$!
+    for _ in $(seq 300); do
+        if curl -fsS "http://127.0.0.1:$readme_port/v2/" >/dev/null 2>&1; then
+            readme_passed=1 readme_failed=0
+            break
+        fi
+        kill -0 "$readme_pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -- "-$readme_pid" 2>/dev/null || true
+    wait "$readme_pid" 2>/dev/null || true
+fi
+if [[ $readme_failed == 0 ]]; then
+    echo "ok   README: the first command starts the registry"
+else
+    echo "FAIL README: the first command (${readme_cmd:-not found}) did not start the registry"
+    tail -n 5 "$work/readme.log" 2>/dev/null || true
+fi
+
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${CARGO_TARGET_DIR:-target}/debug/wharf" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --log-level warn > "$work/wharf.log" 2>&1 &
 server_pid=$!
@@ -97,8 +125,8 @@ read -r from_passed from_failed < <(sed -n 's/^serve-from: \([0-9]*\) passed, \(
 from_passed=${from_passed:-0}
 from_failed=${from_failed:-0}
 if [[ $from_status != 0 && $from_failed == 0 ]]; then from_failed=1; fi
-e2e_passed=$((e2e_passed + from_passed))
-e2e_failed=$((e2e_failed + from_failed))
+e2e_passed=$((e2e_passed + from_passed + readme_passed))
+e2e_failed=$((e2e_failed + from_failed + readme_failed))
 
 echo "cargo test: $cargo_passed passed, $cargo_failed failed"
 echo "e2e: $e2e_passed passed, $e2e_failed failed"
