@@ -35,11 +35,54 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 1. Unit and integration tests.
-cargo_status=0
-cargo test --workspace 2>&1 | tee "$work/cargo.log" || cargo_status=$?
-read -r cargo_passed cargo_failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$work/cargo.log")
-if [[ $cargo_status != 0 && $cargo_failed == 0 ]]; then cargo_failed=1; fi  # a build failure counts
+# 1. Unit and integration tests. Every test binary runs even when an
+# earlier one fails (--no-fail-fast), and the tests each binary lists are
+# the ones expected: a binary that crashes, hangs past its limit or never
+# starts leaves its tests "not run", and they are counted, never dropped.
+cargo_passed=0 cargo_failed=0 cargo_skipped=0 cargo_not_run=0
+if cargo test --workspace --no-run 2>&1 | tee "$work/cargo-build.log"; then
+    list_status=0
+    cargo test --workspace --no-fail-fast -q -- --list --format terse > "$work/cargo-list.txt" 2>"$work/cargo-list.err" || list_status=$?
+    cargo_expected=$(grep -c ': test$' "$work/cargo-list.txt" || true)
+    if ((list_status != 0)); then
+        echo "FAIL cargo test: some test binaries could not list their tests"
+        grep -v '^ *$' "$work/cargo-list.err" | tail -n 20
+        cargo_failed=$((cargo_failed + 1))
+    fi
+    timeout -k 30 "${WHARF_CARGO_TEST_TIMEOUT:-3600}" \
+        cargo test --workspace --no-fail-fast 2>&1 | tee "$work/cargo.log" || true
+    # Per binary: "Running <target>" or "Doc-tests <crate>" opens it, "test
+    # result:" closes it; a binary left open did not finish.
+    read -r passed failed cargo_skipped unfinished < <(awk '
+        /^ *(Running|Doc-tests) / {
+            if (open_bin != "") bad = bad open_bin ","
+            sub(/^ *(Running|Doc-tests) /, ""); sub(/ \(.*/, ""); open_bin = $0; next
+        }
+        /^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i+1) ~ /^passed/) p += $i
+                if ($(i+1) ~ /^failed/) f += $i
+                if ($(i+1) ~ /^ignored/) s += $i
+            }
+            open_bin = ""
+            next
+        }
+        END { if (open_bin != "") bad = bad open_bin ","; print p + 0, f + 0, s + 0, (bad == "" ? "-" : bad) }' "$work/cargo.log")
+    cargo_passed=$passed cargo_failed=$((cargo_failed + failed))
+    cargo_not_run=$((cargo_expected - passed - failed - cargo_skipped))
+    ((cargo_not_run >= 0)) || cargo_not_run=0
+    if ((cargo_expected == 0)); then
+        echo "FAIL cargo test: no tests were listed"
+        cat "$work/cargo-list.err"
+        cargo_failed=$((cargo_failed + 1))
+    fi
+    if ((cargo_not_run > 0)); then
+        echo "FAIL cargo test: $cargo_not_run of $cargo_expected tests did not run (unfinished: ${unfinished%,})"
+    fi
+else
+    echo "FAIL cargo test: the tests did not build; none of them ran"
+    cargo_failed=1
+fi
 
 # 2. End-to-end tests against a fresh server on a free loopback port.
 cargo build --bin wharf
@@ -128,7 +171,11 @@ if [[ $from_status != 0 && $from_failed == 0 ]]; then from_failed=1; fi
 e2e_passed=$((e2e_passed + from_passed + readme_passed))
 e2e_failed=$((e2e_failed + from_failed + readme_failed))
 
-echo "cargo test: $cargo_passed passed, $cargo_failed failed"
+not_run=$cargo_not_run
+echo "cargo test: $cargo_passed passed, $cargo_failed failed, $cargo_skipped ignored, $cargo_not_run not run"
 echo "e2e: $e2e_passed passed, $e2e_failed failed"
-echo "all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
-[[ $cargo_failed == 0 && $e2e_failed == 0 ]]
+total="all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
+((cargo_skipped == 0)) || total+=", $cargo_skipped skipped"
+((not_run == 0)) || total+=", $not_run not run"
+echo "$total"
+[[ $cargo_failed == 0 && $e2e_failed == 0 && $not_run == 0 ]]

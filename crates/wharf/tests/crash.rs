@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 /// What a worker was told succeeded: (repo, tag, manifest bytes, blobs).
@@ -47,7 +47,7 @@ async fn push_one(
     if r.status() != 202 {
         return None;
     }
-    let mut loc = format!("{base}{}", r.headers().get("location")?.to_str().ok()?);
+    let mut loc = resolve(base, r.headers().get("location")?.to_str().ok()?);
     let half = layer2.len() / 2;
     for (start, part) in [(0, &layer2[..half]), (half, &layer2[half..])] {
         let r = client
@@ -63,7 +63,7 @@ async fn push_one(
         if r.status() != 202 {
             return None;
         }
-        loc = format!("{base}{}", r.headers().get("location")?.to_str().ok()?);
+        loc = resolve(base, r.headers().get("location")?.to_str().ok()?);
     }
     let r = client
         .put(format!("{loc}?digest={}", sha256(&layer2)))
@@ -91,6 +91,15 @@ async fn push_one(
         return None;
     }
     Some((manifest, vec![config, layer1, layer2]))
+}
+
+/// An upload `Location`, absolute or relative to `base`.
+fn resolve(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    }
 }
 
 /// Every object file under the data dir's blobs/ must hash to its name.
@@ -126,6 +135,9 @@ fn check_blob_files(dir: &std::path::Path) {
     }
 }
 
+/// Acknowledged pushes each round waits for before it kills the server.
+const ACKS_PER_ROUND: usize = 6;
+
 #[tokio::test]
 async fn kill_9_during_pushes_loses_nothing_acknowledged() {
     let mut reg = local_only!(Registry::start_with(&[]).await);
@@ -156,7 +168,21 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        // Kill once this round has had a few acknowledged pushes, however
+        // fast or slow the machine is: the workers are mid-push by then.
+        let wanted = acked.lock().await.len() + ACKS_PER_ROUND;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while acked.lock().await.len() < wanted {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: fewer than {ACKS_PER_ROUND} pushes acknowledged in 300 s"
+            );
+            assert!(
+                !workers.iter().all(|w| w.is_finished()),
+                "round {round}: every worker stopped before {ACKS_PER_ROUND} pushes were acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // SIGKILL mid-flight, then start again on the same data directory.
         stop.store(true, Ordering::Relaxed);
         reg.restart().await;
@@ -165,11 +191,7 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged() {
         }
     }
     let acked = acked.lock().await;
-    assert!(
-        acked.len() >= 3,
-        "too few pushes were acknowledged ({}) to test anything",
-        acked.len()
-    );
+    assert!(acked.len() >= 3 * ACKS_PER_ROUND);
     for (repo, tag, manifest, blobs) in acked.iter() {
         let r = reg
             .client
