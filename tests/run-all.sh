@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every Wharf test: unit and HTTP integration tests (cargo test), then the
 # end-to-end suite, which drives real clients (skopeo, buildah, podman,
-# oras-py) against a freshly started `wharf serve`, and the authentication
-# scenarios (tests/e2e/auth.sh, a second server with the token flow on).
+# oras-py) against a freshly started `wharf serve`, the authentication
+# scenarios (tests/e2e/auth.sh, a second server with the token flow on),
+# `serve --from` (tests/e2e/serve-from.sh) and the Docker daemon as a client
+# (tests/e2e/docker.sh; needs a running daemon).
 #
 #   bash tests/run-all.sh
 #
@@ -13,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
-if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x $venv/bin/python ]]; then
+if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x /bin/busybox ]] || ! [[ -x $venv/bin/python ]]; then
     if [[ $(id -u) == 0 ]]; then
         bash tests/e2e/install.sh
     else
@@ -170,6 +172,19 @@ from_failed=${from_failed:-0}
 if [[ $from_status != 0 && $from_failed == 0 ]]; then from_failed=1; fi
 e2e_passed=$((e2e_passed + from_passed + readme_passed))
 e2e_failed=$((e2e_failed + from_failed + readme_failed))
+
+# 4. The Docker daemon as a client (starts its own servers).
+docker_status=0
+bash tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/docker.log" || docker_status=$?
+read -r docker_passed docker_failed < <(sed -n 's/^docker: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/docker.log" | tail -n 1)
+docker_passed=${docker_passed:-0}
+docker_failed=${docker_failed:-0}
+if [[ $docker_status != 0 && $docker_failed == 0 ]]; then
+    echo "FAIL docker: tests/e2e/docker.sh stopped before its scenarios ran (exit $docker_status)"
+    docker_failed=1
+fi
+e2e_passed=$((e2e_passed + docker_passed))
+e2e_failed=$((e2e_failed + docker_failed))
 
 not_run=$cargo_not_run
 echo "cargo test: $cargo_passed passed, $cargo_failed failed, $cargo_skipped ignored, $cargo_not_run not run"

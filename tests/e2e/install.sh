@@ -22,6 +22,7 @@ packages=(
     python3 python3-venv
     apache2-utils    # htpasswd, to cross-check bcrypt hashes with auth-scenarios.sh
     docker-registry  # the reference registry, for with-reference.sh
+    busybox-static   # the one binary of the FROM scratch image docker.sh builds
 )
 
 if [[ -z ${WHARF_E2E_SKIP_APT:-} ]]; then
