@@ -39,6 +39,16 @@ use throttle::Throttle;
 use token::{ExternalKeys, OwnIssuer, SigningKey, Verified, Verifier};
 use users::Users;
 
+/// The groups `policy` names that none of the `users` declared in the
+/// config belongs to (only those users have groups).
+pub fn empty_groups<'a>(policy: &'a Policy, users: &[UserConfig]) -> Vec<&'a str> {
+    policy
+        .groups()
+        .into_iter()
+        .filter(|g| !users.iter().any(|u| u.groups.iter().any(|x| x == g)))
+        .collect()
+}
+
 /// The user a request was authenticated as, for the request log.
 #[derive(Clone, Debug)]
 pub struct AuthUser(pub String);
@@ -114,6 +124,14 @@ impl Auth {
                 }
             }
             external.push(keys);
+        }
+        // Groups come only from `[[auth.users]]`: a rule for a group nobody
+        // is in grants nothing (htpasswd users have no groups).
+        for g in empty_groups(&policy, &a.users) {
+            tracing::warn!(
+                group = g,
+                "auth.policy grants to group:{g}, but no [[auth.users]] entry is in it: the rule grants nothing"
+            );
         }
         if users.is_empty() && !a.mtls_users && external.is_empty() {
             tracing::warn!(

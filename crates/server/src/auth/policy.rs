@@ -217,6 +217,21 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The groups the rules grant something to, in order, each once.
+    pub fn groups(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.rules {
+            for s in r.pull.iter().chain(&r.push).chain(&r.delete) {
+                if let Subject::Group(g) = s
+                    && !out.contains(&g.as_str())
+                {
+                    out.push(g);
+                }
+            }
+        }
+        out
+    }
+
     pub fn new(rules: &[PolicyRule]) -> Result<Policy, String> {
         let subjects = |list: &[String]| -> Result<Vec<Subject>, String> {
             list.iter().map(|s| Subject::parse(s)).collect()
