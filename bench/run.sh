@@ -6,7 +6,7 @@
 #                                 # build and 1-3 minutes deleting the data directories
 #   BENCH_QUICK=1 bench/run.sh    # smoke run with small sizes, about 1 minute
 #
-# Builds wharf and wharf-bench (release), installs docker-registry with apt
+# Builds wharf and wharf-bench (profile dist), installs docker-registry with apt
 # if it is missing, then for each registry in turn: a fresh data directory,
 # the server on loopback, every scenario, the server stopped. Prints the
 # machine and a table (Wharf, reference, ratio, goal, pass/fail).
@@ -58,12 +58,12 @@ say() { printf '== [%4ds] %s\n' "$(( $(date +%s) - t_start ))" "$*" >&2; }
 
 # ---------------------------------------------------------------- build
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "building wharf and wharf-bench (release)"
-    cargo build --release -q -p wharf -p wharf-bench
+    say "building wharf and wharf-bench (profile dist: full LTO, one codegen unit)"
+    cargo build --profile dist -q -p wharf -p wharf-bench
 fi
 t_built=$(date +%s)
-wharf_bin=$root/target/release/wharf
-bench_bin=$root/target/release/wharf-bench
+wharf_bin=$root/target/dist/wharf
+bench_bin=$root/target/dist/wharf-bench
 
 if [[ " $registries " == *" reference "* && ! -x $registry_bin ]]; then
     say "installing docker-registry with apt"
@@ -118,7 +118,7 @@ mem_line=${mem_line%; }
     echo "data dir:   $data_root on $fs_type"
     echo "page cache: ${pc_steps[*]} MB/s for each 256 MiB of 1 GiB of new data (dd, no fsync; bare metal: several GB/s each)"
     echo "memory:     ${mem_line:-no page reporting or DAMON reclaim found}"
-    echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), fsync on (as shipped)"
+    echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), profile dist (full LTO, one codegen unit), fsync on (as shipped)"
     echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
     echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"
 } >"$out/machine.txt"
