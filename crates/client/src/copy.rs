@@ -65,6 +65,11 @@ impl Endpoint {
             Ok(Endpoint::DockerArchive { file, name })
         } else if let Some(rest) = s.strip_prefix("docker://") {
             Ok(Endpoint::Registry(ImageRef::parse(rest, insecure)?))
+        } else if s.starts_with(['.', '/', '~']) {
+            // A registry reference never starts so: a forgotten `oci:`.
+            Err(Error::Usage(format!(
+                "{s:?} looks like a local path, not a registry reference: to copy into or from a directory write oci:{s} (an OCI layout), or oci-archive:FILE / docker-archive:FILE for a tarball"
+            )))
         } else {
             Ok(Endpoint::Registry(ImageRef::parse(s, insecure)?))
         }
@@ -749,6 +754,14 @@ fn platform_string(p: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_is_not_a_registry_reference() {
+        for p in ["./somedir", "/tmp/x", "../up", ".", "~/img"] {
+            let e = Endpoint::parse(p, false).unwrap_err().to_string();
+            assert!(e.contains(&format!("write oci:{p}")), "{e}");
+        }
+    }
 
     #[test]
     fn endpoints() {

@@ -55,6 +55,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Connection(String),
+    /// The registry could not be reached; `hint` says what to check.
+    #[error("{message}")]
+    Unreachable { message: String, hint: String },
+    /// `wharf login`: the registry refused these credentials.
+    #[error("{0}")]
+    LoginRefused(String),
     /// The registry answered with an unexpected status.
     #[error("{what}: registry answered {status}{}", fmt_entries(.errors))]
     Registry {
@@ -102,8 +108,10 @@ impl Error {
         match self {
             Error::Usage(_) => Kind::Usage,
             Error::NotFound(_) => Kind::NotFound,
-            Error::Auth(_) => Kind::Auth,
-            Error::Network { .. } | Error::Connection(_) => Kind::Network,
+            Error::Auth(_) | Error::LoginRefused(_) => Kind::Auth,
+            Error::Network { .. } | Error::Connection(_) | Error::Unreachable { .. } => {
+                Kind::Network
+            }
             Error::Registry { status, errors, .. } => match status {
                 404 => Kind::NotFound,
                 401 | 403 => Kind::Auth,
@@ -143,11 +151,22 @@ impl Error {
     }
 
     /// A hint telling the user what to do about this error, if there is one.
-    pub fn hint(&self) -> Option<&'static str> {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Unreachable { hint, .. } => return Some(hint.clone()),
+            Error::LoginRefused(_) => {
+                return Some(
+                    "check the user name and the password (or token); `wharf login HOST -u USER` asks for the password"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         match self.kind() {
-            Kind::Auth => Some("log in with `wharf login HOST --username USER --password-stdin`"),
+            Kind::Auth => Some("log in with `wharf login HOST -u USER`".into()),
             Kind::Network => Some(
-                "check the registry address and that it is running; for a plain-HTTP registry use --insecure",
+                "check the registry address and that it is running; for a plain-HTTP registry use --insecure"
+                    .into(),
             ),
             _ => None,
         }

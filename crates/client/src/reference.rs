@@ -131,11 +131,11 @@ impl ImageRef {
         } else {
             name.to_owned()
         };
-        let repo = RepoName::parse(&name, oci::name::DEFAULT_MAX_NAME_LEN)
-            .map_err(|e| usage(&format!("{e}")))?;
-        let tag = tag
-            .map(|t| Tag::parse(t).map_err(|e| usage(&format!("{e}"))))
-            .transpose()?;
+        // Name and tag errors say what is wrong, with an example, already.
+        let invalid =
+            |e: oci::name::NameError| Error::Usage(format!("invalid reference {s:?}: {e}"));
+        let repo = RepoName::parse(&name, oci::name::DEFAULT_MAX_NAME_LEN).map_err(invalid)?;
+        let tag = tag.map(|t| Tag::parse(t).map_err(invalid)).transpose()?;
         Ok(ImageRef {
             host,
             repo,

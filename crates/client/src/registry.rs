@@ -307,9 +307,10 @@ impl Client {
     }
 
     fn net_error(&self, what: &str, e: reqwest::Error) -> Error {
-        let mut msg = format!("{what}: cannot reach {}", self.host.base_url());
+        let base = self.host.base_url();
+        let mut message = format!("{what}: cannot reach {base}");
         if e.is_timeout() {
-            msg.push_str(" (timed out)");
+            message.push_str(" (timed out)");
         }
         let mut src: Option<&dyn std::error::Error> = Some(&e);
         let mut detail = String::new();
@@ -318,13 +319,41 @@ impl Client {
             src = s.source();
         }
         if !detail.is_empty() {
-            msg.push_str(": ");
-            msg.push_str(&detail);
+            message.push_str(": ");
+            message.push_str(&detail);
         }
-        if !self.host.insecure && detail.contains("InvalidContentType") {
-            msg.push_str(" (is it a plain-HTTP registry? use --insecure)");
-        }
-        Error::Connection(msg)
+        let host = &self.host;
+        let lower = detail.to_ascii_lowercase();
+        let hint = if lower.contains("connection refused") {
+            if host.insecure {
+                format!(
+                    "nothing is listening at {host}: is the registry running there (e.g. `wharf serve --listen {host}`)? Check the address and port"
+                )
+            } else {
+                format!(
+                    "nothing is listening at {host} for HTTPS: check the address and port; if the registry serves plain HTTP, use --insecure"
+                )
+            }
+        } else if lower.contains("dns")
+            || lower.contains("resolve")
+            || lower.contains("name or service not known")
+        {
+            format!(
+                "the host name in \"{host}\" cannot be resolved: check the reference (HOST[:PORT]/REPO[:TAG])"
+            )
+        } else if !host.insecure && detail.contains("InvalidContentType") {
+            message.push_str(" (is it a plain-HTTP registry?)");
+            "the registry answered in plain HTTP: use --insecure (or an http:// host)".into()
+        } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+            "the registry's certificate is not trusted here: pass its CA with --ca-cert FILE (or WHARF_CA_CERT)".into()
+        } else if e.is_timeout() {
+            format!("{host} did not answer in time: check the network and the registry's load")
+        } else if host.insecure {
+            format!("check that the registry at {host} is running and speaks plain HTTP")
+        } else {
+            "check the registry address and that it is running; for a plain-HTTP registry use --insecure".into()
+        };
+        Error::Unreachable { message, hint }
     }
 
     /// Docker token flow: get a token for `scopes` (plus the challenge's own scope).
@@ -514,7 +543,16 @@ impl Client {
                 Ok(h.get(url.clone()).header(header::ACCEPT, Self::accept()))
             })
             .await?;
-        let resp = self.check(&what, resp, &[200]).await?;
+        let resp = match self.check(&what, resp, &[200]).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == crate::error::Kind::NotFound => {
+                return Err(match reference {
+                    Reference::Tag(tag) => self.missing_tag(&what, repo, tag, e).await,
+                    Reference::Digest(_) => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let header_type = content_type(resp.headers());
         let header_digest = resp
             .headers()
@@ -560,6 +598,55 @@ impl Client {
             media_type,
             digest,
         })
+    }
+
+    /// The error for a tag the registry does not have: whether the
+    /// repository exists, and a few of the tags it has (one `tags/list`
+    /// page). `e` (the 404) stands if the listing fails otherwise.
+    async fn missing_tag(&self, what: &str, repo: &RepoName, tag: &oci::Tag, e: Error) -> Error {
+        const SHOWN: usize = 5;
+        let path = format!("{}?n={}", oci::path::tags_path(repo.as_str()), SHOWN);
+        let Ok(url) = self.url(&path) else {
+            return e;
+        };
+        let listed = async {
+            let resp = self
+                .send(what, &[Scope::Pull(repo.clone())], &|h| {
+                    Ok(h.get(url.clone()))
+                })
+                .await?;
+            let resp = self.check(what, resp, &[200]).await?;
+            let more = next_link(&url, resp.headers()).is_some();
+            let body = read_capped(resp, 1 << 20).await?;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let tags: Vec<String> = v
+                .get("tags")
+                .and_then(|t| t.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+            Ok::<_, Error>((tags, more))
+        };
+        let name = format!("{}/{repo}", self.host);
+        match listed.await {
+            Ok((tags, _)) if tags.is_empty() => Error::NotFound(format!(
+                "{what}: not found (MANIFEST_UNKNOWN); the repository {name} exists but has no tags"
+            )),
+            Ok((tags, more)) => Error::NotFound(format!(
+                "{what}: not found: the repository {name} has no tag \"{tag}\"; it has {}{}: list them with `wharf tags {name}`",
+                tags.join(", "),
+                if more || tags.len() > SHOWN {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )),
+            Err(le) if le.kind() == crate::error::Kind::NotFound => Error::NotFound(format!(
+                "{what}: not found: the repository {name} does not exist (or you may not read it)"
+            )),
+            Err(_) => e,
+        }
     }
 
     /// PUT a manifest under a tag or its digest.

@@ -19,16 +19,79 @@ static NAME_RE: LazyLock<Regex> = LazyLock::new(|| {
 static TAG_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$").expect("static regex"));
 
+/// Why a repository name or tag is refused, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error(
-        "repository name must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*"
+        "invalid repository name {name:?}: {why} (names are lower-case letters and digits, \
+         separated by '.', '_', '__' or '-' within a component and '/' between \
+         components, e.g. team/app)"
     )]
-    Invalid,
+    Invalid { name: String, why: String },
     #[error("repository name is longer than {0} characters")]
     TooLong(usize),
-    #[error("tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
-    InvalidTag,
+    #[error(
+        "invalid tag {tag:?}: {why} (a tag is 1 to 128 letters, digits, '_', '.' or '-', \
+         not starting with '.' or '-', e.g. v1.0)"
+    )]
+    InvalidTag { tag: String, why: String },
+}
+
+/// What is wrong with a name `NAME_RE` refuses.
+fn name_problem(s: &str) -> String {
+    if s.is_empty() {
+        return "it is empty".into();
+    }
+    if let Some(c) = s.chars().find(|c| c.is_ascii_uppercase()) {
+        return format!(
+            "upper-case letters are not allowed ({c:?}; use {:?})",
+            s.to_ascii_lowercase()
+        );
+    }
+    if let Some(c) = s.chars().find(|c| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/'))
+    }) {
+        return format!("{c:?} is not allowed");
+    }
+    for comp in s.split('/') {
+        if comp.is_empty() {
+            return "it has an empty component (a leading, trailing or doubled '/')".into();
+        }
+        let first = comp.chars().next().unwrap_or('a');
+        let last = comp.chars().last().unwrap_or('a');
+        if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+            return format!("the component {comp:?} must start and end with a letter or digit");
+        }
+        if comp.contains("___")
+            || comp.contains("..")
+            || comp.contains("._")
+            || comp.contains("_.")
+            || comp.contains(".-")
+            || comp.contains("-.")
+            || comp.contains("_-")
+            || comp.contains("-_")
+        {
+            return format!("the component {comp:?} has separators next to each other");
+        }
+    }
+    "it does not follow the naming rules".into()
+}
+
+/// What is wrong with a tag `TAG_RE` refuses.
+fn tag_problem(s: &str) -> String {
+    if s.is_empty() {
+        return "it is empty".into();
+    }
+    if s.len() > MAX_TAG_LEN {
+        return format!("it is longer than {MAX_TAG_LEN} characters");
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return format!("{c:?} is not allowed");
+    }
+    "it must not start with '.' or '-'".into()
 }
 
 /// A validated repository name: lowercase components separated by `/`, any depth.
@@ -44,7 +107,10 @@ impl RepoName {
             return Err(NameError::TooLong(max_len));
         }
         if !NAME_RE.is_match(s) {
-            return Err(NameError::Invalid);
+            return Err(NameError::Invalid {
+                name: s.to_owned(),
+                why: name_problem(s),
+            });
         }
         Ok(RepoName(s.to_owned()))
     }
@@ -69,7 +135,10 @@ impl Tag {
         if TAG_RE.is_match(s) {
             Ok(Tag(s.to_owned()))
         } else {
-            Err(NameError::InvalidTag)
+            Err(NameError::InvalidTag {
+                tag: s.to_owned(),
+                why: tag_problem(s),
+            })
         }
     }
 
@@ -146,6 +215,16 @@ mod tests {
         }
         let long = "a".repeat(256);
         assert_eq!(RepoName::parse(&long, 255), Err(NameError::TooLong(255)));
+        let why = |s: &str| RepoName::parse(s, 255).unwrap_err().to_string();
+        assert!(
+            why("Team/app").contains("upper-case letters are not allowed ('T'; use \"team/app\")")
+        );
+        assert!(why("").contains("it is empty"));
+        assert!(why("a//b").contains("empty component"));
+        assert!(why("tool:").contains("':' is not allowed"));
+        assert!(why("a/-b").contains("\"-b\" must start and end"));
+        assert!(why("a._b").contains("separators next to each other"));
+        assert!(why("a b").contains("' ' is not allowed"));
     }
 
     #[test]
@@ -156,6 +235,11 @@ mod tests {
         for bad in ["", "-x", ".x", "a/b", "a:b", "a+b", &"t".repeat(129)] {
             assert!(Tag::parse(bad).is_err(), "{bad}");
         }
+        let why = |s: &str| Tag::parse(s).unwrap_err().to_string();
+        assert!(why("").contains("invalid tag \"\": it is empty"));
+        assert!(why(":1.0").contains("':' is not allowed"));
+        assert!(why("-x").contains("must not start with '.' or '-'"));
+        assert!(why(&"t".repeat(129)).contains("longer than 128"));
     }
 
     #[test]

@@ -236,6 +236,44 @@ fn exit_codes_and_messages() {
 }
 
 #[test]
+fn messages_say_what_to_do() {
+    let s = Server::wharf(&[]);
+    let env = Env::new();
+    let src = sample_tree(env.home.path());
+    let r = reference(&s, "pkgs/tool:1.0");
+    env.ok(Some(&src), &["push", &r, "single.txt"]);
+    // A forgotten `oci:` on a path.
+    let err = env.fails(2, &["cp", &r, "./somedir"]);
+    assert!(err.contains("looks like a local path"), "{err}");
+    assert!(err.contains("oci:./somedir"), "{err}");
+    // Nothing listens on a plain-HTTP loopback port: not "use --insecure".
+    let port = client_support::free_port();
+    let err = env.fails(5, &["tags", &format!("127.0.0.1:{port}/a")]);
+    assert!(
+        err.contains(&format!("nothing is listening at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("--insecure"), "{err}");
+    // References: what is wrong, in words.
+    let err = env.fails(2, &["pull", &reference(&s, "pkgs/tool::1.0"), "-o", "x"]);
+    assert!(err.contains("':' is not allowed"), "{err}");
+    let err = env.fails(2, &["pull", &reference(&s, "pkgs/Tool:1.0"), "-o", "x"]);
+    assert!(err.contains("upper-case letters are not allowed"), "{err}");
+    assert!(err.contains("\"pkgs/tool\""), "{err}");
+    let err = env.fails(2, &["pull", &reference(&s, "pkgs/tool:"), "-o", "x"]);
+    assert!(err.contains("invalid tag \"\": it is empty"), "{err}");
+    // A missing tag: the tags there are, and whether the repository exists.
+    let err = env.fails(3, &["pull", &reference(&s, "pkgs/tool:2.0"), "-o", "x"]);
+    assert!(err.contains("has no tag \"2.0\"; it has 1.0"), "{err}");
+    assert!(
+        err.contains(&format!("wharf tags {}/pkgs/tool", s.host)),
+        "{err}"
+    );
+    let err = env.fails(3, &["inspect", &reference(&s, "pkgs/nope:2.0")]);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
 fn tags_catalog_inspect_rm() {
     let s = Server::wharf(&[]);
     let env = Env::new();

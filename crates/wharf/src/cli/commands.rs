@@ -181,7 +181,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 },
             )?;
             c.ping().await.map_err(|e| match e.kind() {
-                Kind::Auth => Error::Auth(format!("login to {host} failed: {e}")),
+                Kind::Auth => Error::LoginRefused(format!("login to {host} failed: {e}")),
                 _ => e,
             })?;
             let files = AuthFiles::from_env().store(&host.name, &creds)?;
