@@ -256,12 +256,35 @@ async fn upload_sessions_per_client_are_limited_and_released() {
     assert_eq!(post().await.status(), 202);
     assert_error(post().await, 429, "TOOMANYREQUESTS").await;
 
-    // A session that is gone already frees its slot when the client asks.
+    // Cancelling frees the slot once; asking again (404) frees nothing more.
     let r = reg.client.delete(&c).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = reg.client.delete(&c).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(post().await.status(), 202);
+    assert_error(post().await, 429, "TOOMANYREQUESTS").await;
+}
+
+#[tokio::test]
+async fn upload_sessions_in_all_are_limited() {
+    let reg = local_only!(
+        Registry::start_with(&["--max-uploads", "2", "--max-uploads-per-client", "0"]).await
+    );
+    let name = repo("slots-total");
+    let a = post_upload(&reg, &name).await;
+    assert_eq!(a.status(), 202);
+    assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    let r = post_upload(&reg, &name).await;
+    assert_error(r, 429, "TOOMANYREQUESTS").await;
+    let r = reg
+        .client
+        .delete(reg.resolve(&location(&a)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
 }
 
 /// POST an empty upload session start to `name`.
