@@ -203,9 +203,14 @@ pub struct Limits {
     /// A request body that delivers nothing for this many seconds is
     /// aborted (the partial chunk is discarded). 0: no limit.
     pub body_timeout_secs: u64,
-    /// Most upload sessions one client address may have open at once;
-    /// more get 429 TOOMANYREQUESTS. 0: no limit.
+    /// Most upload sessions one client may have open at once: an
+    /// authenticated user, else a client address (IPv6: its /64); more get
+    /// 429 TOOMANYREQUESTS. 0: no limit.
     pub max_uploads_per_client: usize,
+    /// Most upload sessions open at once in all (each holds two files in
+    /// the data directory until it ends or expires); more get 429
+    /// TOOMANYREQUESTS. 0: no limit.
+    pub max_uploads: usize,
 }
 
 /// When to ask TLS clients for a certificate.
@@ -290,7 +295,13 @@ impl Default for Limits {
             tls_handshake_timeout_secs: 10,
             idle_timeout_secs: 120,
             body_timeout_secs: 60,
-            max_uploads_per_client: 100,
+            // 20 concurrent `docker push`es of 5 layers each open 100
+            // sessions; a CI farm behind one NAT must never meet this.
+            max_uploads_per_client: 1000,
+            // Two inodes and a few hundred bytes of memory per session: far
+            // from exhausting a filesystem's inodes, far above what many
+            // busy clients keep open at once.
+            max_uploads: 10_000,
         }
     }
 }
@@ -397,6 +408,7 @@ client_auth = "optional"
 [limits]
 header_timeout_secs = 5
 max_uploads_per_client = 3
+max_uploads = 7
 "#,
         )
         .unwrap();
@@ -404,6 +416,7 @@ max_uploads_per_client = 3
         assert_eq!(c.tls.client_auth, ClientAuth::Optional);
         assert_eq!(c.limits.header_timeout_secs, 5);
         assert_eq!(c.limits.max_uploads_per_client, 3);
+        assert_eq!(c.limits.max_uploads, 7);
         assert_eq!(c.limits.max_header_bytes, 65536);
         assert!(c.validate().is_ok());
         let half: Config = toml::from_str("[tls]\ncert = \"c.pem\"").unwrap();

@@ -5,7 +5,7 @@ use crate::auth::{self, Auth, AuthUser};
 use crate::config::Config;
 use crate::conn::ConnInfo;
 use crate::response::{self as r, Resp};
-use crate::upload_slots::UploadSlots;
+use crate::upload_slots::{Owner, Refused, UploadSlots};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, header};
@@ -25,8 +25,9 @@ pub struct AppState {
     pub limits: RouterLimits,
     /// Authentication and authorization; `None`: everything is allowed.
     pub auth: Option<Arc<Auth>>,
-    /// Upload sessions open per client address.
-    pub upload_slots: UploadSlots,
+    /// Upload sessions open per owner (user or client address) and in all;
+    /// the registry reports sessions' ends to it.
+    pub upload_slots: Arc<UploadSlots>,
 }
 
 /// Which repositories a caller sees in the catalog (`None`: all).
@@ -79,7 +80,13 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         _ => true,
     };
     let filter: CatalogFilter<'_> = state.auth.as_ref().map(|_| &visible as _);
-    let mut resp = match dispatch(&state, action, &parts.headers, body, filter, client).await {
+    // Upload sessions count against the user when there is one, else
+    // against the client's address.
+    let owner = match id.as_ref().and_then(|id| id.principal.name()) {
+        Some(name) => Some(Owner::user(name)),
+        None => client.map(Owner::client),
+    };
+    let mut resp = match dispatch(&state, action, &parts.headers, body, filter, owner).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
@@ -262,7 +269,7 @@ async fn dispatch(
     headers: &HeaderMap,
     body: Body,
     catalog_filter: CatalogFilter<'_>,
-    client: Option<std::net::IpAddr>,
+    owner: Option<Owner>,
 ) -> Result<Resp> {
     // Repositories served from `--from` sources, and the catalog, which
     // lists them too.
@@ -333,7 +340,7 @@ async fn dispatch(
                 return Ok(blob_created(&repo, &d));
             }
             // A `digest` without a body: the client will send the bytes later.
-            let id = start_session(state, &repo, algorithm, client).await?;
+            let id = start_session(state, &repo, algorithm, owner.as_ref()).await?;
             let mut resp = upload_accepted(&repo, &id, 0, 202);
             if state.config.uploads.chunk_min_length > 0
                 && let Ok(v) = state.config.uploads.chunk_min_length.to_string().parse()
@@ -345,20 +352,16 @@ async fn dispatch(
 
         Action::PatchUpload { repo, id } => {
             let range = chunk_range(headers)?;
-            state.upload_slots.touch(&id);
             let offset = reg
                 .upload_append(&repo, &id, body_stream(body), range)
-                .await;
-            let offset = session_ended(state, &id, offset)?;
+                .await?;
             Ok(upload_accepted(&repo, &id, offset, 202))
         }
 
         Action::PutUpload { repo, id, digest } => {
             let range = chunk_range(headers)?;
             let body = has_body(headers).then(|| body_stream(body));
-            let done = reg.upload_finish(&repo, &id, body, range, &digest).await;
-            session_ended(state, &id, done)?;
-            state.upload_slots.release(&id);
+            reg.upload_finish(&repo, &id, body, range, &digest).await?;
             Ok(blob_created(&repo, &digest))
         }
 
@@ -368,9 +371,7 @@ async fn dispatch(
         }
 
         Action::DeleteUpload { repo, id } => {
-            let done = reg.upload_cancel(&repo, &id).await;
-            session_ended(state, &id, done)?;
-            state.upload_slots.release(&id);
+            reg.upload_cancel(&repo, &id).await?;
             Ok(r::build(204, &[], Body::empty()))
         }
 
@@ -614,42 +615,42 @@ pub(crate) fn catalog_response(page: &store::registry::Page, n: Option<usize>) -
     json(200, &body, next)
 }
 
-/// Open an upload session, counted against the client's limit.
+/// Open an upload session, counted against its owner's limit and the
+/// total. The slot is bound to the session before the session exists and
+/// given back when the registry reports its end (see `upload_slots`).
 async fn start_session(
     state: &AppState,
     repo: &RepoName,
     algorithm: oci::Algorithm,
-    client: Option<std::net::IpAddr>,
+    owner: Option<&Owner>,
 ) -> Result<String> {
-    let slots = &state.upload_slots;
-    if let Some(ip) = client
-        && !slots.take(ip)
-    {
-        return Err(reg_err(
-            ErrorCode::TooManyRequests,
-            format!(
-                "this client has {} upload sessions open already; finish or cancel some first",
-                state.config.limits.max_uploads_per_client
-            ),
-        ));
-    }
-    let started = state.registry.upload_start(repo, algorithm).await;
-    match (&started, client) {
-        (Ok(id), Some(ip)) => slots.bind(id, ip),
-        (Err(_), Some(ip)) => slots.give_back(ip),
-        (_, None) => {}
-    }
-    started
-}
-
-/// Pass `r` on; if it says the session does not exist (any more), free its slot.
-fn session_ended<T>(state: &AppState, id: &str, r: Result<T>) -> Result<T> {
-    if let Err(store::Error::Registry(e)) = &r
-        && e.code == ErrorCode::BlobUploadUnknown
-    {
-        state.upload_slots.release(id);
-    }
-    r
+    let slot = match owner.map(|o| state.upload_slots.take(o)) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(refused)) => {
+            let msg = match refused {
+                Refused::Owner(n) => format!(
+                    "{} has {n} upload sessions open already; finish or cancel some first",
+                    match owner {
+                        Some(Owner::User(_)) => "this user",
+                        _ => "this client address",
+                    }
+                ),
+                Refused::Total(n) => {
+                    format!("the registry has {n} upload sessions open, its limit; try again later")
+                }
+            };
+            return Err(reg_err(ErrorCode::TooManyRequests, msg));
+        }
+    };
+    state
+        .registry
+        .upload_start(repo, algorithm, |id| {
+            if let Some(slot) = slot {
+                slot.bind(id);
+            }
+        })
+        .await
 }
 
 fn upload_accepted(repo: &RepoName, id: &str, offset: u64, status: u16) -> Resp {

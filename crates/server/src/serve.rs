@@ -66,12 +66,18 @@ pub async fn run_on(
             config.data_dir.display()
         )
     })?;
+    // Upload slots are freed only when the registry reports a session's end.
+    let upload_slots = Arc::new(UploadSlots::new(
+        config.limits.max_uploads_per_client,
+        config.limits.max_uploads,
+    ));
     let registry = Registry::new(
         Arc::new(backend),
         RegistryConfig {
             delete_enabled: config.delete_enabled,
         },
-    );
+    )
+    .with_session_observer(upload_slots.clone());
     let limits = RouterLimits {
         max_name_length: config.limits.max_name_length,
         max_tags_per_push: config.limits.max_tags_per_push,
@@ -100,7 +106,7 @@ pub async fn run_on(
         config: config.clone(),
         limits,
         auth: auth.clone(),
-        upload_slots: UploadSlots::new(config.limits.max_uploads_per_client),
+        upload_slots,
     });
     let key_refresher = auth
         .as_ref()
@@ -181,7 +187,6 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        state.upload_slots.expire(max_age);
         match state.registry.expire_uploads(max_age).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired abandoned upload sessions"),

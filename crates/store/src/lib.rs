@@ -19,4 +19,4 @@ pub mod registry;
 pub mod source;
 
 pub use backend::{Backend, ByteStream, ObjectMeta};
-pub use registry::{Error, Registry, RegistryConfig};
+pub use registry::{Error, Registry, RegistryConfig, SessionEnd, SessionObserver};

@@ -80,6 +80,34 @@ struct Session {
     ended: bool,
 }
 
+/// How an upload session ended. Every session that [`Registry::upload_start`]
+/// announced ends exactly once in one of these ways (reported to the
+/// [`SessionObserver`]); a request naming the session under another
+/// repository, or failing part-way, ends nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Its storage could not be created: the session never existed.
+    NotCreated,
+    /// Closed with the right digest: the blob is stored.
+    Committed,
+    /// Cancelled by the client (DELETE).
+    Cancelled,
+    /// Closed with a digest that does not match its data: removed.
+    DigestMismatch,
+    /// Idle longer than the expiry: removed.
+    Expired,
+    /// Its data disappeared from under it (removed outside this session's
+    /// requests).
+    Vanished,
+}
+
+/// Told when upload sessions end (the server's per-client session count
+/// follows it). Called without any lock held that it could wait on; it must
+/// not block.
+pub trait SessionObserver: Send + Sync {
+    fn ended(&self, id: &str, how: SessionEnd);
+}
+
 /// A manifest read back from the store.
 #[derive(Debug)]
 pub struct StoredManifest {
@@ -110,6 +138,8 @@ pub struct Registry {
     known_repos: DashSet<String>,
     /// Manifest bodies recently read, by digest.
     manifests: ContentCache,
+    /// Told when a session ends.
+    observer: Option<Arc<dyn SessionObserver>>,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -190,6 +220,25 @@ impl Registry {
             sessions: DashMap::new(),
             known_repos: DashSet::new(),
             manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
+            observer: None,
+        }
+    }
+
+    /// Report the end of every upload session to `observer`.
+    pub fn with_session_observer(mut self, observer: Arc<dyn SessionObserver>) -> Registry {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The session `id` is over: forget it and say so. The one place where
+    /// a session ends; `s` is its state when the caller holds its lock.
+    fn end_session(&self, id: &str, s: Option<&mut Session>, how: SessionEnd) {
+        if let Some(s) = s {
+            s.ended = true;
+        }
+        self.sessions.remove(id);
+        if let Some(o) = &self.observer {
+            o.ended(id, how);
         }
     }
 
@@ -307,16 +356,31 @@ impl Registry {
 
     // -------------------------------------------------------------- uploads
 
-    /// Start an upload session for `algorithm`; returns its id.
-    pub async fn upload_start(&self, name: &RepoName, algorithm: Algorithm) -> Result<String> {
+    /// Start an upload session for `algorithm`; returns its id. `claim` is
+    /// called with the id before the session exists, so whatever it records
+    /// is in place before the session can end; if the session cannot be
+    /// created, its end ([`SessionEnd::NotCreated`]) is reported.
+    pub async fn upload_start(
+        &self,
+        name: &RepoName,
+        algorithm: Algorithm,
+        claim: impl FnOnce(&str),
+    ) -> Result<String> {
         let id = new_upload_id();
+        claim(&id);
         let meta = UploadMeta {
             repo: name.as_str().to_owned(),
             algorithm: algorithm.as_str().to_owned(),
             created: unix_now(),
         };
-        let meta = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-        self.backend.upload_create(&id, Some(meta.into())).await?;
+        let created = match serde_json::to_vec(&meta) {
+            Ok(meta) => self.backend.upload_create(&id, Some(meta.into())).await,
+            Err(e) => Err(io::Error::other(e)),
+        };
+        if let Err(e) = created {
+            self.end_session(&id, None, SessionEnd::NotCreated);
+            return Err(e.into());
+        }
         let session = Session {
             repo: name.as_str().to_owned(),
             hasher: Some((algorithm.digester(), 0)),
@@ -368,7 +432,7 @@ impl Registry {
             return Err(upload_unknown());
         }
         let Some((_, data)) = self.backend.upload_stat(id).await? else {
-            s.ended = true;
+            self.end_session(id, Some(s), SessionEnd::Vanished);
             return Err(upload_unknown());
         };
         match &s.hasher {
@@ -379,8 +443,7 @@ impl Registry {
                     Ok(h) => Some(h),
                     // Finished or cancelled by another request meanwhile.
                     Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                        s.ended = true;
-                        self.sessions.remove(id);
+                        self.end_session(id, Some(s), SessionEnd::Vanished);
                         return Err(upload_unknown());
                     }
                     Err(e) => return Err(e),
@@ -527,16 +590,16 @@ impl Registry {
             }
         };
         if &actual != expected {
-            s.ended = true;
-            self.sessions.remove(id);
+            // The session is over whether or not its data can be removed
+            // now (expiry removes what is left).
+            self.end_session(id, Some(&mut s), SessionEnd::DigestMismatch);
             self.backend.upload_delete(id).await?;
             return Err(digest_mismatch(expected, &actual));
         }
         self.backend
             .upload_commit(id, &keys::blob(expected))
             .await?;
-        s.ended = true;
-        self.sessions.remove(id);
+        self.end_session(id, Some(&mut s), SessionEnd::Committed);
         self.link_blob(name, expected).await?;
         Ok(size)
     }
@@ -581,8 +644,7 @@ impl Registry {
         if s.ended {
             return Err(upload_unknown());
         }
-        s.ended = true;
-        self.sessions.remove(id);
+        self.end_session(id, Some(&mut s), SessionEnd::Cancelled);
         self.backend.upload_delete(id).await?;
         Ok(())
     }
@@ -597,20 +659,17 @@ impl Registry {
             if age < max_age || !valid_upload_id(&id) {
                 continue;
             }
-            let in_use = match self.sessions.get(&id).map(|entry| entry.value().clone()) {
+            let session = self.sessions.get(&id).map(|entry| entry.value().clone());
+            let mut guard = match &session {
                 Some(s) => match s.try_lock() {
-                    Ok(mut guard) => {
-                        guard.ended = true;
-                        false
-                    }
-                    Err(_) => true,
+                    Ok(guard) => Some(guard),
+                    // In use right now.
+                    Err(_) => continue,
                 },
-                None => false,
+                None => None,
             };
-            if in_use {
-                continue;
-            }
-            self.sessions.remove(&id);
+            self.end_session(&id, guard.as_deref_mut(), SessionEnd::Expired);
+            drop(guard);
             self.backend.upload_delete(&id).await?;
             removed += 1;
         }

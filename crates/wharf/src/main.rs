@@ -56,7 +56,7 @@ struct ServeArgs {
     /// TOML configuration file (keys: listen, data_dir, delete_enabled,
     /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push/
     /// max_header_bytes/max_url_length/header_timeout_secs/tls_handshake_timeout_secs/
-    /// idle_timeout_secs/body_timeout_secs/max_uploads_per_client,
+    /// idle_timeout_secs/body_timeout_secs/max_uploads_per_client/max_uploads,
     /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as,
     /// [tls] cert/key/client_ca/client_auth/reload_secs, [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
@@ -144,9 +144,13 @@ struct ServeArgs {
     /// Abort a request body that sends nothing for this many seconds; 0: never [default: 60].
     #[arg(long, env = "WHARF_BODY_TIMEOUT", value_name = "SECS")]
     body_timeout: Option<u64>,
-    /// Most upload sessions open per client address; more get 429; 0: no limit [default: 100].
+    /// Most upload sessions open per user (or, for anonymous clients, per
+    /// address; IPv6 per /64); more get 429; 0: no limit [default: 1000].
     #[arg(long, env = "WHARF_MAX_UPLOADS_PER_CLIENT", value_name = "N")]
     max_uploads_per_client: Option<usize>,
+    /// Most upload sessions open in all; more get 429; 0: no limit [default: 10000].
+    #[arg(long, env = "WHARF_MAX_UPLOADS", value_name = "N")]
+    max_uploads: Option<usize>,
 }
 
 impl ServeArgs {
@@ -250,6 +254,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_uploads_per_client {
             l.max_uploads_per_client = v;
+        }
+        if let Some(v) = self.max_uploads {
+            l.max_uploads = v;
         }
         c.validate()?;
         Ok(c)

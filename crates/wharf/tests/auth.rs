@@ -942,3 +942,52 @@ async fn htpasswd_changes_apply_without_a_restart() {
     assert_eq!(status(basic("alice", "alice-pw")).await, 200);
     assert_eq!(status(basic("dave", "dave-pw")).await, 200);
 }
+
+/// Upload sessions count against the authenticated user, not the address:
+/// alice, bob and anonymous clients on 127.0.0.1 each have their own quota.
+#[tokio::test]
+async fn upload_sessions_are_counted_per_user() {
+    let extra = r#"
+[[auth.policy]]
+repos = ["bobs/**"]
+pull = ["user:bob"]
+push = ["user:bob"]
+[[auth.policy]]
+repos = ["open/**"]
+pull = ["anonymous"]
+push = ["anonymous"]
+[limits]
+max_uploads_per_client = 2
+"#;
+    let s = local_only!(start(false, extra).await);
+    let reg = &s.reg;
+    let post = |who: Option<String>, repo: &'static str| async move {
+        send(
+            reg,
+            &Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            who.as_deref(),
+        )
+        .await
+    };
+    let alice = || Some(basic("alice", "alice-pw"));
+    let bob = || Some(basic("bob", "bob-pw"));
+    for _ in 0..2 {
+        assert_eq!(post(alice(), "team/app").await.status(), 202);
+    }
+    let r = post(alice(), "team/app").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    // bob, from the same address, has his own quota...
+    for _ in 0..2 {
+        assert_eq!(post(bob(), "bobs/app").await.status(), 202);
+    }
+    assert_eq!(post(bob(), "bobs/app").await.status(), 429);
+    // ...and so do anonymous clients of that address.
+    for _ in 0..2 {
+        assert_eq!(post(None, "open/app").await.status(), 202);
+    }
+    assert_eq!(post(None, "open/app").await.status(), 429);
+    // alice connecting anew is still alice.
+    assert_eq!(post(alice(), "team/other").await.status(), 429);
+}

@@ -1,7 +1,7 @@
 //! Limits and timeouts that keep slow, stalled or greedy clients from
 //! holding the server's resources: header timeout (slowloris), stalled
 //! upload bodies, idle connections, header size (431), URL length (414),
-//! upload sessions per client (429).
+//! upload sessions per client (429), which only a session's end frees.
 
 mod common;
 
@@ -256,12 +256,152 @@ async fn upload_sessions_per_client_are_limited_and_released() {
     assert_eq!(post().await.status(), 202);
     assert_error(post().await, 429, "TOOMANYREQUESTS").await;
 
-    // A session that is gone already frees its slot when the client asks.
+    // Cancelling frees the slot once; asking again (404) frees nothing more.
     let r = reg.client.delete(&c).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = reg.client.delete(&c).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(post().await.status(), 202);
+    assert_error(post().await, 429, "TOOMANYREQUESTS").await;
+}
+
+#[tokio::test]
+async fn upload_sessions_in_all_are_limited() {
+    let reg = local_only!(
+        Registry::start_with(&["--max-uploads", "2", "--max-uploads-per-client", "0"]).await
+    );
+    let name = repo("slots-total");
+    let a = post_upload(&reg, &name).await;
+    assert_eq!(a.status(), 202);
+    assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    let r = post_upload(&reg, &name).await;
+    assert_error(r, 429, "TOOMANYREQUESTS").await;
+    let r = reg
+        .client
+        .delete(reg.resolve(&location(&a)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
+}
+
+/// POST an empty upload session start to `name`.
+async fn post_upload(reg: &Registry, name: &str) -> reqwest::Response {
+    reg.req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Requests naming live sessions under another repository get 404 and
+/// neither end the sessions nor free their slots (issue 12, point 2).
+#[tokio::test]
+async fn a_wrong_repository_frees_no_upload_slot() {
+    let reg = local_only!(Registry::start_with(&["--max-uploads-per-client", "3"]).await);
+    let name = repo("slots-mine");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let r = post_upload(&reg, &name).await;
+        assert_eq!(r.status(), 202);
+        sessions.push(reg.resolve(&location(&r)));
+    }
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
+
+    // Each session's id under another repository: 404, whatever the method.
+    let other = repo("slots-other");
+    for loc in &sessions {
+        let id = loc
+            .split('?')
+            .next()
+            .and_then(|p| p.rsplit('/').next())
+            .unwrap();
+        let path = format!("/v2/{other}/blobs/uploads/{id}");
+        let r = reg
+            .req(Method::PATCH, &path)
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+        let r = reg
+            .req(Method::PUT, &format!("{path}?digest={}", digest(b"")))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+        let r = reg.req(Method::DELETE, &path).send().await.unwrap();
+        assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+        assert_error(reg.get(&path).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    // The three sessions still hold their slots...
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
+    // ...and still work.
+    for (i, loc) in sessions.iter().enumerate() {
+        let data = unique_bytes(&format!("still-alive-{i}"));
+        complete_empty_session(&reg, &location_path(loc), &data).await;
+        reg.assert_blob(&name, &data).await;
+    }
+    // Now they are done, their slots are free.
+    for _ in 0..3 {
+        assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    }
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
+}
+
+/// A closing PUT whose digest does not match ends its session and frees its
+/// slot (issue 12, point 3).
+#[tokio::test]
+async fn a_failed_closing_put_frees_its_upload_slot() {
+    let reg = local_only!(Registry::start_with(&["--max-uploads-per-client", "3"]).await);
+    let name = repo("slots-mismatch");
+    for i in 0..7 {
+        let r = post_upload(&reg, &name).await;
+        assert_eq!(r.status(), 202, "session {i} refused after failed PUTs");
+        let loc = reg.resolve(&location(&r));
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = reg
+            .client
+            .put(format!("{loc}{sep}digest={}", digest(b"something else")))
+            .header("Content-Type", "application/octet-stream")
+            .body(format!("chunk {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, "DIGEST_INVALID").await;
+        // The session is over.
+        let r = reg.client.get(&loc).send().await.unwrap();
+        assert_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    // None of them holds a slot: three new sessions fit.
+    for _ in 0..3 {
+        assert_eq!(post_upload(&reg, &name).await.status(), 202);
+    }
+    assert_error(post_upload(&reg, &name).await, 429, "TOOMANYREQUESTS").await;
+}
+
+/// The default limits let 40 `docker push`es of 5 layers each from one
+/// address (a CI farm behind one NAT) open all their sessions at once.
+#[tokio::test]
+async fn default_limits_fit_a_ci_farm_behind_one_address() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("ci-farm");
+    let pushes = (0..40).map(|i| {
+        let (reg, name) = (&reg, &name);
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                let r = post_upload(reg, &format!("{name}/runner-{i}")).await;
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        }
+    });
+    let statuses = futures_util::future::join_all(pushes).await;
+    assert!(statuses.iter().flatten().all(|s| *s == 202), "{statuses:?}");
 }
 
 #[tokio::test]

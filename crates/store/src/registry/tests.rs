@@ -34,7 +34,10 @@ async fn chunked_upload_survives_restart() {
     let repo = name("a/b");
     let id = {
         let r = open(dir.path());
-        let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
+        let id = r
+            .upload_start(&repo, Algorithm::Sha256, |_| {})
+            .await
+            .unwrap();
         assert_eq!(
             r.upload_append(&repo, &id, stream(b"hello "), Some((0, 5)))
                 .await
@@ -113,7 +116,10 @@ async fn sha512_and_algorithm_switch() {
     r.upload_whole(&repo, stream(b"abc"), &d).await.unwrap();
     assert_eq!(r.blob_size(&repo, &d).await.unwrap(), Some(3));
     // A sha256 session closed with a sha512 digest is hashed again, not refused.
-    let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
+    let id = r
+        .upload_start(&repo, Algorithm::Sha256, |_| {})
+        .await
+        .unwrap();
     let d2 = Digest::of(Algorithm::Sha512, b"defg");
     r.upload_finish(&repo, &id, Some(stream(b"defg")), None, &d2)
         .await
@@ -229,7 +235,10 @@ async fn expiry_removes_idle_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let r = open(dir.path());
     let repo = name("x");
-    let id = r.upload_start(&repo, Algorithm::Sha256).await.unwrap();
+    let id = r
+        .upload_start(&repo, Algorithm::Sha256, |_| {})
+        .await
+        .unwrap();
     assert_eq!(
         r.expire_uploads(Duration::from_secs(3600)).await.unwrap(),
         0
@@ -239,4 +248,94 @@ async fn expiry_removes_idle_sessions() {
         code(r.upload_status(&repo, &id).await.unwrap_err()),
         ErrorCode::BlobUploadUnknown
     );
+}
+
+/// Records every end a registry reports.
+#[derive(Default)]
+struct Ends(std::sync::Mutex<Vec<(String, SessionEnd)>>);
+
+impl SessionObserver for Ends {
+    fn ended(&self, id: &str, how: SessionEnd) {
+        self.0.lock().unwrap().push((id.to_owned(), how));
+    }
+}
+
+impl Ends {
+    fn take(&self) -> Vec<(String, SessionEnd)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn every_session_end_is_reported_once_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = Arc::new(Ends::default());
+    let r = open(dir.path()).with_session_observer(ends.clone());
+    let repo = name("mine");
+    let other = name("other");
+    let start = || async {
+        let mut claimed = None;
+        let id = r
+            .upload_start(&repo, Algorithm::Sha256, |id| claimed = Some(id.to_owned()))
+            .await
+            .unwrap();
+        assert_eq!(claimed.as_deref(), Some(id.as_str()));
+        id
+    };
+
+    // Requests naming the session under another repository end nothing.
+    let a = start().await;
+    assert_eq!(
+        code(r.upload_status(&other, &a).await.unwrap_err()),
+        ErrorCode::BlobUploadUnknown
+    );
+    let e = r
+        .upload_append(&other, &a, stream(b""), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
+    let good = Digest::of(Algorithm::Sha256, b"abc");
+    let e = r
+        .upload_finish(&other, &a, None, None, &good)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
+    let e = r.upload_cancel(&other, &a).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
+    // A chunk out of order ends nothing either.
+    assert!(matches!(
+        r.upload_append(&repo, &a, stream(b"x"), Some((5, 5))).await,
+        Err(Error::RangeNotSatisfiable { offset: 0 })
+    ));
+    assert!(ends.take().is_empty());
+
+    // Committed.
+    r.upload_append(&repo, &a, stream(b"abc"), None)
+        .await
+        .unwrap();
+    r.upload_finish(&repo, &a, None, None, &good).await.unwrap();
+    assert_eq!(ends.take(), vec![(a.clone(), SessionEnd::Committed)]);
+
+    // Digest mismatch.
+    let b = start().await;
+    let e = r
+        .upload_finish(&repo, &b, Some(stream(b"abd")), None, &good)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::DigestInvalid);
+    assert_eq!(ends.take(), vec![(b.clone(), SessionEnd::DigestMismatch)]);
+    // Asking again is a 404 and reports nothing more.
+    let e = r.upload_cancel(&repo, &b).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
+
+    // Cancelled.
+    let c = start().await;
+    r.upload_cancel(&repo, &c).await.unwrap();
+    assert_eq!(ends.take(), vec![(c.clone(), SessionEnd::Cancelled)]);
+
+    // Expired.
+    let d = start().await;
+    assert_eq!(r.expire_uploads(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(ends.take(), vec![(d, SessionEnd::Expired)]);
+    assert!(ends.take().is_empty());
 }
