@@ -370,13 +370,16 @@ fn stays_inside(p: &Path) -> bool {
 }
 
 /// A temporary file in the directory of `file`, to be renamed over it when
-/// complete (so a reader never sees half an archive).
+/// complete (so a reader never sees half an archive). Created with mode
+/// 0666 less the umask, like any file the user makes (not tempfile's 0600).
 pub(crate) fn temp_beside(file: &Path) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt as _;
     let parent = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .prefix(".wharf-archive-")
         .tempfile_in(parent)
         .map_err(|e| Error::io(parent, e))

@@ -681,3 +681,38 @@ fn docker_archive_from_skopeo_is_read_by_wharf() {
     .arg(format!("docker://{r}"));
     assert_eq!(run_tool(c).as_bytes(), raw(&env, &r));
 }
+
+#[test]
+fn archives_honour_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Server::wharf(&[]);
+    let env = Env::new();
+    let (l, _) = single_layout(&env, "umask", true);
+    let r = format!("{}/umask/app:v1", s.host);
+    env.ok(None, &["cp", &format!("oci:{}:v1", l.display()), &r]);
+    for (umask, want) in [("027", 0o640), ("022", 0o644)] {
+        for kind in ["docker-archive", "oci-archive"] {
+            let file = env.path(&format!("{kind}-{umask}.tar"));
+            // The same command, run by a shell that sets the umask first.
+            let wharf = env.cmd();
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("umask {umask} && exec \"$@\""))
+                .arg("sh")
+                .arg(wharf.get_program())
+                .args(["cp", &r, &format!("{kind}:{}", file.display())]);
+            for (k, v) in wharf.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            if let Some(d) = wharf.get_current_dir() {
+                c.current_dir(d);
+            }
+            run_tool(c);
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, want, "{kind} written under umask {umask}: {mode:o}");
+        }
+    }
+}
