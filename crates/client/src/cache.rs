@@ -96,9 +96,7 @@ impl Cache {
         progress: Arc<dyn Progress>,
     ) -> Result<(PathBuf, bool)> {
         if self.has(digest, size) {
-            if let Some(s) = size {
-                progress.set_position(s);
-            }
+            progress.skipped("cached");
             return Ok((self.blob_path(digest), false));
         }
         let tmp = self.temp_file()?;

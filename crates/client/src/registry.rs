@@ -49,6 +49,10 @@ pub trait Progress: Send + Sync {
     fn inc(&self, n: u64);
     /// The transfer restarted at `pos` bytes.
     fn set_position(&self, pos: u64);
+    /// No bytes need to move: `why` (e.g. "already there", "mounted").
+    fn skipped(&self, why: &str) {
+        let _ = why;
+    }
 }
 
 /// A [`Progress`] that shows nothing.
@@ -799,7 +803,7 @@ impl Client {
         progress: Arc<dyn Progress>,
     ) -> Result<BlobPush> {
         if self.head_blob(repo, digest).await?.is_some() {
-            progress.set_position(size);
+            progress.skipped("already there");
             return Ok(BlobPush::Exists);
         }
         let start = self
@@ -807,7 +811,7 @@ impl Client {
             .await?;
         let (location, min_chunk) = match start {
             UploadStart::Mounted => {
-                progress.set_position(size);
+                progress.skipped("mounted");
                 return Ok(BlobPush::Mounted);
             }
             UploadStart::Session {
