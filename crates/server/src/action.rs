@@ -125,10 +125,15 @@ impl Action {
         }
     }
 
-    /// A cross-repository mount also reads the source repository.
+    /// A cross-repository mount also reads the source repository (a
+    /// `from` without `mount` reads nothing).
     pub fn mount_source(&self) -> Option<&RepoName> {
         match self {
-            Action::StartUpload { from, .. } => from.as_ref(),
+            Action::StartUpload {
+                mount: Some(_),
+                from,
+                ..
+            } => from.as_ref(),
             _ => None,
         }
     }

@@ -47,7 +47,7 @@ async fn push_one(
     if r.status() != 202 {
         return None;
     }
-    let mut loc = format!("{base}{}", r.headers().get("location")?.to_str().ok()?);
+    let mut loc = absolute_location(base, r.headers().get("location")?.to_str().ok()?);
     let half = layer2.len() / 2;
     for (start, part) in [(0, &layer2[..half]), (half, &layer2[half..])] {
         let r = client
@@ -63,7 +63,7 @@ async fn push_one(
         if r.status() != 202 {
             return None;
         }
-        loc = format!("{base}{}", r.headers().get("location")?.to_str().ok()?);
+        loc = absolute_location(base, r.headers().get("location")?.to_str().ok()?);
     }
     let r = client
         .put(format!("{loc}?digest={}", sha256(&layer2)))
