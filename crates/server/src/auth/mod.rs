@@ -66,8 +66,9 @@ pub struct Auth {
     pub service: String,
     realm: Option<String>,
     mtls_users: bool,
-    /// Scheme of the default token realm URL: "https" when the listener
-    /// serves TLS.
+    /// "https" when the listener serves TLS: the scheme of the default
+    /// token realm when a request names no host (the realm is otherwise
+    /// built from the request's origin, see [`crate::origin`]).
     scheme: &'static str,
     pub max_name_length: usize,
 }
