@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
-if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x /bin/busybox ]] || ! [[ -x $venv/bin/python ]]; then
+if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x /bin/busybox ]] ||
+    ! [[ -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import docker_registry_client_async' 2>/dev/null; then
     if [[ $(id -u) == 0 ]]; then
         bash tests/e2e/install.sh
     else

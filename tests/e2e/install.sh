@@ -5,7 +5,7 @@
 #   tests/e2e/install.sh
 #
 # Environment:
-#   WHARF_E2E_VENV   python venv for oras-py (default ~/.cache/wharf-e2e-venv)
+#   WHARF_E2E_VENV   python venv for oras-py and docker-registry-client-async (default ~/.cache/wharf-e2e-venv)
 #   WHARF_E2E_SKIP_APT=1   skip apt (packages already there)
 #
 # Nothing under /etc is edited: run.sh writes its own storage.conf,
@@ -16,6 +16,9 @@ set -euo pipefail
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
 oras_spec=${WHARF_E2E_ORAS_SPEC:-oras>=0.2,<0.3}
+# An asyncio registry client (PyPI) that needs absolute Location headers:
+# scenario drca-push-pull in run.sh.
+drca_version=1.0.3
 
 packages=(
     skopeo buildah podman umoci jq curl ca-certificates openssl
@@ -60,7 +63,15 @@ sys.exit(0 if v.startswith("0.2.") else 1)
 EOF
     "$venv/bin/pip" install --disable-pip-version-check -q "$oras_spec"
 fi
+if ! "$venv/bin/python" - "$drca_version" <<'EOF' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("docker-registry-client-async") == sys.argv[1] else 1)
+EOF
+    "$venv/bin/pip" install --disable-pip-version-check -q "docker-registry-client-async==$drca_version"
+fi
 
 echo "install: skopeo $(skopeo --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}')," \
     "podman $(podman --version | awk '{print $3}'), umoci $(umoci --version | awk '{print $3}')," \
-    "oras-py $("$venv/bin/python" -c 'from importlib.metadata import version; print(version("oras"))')"
+    "oras-py $("$venv/bin/python" -c 'from importlib.metadata import version; print(version("oras"))')," \
+    "docker-registry-client-async $("$venv/bin/python" -c 'from importlib.metadata import version; print(version("docker-registry-client-async"))')"

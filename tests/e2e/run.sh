@@ -9,7 +9,8 @@
 # "e2e: N passed, M failed"; exits 1 if M > 0, 2 on a usage/setup error.
 #
 # Environment:
-#   WHARF_E2E_VENV      venv with oras-py (default ~/.cache/wharf-e2e-venv;
+#   WHARF_E2E_VENV      venv with oras-py and docker-registry-client-async
+#                       (default ~/.cache/wharf-e2e-venv;
 #                       made by tests/e2e/install.sh)
 #   WHARF_E2E_ONLY      space-separated scenario names to run (default: all)
 #   WHARF_E2E_SKIP      space-separated scenario names to skip (printed as
@@ -23,7 +24,7 @@
 # Scenarios (sc_* below; see README.md): api-base, skopeo-oci, skopeo-v2s2,
 # skopeo-large-layer, multiarch-index, buildah-podman, oras-artifact,
 # oras-subject, referrers-api (reads what oras-subject pushed), blob-reuse,
-# api-upload-and-tags, tags-list; and, against a second registry serving
+# api-upload-and-tags, tags-list, drca-push-pull; and, against a second registry serving
 # HTTPS with a private CA, tls-skopeo, tls-podman, tls-wharf-client.
 #
 # The TLS scenarios run when these are set (tests/run-all.sh does), and are
@@ -60,6 +61,7 @@ SCENARIOS=(
     blob-reuse
     api-upload-and-tags
     tags-list
+    drca-push-pull
     tls-skopeo
     tls-podman
     tls-wharf-client
@@ -190,6 +192,7 @@ compare_layouts() {
 }
 
 oras_py() { "$E2E_VENV/bin/python" "$HELPERS/oras_e2e.py" "$@"; }
+drca_py() { NO_PROXY=${HOST%:*} no_proxy=${HOST%:*} "$E2E_VENV/bin/python" "$HELPERS/drca_e2e.py" "$@"; }
 
 # The scenarios against an authenticating registry (WHARF_E2E_AUTH=1).
 # shellcheck source=auth-scenarios.sh
@@ -650,6 +653,28 @@ sc_tags_list() {
     http GET "/v2/$repo/tags/list?n=2&last=t2"
     expect_status 200 "GET tags/list?n=2&last=t2"
     expect_eq "$(jq -c .tags "$SD/body")" '["t3"]' "second page of tags"
+}
+
+# g. docker-registry-client-async (PyPI), an asyncio client that sends each
+#    upload request to the Location it was given and needs that to be an
+#    absolute URL (it splits it on "://"): a monolithic and a two-chunk
+#    blob upload and a manifest through its API, all pulled back with it
+#    (helpers/drca_e2e.py); then curl reads the same manifest.
+sc_drca_push_pull() {
+    local repo=e2e/drca/img out m loc
+    out=$(drca_py "$HOST" "$repo" v1)
+    echo "$out" >"$SD/drca.json"
+    m=$(jq -r .manifest "$SD/drca.json")
+    [[ $m == sha256:* ]] || fail "no manifest digest from drca_e2e.py: $out"
+    while read -r loc; do
+        [[ $loc == "http://$HOST/v2/$repo/"* ]] || fail "Location not an absolute URL of this registry: $loc"
+    done < <(jq -r '.locations[]' "$SD/drca.json")
+    http GET "/v2/$repo/manifests/v1" -H "Accept: $MT_OCI_MANIFEST"
+    expect_status 200 "GET the manifest drca pushed"
+    expect_eq "$(sha256_of "$SD/body")" "$m" "digest of the manifest drca pushed"
+    http GET "/v2/$repo/blobs/$(jq -r .layer "$SD/drca.json")"
+    expect_status 200 "GET the layer drca pushed in chunks"
+    expect_eq "$(sha256_of "$SD/body")" "$(jq -r .layer "$SD/drca.json")" "digest of the chunked layer"
 }
 
 # ---------------------------------------------------------------------------

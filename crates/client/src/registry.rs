@@ -1328,6 +1328,34 @@ mod tests {
     }
 
     #[test]
+    fn locations_relative_and_absolute() {
+        let c = Client::new(
+            Host::parse("127.0.0.1:5000", false).unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        let at = |loc: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::from_static(loc));
+            c.location("upload", &h).unwrap().to_string()
+        };
+        let path = "/v2/a/blobs/uploads/0b1c?state=x";
+        // relative (allowed by the spec), absolute on the same host (what
+        // Wharf and Distribution send), and on another host (a proxy, or
+        // storage elsewhere)
+        assert_eq!(at(path), format!("http://127.0.0.1:5000{path}"));
+        assert_eq!(
+            at("http://127.0.0.1:5000/v2/a/blobs/uploads/0b1c?state=x"),
+            format!("http://127.0.0.1:5000{path}")
+        );
+        assert_eq!(
+            at("https://registry.example.com/v2/a/blobs/uploads/0b1c"),
+            "https://registry.example.com/v2/a/blobs/uploads/0b1c"
+        );
+        assert!(c.location("upload", &HeaderMap::new()).is_err());
+    }
+
+    #[test]
     fn referrers_tags() {
         let d = Digest::sha256_of(b"x");
         assert_eq!(referrers_tag(&d).to_string(), format!("sha256-{}", d.hex()));

@@ -125,10 +125,15 @@ impl Action {
         }
     }
 
-    /// A cross-repository mount also reads the source repository.
+    /// A cross-repository mount also reads the source repository (a
+    /// `from` without `mount` reads nothing).
     pub fn mount_source(&self) -> Option<&RepoName> {
         match self {
-            Action::StartUpload { from, .. } => from.as_ref(),
+            Action::StartUpload {
+                mount: Some(_),
+                from,
+                ..
+            } => from.as_ref(),
             _ => None,
         }
     }
@@ -189,6 +194,16 @@ fn reference(raw: &str) -> Result<Reference, RegistryError> {
             )
         }
     })
+}
+
+/// The 404 for a read of a manifest by a malformed reference.
+fn no_such_manifest(raw: &str) -> RegistryError {
+    bad(
+        ErrorCode::ManifestUnknown,
+        "manifest unknown: the reference is neither a valid tag nor a valid digest",
+    )
+    .with_status(404)
+    .with_detail(serde_json::json!({ "reference": raw.chars().take(200).collect::<String>() }))
 }
 
 /// Decoded query parameters, in order.
@@ -259,7 +274,15 @@ pub fn route(
             reference: r,
         } => {
             let repo = name(n, limits)?;
-            let reference = reference(r)?;
+            let reference = match reference(r) {
+                Ok(reference) => reference,
+                // Nothing can exist under a reference that is neither a
+                // tag nor a digest: a read finds nothing (as Distribution
+                // answers, and as clients probing for existence expect); a
+                // push of one is invalid.
+                Err(_) if is_get => return Err(no_such_manifest(r)),
+                Err(e) => return Err(e),
+            };
             match method {
                 "GET" | "HEAD" => Action::GetManifest {
                     repo,
@@ -483,9 +506,28 @@ mod tests {
             code(r("GET", "/v2/a/blobs/sha256:zz", None)),
             (ErrorCode::DigestInvalid, 400)
         );
+        // a read by a malformed reference finds nothing; a push of one is invalid
+        for m in ["GET", "HEAD"] {
+            for bad in ["-x", "bad..ref!", "sha256:zz"] {
+                assert_eq!(
+                    code(r(m, &format!("/v2/a/manifests/{bad}"), None)),
+                    (ErrorCode::ManifestUnknown, 404),
+                    "{m} {bad}"
+                );
+            }
+        }
         assert_eq!(
-            code(r("GET", "/v2/a/manifests/-x", None)),
+            code(r("PUT", "/v2/a/manifests/-x", None)),
             (ErrorCode::ManifestInvalid, 400)
+        );
+        assert_eq!(
+            code(r("PUT", "/v2/a/manifests/sha256:zz", None)),
+            (ErrorCode::DigestInvalid, 400)
+        );
+        // the name is still checked first
+        assert_eq!(
+            code(r("GET", "/v2/A/manifests/-x", None)),
+            (ErrorCode::NameInvalid, 400)
         );
         assert_eq!(
             code(r(

@@ -17,6 +17,7 @@ pub struct Config {
     pub uploads: Uploads,
     pub storage: Storage,
     pub tls: Tls,
+    pub http: Http,
     /// Allow deleting manifests, tags and blobs.
     pub delete_enabled: bool,
     /// Images served read-only, in place, from OCI layouts, oci-archives
@@ -61,7 +62,8 @@ pub struct UserConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct TokenConfig {
     pub enabled: bool,
-    /// Token endpoint URL sent in challenges; default `<scheme>://<Host>/token`.
+    /// Token endpoint URL sent in challenges; default `<[http] public_url>/token`,
+    /// else `<scheme>://<Host>/token`.
     pub realm: Option<String>,
     /// The `service` named in challenges: the audience of issued tokens.
     pub service: String,
@@ -240,6 +242,18 @@ pub struct Tls {
     pub reload_secs: Option<u64>,
 }
 
+/// `[http]`: how clients reach the registry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// The URL clients use for this registry's root, e.g.
+    /// `https://registry.example.com` behind a reverse proxy. Absolute URLs
+    /// the registry sends (`Location`, the default token realm) start with
+    /// it; without it they are built from the listener's scheme and the
+    /// request's `Host`. No path prefix, query or user info.
+    pub public_url: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Uploads {
@@ -267,6 +281,7 @@ impl Default for Config {
             uploads: Uploads::default(),
             storage: Storage::default(),
             tls: Tls::default(),
+            http: Http::default(),
             delete_enabled: true,
             sources: Vec::new(),
             auth: AuthConfig::default(),
@@ -353,7 +368,21 @@ impl Config {
         if self.limits.max_url_length < 256 {
             anyhow::bail!("limits.max_url_length must be at least 256");
         }
+        self.public_origin()?;
         Ok(())
+    }
+
+    /// `http.public_url` checked and normalised to `scheme://host[:port]`
+    /// (see [`crate::origin::parse_public_url`]); `None` when not set.
+    pub fn public_origin(&self) -> anyhow::Result<Option<String>> {
+        self.http
+            .public_url
+            .as_deref()
+            .map(|u| {
+                crate::origin::parse_public_url(u)
+                    .map_err(|e| anyhow::anyhow!("http.public_url (--public-url): {e}"))
+            })
+            .transpose()
     }
 
     /// Is TLS configured?
@@ -424,5 +453,26 @@ max_uploads = 7
         let ca_only: Config = toml::from_str("[tls]\nclient_ca = \"ca.pem\"").unwrap();
         assert!(ca_only.validate().is_err());
         assert!(toml::from_str::<Config>("[tls]\nclient_auth = \"maybe\"").is_err());
+    }
+
+    #[test]
+    fn public_url() {
+        let c: Config =
+            toml::from_str("[http]\npublic_url = \"https://Registry.example.com/\"").unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            c.public_origin().unwrap().as_deref(),
+            Some("https://registry.example.com")
+        );
+        assert_eq!(Config::default().public_origin().unwrap(), None);
+        for bad in [
+            "registry.example.com",
+            "https://r.example/prefix",
+            "https://r.example/?x",
+        ] {
+            let c: Config = toml::from_str(&format!("[http]\npublic_url = \"{bad}\"")).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[http]\npublic = \"x\"").is_err());
     }
 }

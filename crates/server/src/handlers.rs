@@ -4,6 +4,7 @@ use crate::action::{self, Action, RouterLimits};
 use crate::auth::{self, Auth, AuthUser};
 use crate::config::Config;
 use crate::conn::ConnInfo;
+use crate::origin;
 use crate::response::{self as r, Resp};
 use crate::upload_slots::{Owner, Refused, UploadSlots};
 use axum::body::Body;
@@ -19,6 +20,8 @@ use store::{ByteStream, Registry};
 
 pub struct AppState {
     pub registry: Registry,
+    /// `[http] public_url`, normalised (`scheme://host[:port]`).
+    pub public_origin: Option<String>,
     /// Repositories served read-only from `--from` sources.
     pub sources: Option<Arc<store::source::Sources>>,
     pub config: Config,
@@ -53,22 +56,21 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
     };
     let conn = ConnInfo::of(&req).cloned();
     let client = conn.as_ref().map(|c| c.peer.ip());
-    let (mut parts, body) = req.into_parts();
-    // HTTP/2 carries the host in the URI, not a Host header; the default
-    // token realm is built from the Host header.
-    if state.auth.is_some()
-        && !parts.headers.contains_key(header::HOST)
-        && let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
+    let (parts, body) = req.into_parts();
+    // Where the client sent the request (HTTP/2 carries the host in the
+    // URI, HTTP/1.1 in the Host header), for absolute Location URLs and
+    // the default token realm.
+    let origin = origin::of_request(
+        state.public_origin.as_deref(),
+        state.config.tls_enabled(),
+        parts.uri.authority().map(|a| a.as_str()),
+        &parts.headers,
+    );
+    let origin = origin.as_deref();
     let (action, id) = match &state.auth {
         None => (action, None),
         Some(auth) => match auth
-            .check(&parts.headers, conn.as_ref(), action, head)
+            .check(&parts.headers, conn.as_ref(), action, head, origin)
             .await
         {
             Ok((a, id)) => (a, Some(id)),
@@ -86,7 +88,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Some(name) => Some(Owner::user(name)),
         None => client.map(Owner::client),
     };
-    let mut resp = match dispatch(&state, action, &parts.headers, body, filter, owner).await {
+    let req = Req {
+        headers: &parts.headers,
+        origin,
+        owner,
+    };
+    let mut resp = match dispatch(&state, action, &req, body, filter).await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
@@ -263,14 +270,28 @@ pub(crate) fn blob_answer(
     })
 }
 
+/// What dispatch needs to know of a request besides its action and body.
+struct Req<'a> {
+    headers: &'a HeaderMap,
+    /// Where the client sent it (see [`origin::of_request`]): absolute
+    /// `Location`s start with it.
+    origin: Option<&'a str>,
+    /// Whom a new upload session counts against (user or address).
+    owner: Option<Owner>,
+}
+
 async fn dispatch(
     state: &AppState,
     action: Action,
-    headers: &HeaderMap,
+    req: &Req<'_>,
     body: Body,
     catalog_filter: CatalogFilter<'_>,
-    owner: Option<Owner>,
 ) -> Result<Resp> {
+    let Req {
+        headers,
+        origin,
+        ref owner,
+    } = *req;
     // Repositories served from `--from` sources, and the catalog, which
     // lists them too.
     if let Some(src) = &state.sources
@@ -330,18 +351,18 @@ async fn dispatch(
         } => {
             if let Some(m) = mount {
                 if reg.mount(&repo, &m, from.as_ref()).await? {
-                    return Ok(blob_created(&repo, &m));
+                    return Ok(blob_created(origin, &repo, &m));
                 }
                 // Could not mount: fall back to an upload session (202).
             } else if let Some(d) =
                 digest.filter(|d| has_body(headers) || *d == oci::Digest::of(d.algorithm(), b""))
             {
                 reg.upload_whole(&repo, body_stream(body), &d).await?;
-                return Ok(blob_created(&repo, &d));
+                return Ok(blob_created(origin, &repo, &d));
             }
             // A `digest` without a body: the client will send the bytes later.
             let id = start_session(state, &repo, algorithm, owner.as_ref()).await?;
-            let mut resp = upload_accepted(&repo, &id, 0, 202);
+            let mut resp = upload_accepted(origin, &repo, &id, 0, 202);
             if state.config.uploads.chunk_min_length > 0
                 && let Ok(v) = state.config.uploads.chunk_min_length.to_string().parse()
             {
@@ -355,19 +376,19 @@ async fn dispatch(
             let offset = reg
                 .upload_append(&repo, &id, body_stream(body), range)
                 .await?;
-            Ok(upload_accepted(&repo, &id, offset, 202))
+            Ok(upload_accepted(origin, &repo, &id, offset, 202))
         }
 
         Action::PutUpload { repo, id, digest } => {
             let range = chunk_range(headers)?;
             let body = has_body(headers).then(|| body_stream(body));
             reg.upload_finish(&repo, &id, body, range, &digest).await?;
-            Ok(blob_created(&repo, &digest))
+            Ok(blob_created(origin, &repo, &digest))
         }
 
         Action::GetUpload { repo, id } => {
             let offset = reg.upload_status(&repo, &id).await?;
-            Ok(upload_accepted(&repo, &id, offset, 204))
+            Ok(upload_accepted(origin, &repo, &id, offset, 204))
         }
 
         Action::DeleteUpload { repo, id } => {
@@ -417,7 +438,7 @@ async fn dispatch(
             let mut hdrs = vec![
                 (
                     header::LOCATION,
-                    path::manifest_path(repo.as_str(), &digest),
+                    origin::url(origin, &path::manifest_path(repo.as_str(), &digest)),
                 ),
                 (r::DOCKER_CONTENT_DIGEST, digest),
                 (header::CONTENT_LENGTH, "0".into()),
@@ -576,12 +597,15 @@ fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderNam
     ]
 }
 
-fn blob_created(repo: &RepoName, digest: &oci::Digest) -> Resp {
+fn blob_created(origin: Option<&str>, repo: &RepoName, digest: &oci::Digest) -> Resp {
     let d = digest.to_string();
     r::build(
         201,
         &[
-            (header::LOCATION, path::blob_path(repo.as_str(), &d)),
+            (
+                header::LOCATION,
+                origin::url(origin, &path::blob_path(repo.as_str(), &d)),
+            ),
             (r::DOCKER_CONTENT_DIGEST, d),
             (header::CONTENT_LENGTH, "0".into()),
         ],
@@ -653,11 +677,20 @@ async fn start_session(
         .await
 }
 
-fn upload_accepted(repo: &RepoName, id: &str, offset: u64, status: u16) -> Resp {
+fn upload_accepted(
+    origin: Option<&str>,
+    repo: &RepoName,
+    id: &str,
+    offset: u64,
+    status: u16,
+) -> Resp {
     r::build(
         status,
         &[
-            (header::LOCATION, path::upload_path(repo.as_str(), id)),
+            (
+                header::LOCATION,
+                origin::url(origin, &path::upload_path(repo.as_str(), id)),
+            ),
             (header::RANGE, r::upload_range(offset)),
             (r::DOCKER_UPLOAD_UUID, id.to_owned()),
             (header::CONTENT_LENGTH, "0".into()),

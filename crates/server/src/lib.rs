@@ -11,6 +11,7 @@ pub mod config;
 pub mod conn;
 pub mod handlers;
 mod listener;
+pub mod origin;
 mod response;
 mod serve;
 pub mod sources;

@@ -100,8 +100,10 @@ pub async fn run_on(
     };
     // With TLS, token realms default to https.
     let auth = Auth::from_config(&config, tls.is_some()).await?;
+    let public_origin = config.public_origin()?;
     let state = Arc::new(AppState {
         registry,
+        public_origin,
         sources,
         config: config.clone(),
         limits,

@@ -58,7 +58,8 @@ struct ServeArgs {
     /// max_header_bytes/max_url_length/header_timeout_secs/tls_handshake_timeout_secs/
     /// idle_timeout_secs/body_timeout_secs/max_uploads_per_client/max_uploads,
     /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as,
-    /// [tls] cert/key/client_ca/client_auth/reload_secs, [auth] ...: see docs/auth.md).
+    /// [tls] cert/key/client_ca/client_auth/reload_secs, [http] public_url,
+    /// [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -126,6 +127,11 @@ struct ServeArgs {
     /// With --tls-client-ca: must every client present a certificate? [default: required].
     #[arg(long, env = "WHARF_TLS_CLIENT_AUTH", value_parser = ["required", "optional"])]
     tls_client_auth: Option<String>,
+    /// The URL clients reach this registry at, e.g. https://registry.example.com
+    /// behind a reverse proxy: Location headers and the default token realm
+    /// start with it [default: the listener's scheme and the request's Host].
+    #[arg(long, env = "WHARF_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// Largest request header in bytes; larger get 431 [default: 65536].
     #[arg(long, env = "WHARF_MAX_HEADER_BYTES", value_name = "BYTES")]
     max_header_bytes: Option<usize>,
@@ -230,6 +236,9 @@ impl ServeArgs {
             } else {
                 ClientAuth::Required
             };
+        }
+        if let Some(v) = self.public_url {
+            c.http.public_url = Some(v);
         }
         let l = &mut c.limits;
         let pairs = [

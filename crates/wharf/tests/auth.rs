@@ -838,6 +838,124 @@ async fn mounts_need_pull_on_the_source() {
     let _ = secret;
 }
 
+/// The `scope` parameter of a Bearer challenge.
+fn challenge_scope(c: &str) -> String {
+    let (_, rest) = c
+        .split_once("scope=\"")
+        .unwrap_or_else(|| panic!("no scope in {c}"));
+    rest.split('"').next().unwrap().to_owned()
+}
+
+/// In token mode a mount's challenge asks for pull on the source too (as
+/// Distribution's does), so a client that asks the token service for what
+/// the challenge names gets a token with which the mount happens.
+#[tokio::test]
+async fn token_mounts_ask_for_the_source_scope() {
+    let extra = "[[auth.policy]]\nrepos = [\"carol/*\"]\npull = [\"user:carol\"]\npush = [\"user:carol\"]\n";
+    let mut s = local_only!(start(true, extra).await);
+    s.reg.client = client_as(&basic("alice", "alice-pw"));
+    let secret = s.reg.push_blob("secret/x", b"classified").await;
+    let shared = s.reg.push_blob("team/base", b"shared layer").await;
+    s.reg.client = client();
+    let reg = &s.reg;
+    let carol = basic("carol", "carol-pw");
+    let mount = |digest: &str, from: &str| {
+        format!("/v2/carol/app/blobs/uploads/?mount={digest}&from={from}")
+    };
+    // The client's way: try, read the challenge, ask /token for its scope
+    // with the user's credentials, retry with the token.
+    let try_mount = |digest: String, from: &'static str| {
+        let carol = carol.clone();
+        async move {
+            let path = mount(&digest, from);
+            let r = send(reg, &Method::POST, &path, None).await;
+            assert_eq!(r.status(), 401);
+            let c = challenge(&r);
+            assert!(
+                c.starts_with(&format!(
+                    "Bearer realm=\"{}\",service=\"wharf\"",
+                    reg.url("/token")
+                )),
+                "{c}"
+            );
+            let scope = challenge_scope(&c);
+            assert_eq!(
+                scope,
+                format!("repository:carol/app:pull,push repository:{from}:pull"),
+                "{c}"
+            );
+            let t = bearer(reg, Some(&scope), Some(&carol)).await;
+            let r = send(reg, &Method::POST, &path, Some(&t)).await;
+            (r.status().as_u16(), claims(&t)["access"].clone())
+        }
+    };
+    // carol may pull team/base (readers): her token says so, and it mounts
+    let (st, access) = try_mount(shared.clone(), "team/base").await;
+    assert_eq!(
+        access,
+        json!([
+            {"type": "repository", "name": "carol/app", "actions": ["pull", "push"]},
+            {"type": "repository", "name": "team/base", "actions": ["pull"]}
+        ])
+    );
+    assert_eq!(st, 201, "mounted");
+    let r = send(
+        reg,
+        &Method::HEAD,
+        &format!("/v2/carol/app/blobs/{shared}"),
+        Some(&carol),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // secret/x: the token service grants nothing there, so the mount falls
+    // back to an upload session and nothing is handed out
+    let (st, access) = try_mount(secret.clone(), "secret/x").await;
+    assert_eq!(access.as_array().map(Vec::len), Some(1), "{access}");
+    assert_eq!(st, 202);
+    let r = send(
+        reg,
+        &Method::HEAD,
+        &format!("/v2/carol/app/blobs/{secret}"),
+        Some(&carol),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+}
+
+/// With `[http] public_url` the default token realm is built from it, not
+/// from the Host the request named (which is wrong behind a proxy).
+#[tokio::test]
+async fn public_url_is_the_token_realm() {
+    let s = local_only!(
+        start(
+            true,
+            "[http]\npublic_url = \"https://registry.example.com\"\n"
+        )
+        .await
+    );
+    let reg = &s.reg;
+    let r = send(reg, &Method::GET, "/v2/team/app/tags/list", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenge(&r),
+        "Bearer realm=\"https://registry.example.com/token\",service=\"wharf\",scope=\"repository:team/app:pull\""
+    );
+    // and uploads answer with Locations under it
+    let r = send(
+        reg,
+        &Method::POST,
+        "/v2/team/app/blobs/uploads/",
+        Some(&basic("alice", "alice-pw")),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert!(
+        location(&r).starts_with("https://registry.example.com/v2/team/app/blobs/uploads/"),
+        "{}",
+        location(&r)
+    );
+}
+
 #[tokio::test]
 async fn auth_off_by_default_and_bad_config_refused() {
     let reg = local_only!(Registry::start_with(&[]).await);

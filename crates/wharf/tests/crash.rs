@@ -47,7 +47,7 @@ async fn push_one(
     if r.status() != 202 {
         return None;
     }
-    let mut loc = resolve(base, r.headers().get("location")?.to_str().ok()?);
+    let mut loc = absolute_location(base, r.headers().get("location")?.to_str().ok()?);
     let half = layer2.len() / 2;
     for (start, part) in [(0, &layer2[..half]), (half, &layer2[half..])] {
         let r = client
@@ -63,7 +63,7 @@ async fn push_one(
         if r.status() != 202 {
             return None;
         }
-        loc = resolve(base, r.headers().get("location")?.to_str().ok()?);
+        loc = absolute_location(base, r.headers().get("location")?.to_str().ok()?);
     }
     let r = client
         .put(format!("{loc}?digest={}", sha256(&layer2)))
@@ -91,15 +91,6 @@ async fn push_one(
         return None;
     }
     Some((manifest, vec![config, layer1, layer2]))
-}
-
-/// An upload `Location`, absolute or relative to `base`.
-fn resolve(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
-    }
 }
 
 /// Every object file under the data dir's blobs/ must hash to its name.

@@ -662,12 +662,62 @@ async fn invalid_tags() {
         let r = get_manifest(&reg, &name, tag, None).await;
         let st = r.status().as_u16();
         assert!(st == 400 || st == 404, "GET tag {tag:?}: {st}");
+        if !reg.is_external() {
+            // nothing can exist under it: not found, as Distribution says
+            assert_manifest_unknown(&reg, &name, tag).await;
+        }
     }
     // `a/b` as a tag changes the route shape: 400 or 404, never success
     let r = reg
         .put_manifest(&name, "a/b", OCI_MANIFEST, &img.manifest)
         .await;
     assert!(r.status() == 400 || r.status() == 404, "{}", r.status());
+}
+
+/// GET and HEAD of a manifest by a reference that is neither a valid tag
+/// nor a digest find nothing (404 MANIFEST_UNKNOWN, as clients probing for
+/// existence expect); a PUT of one is invalid (400).
+#[tokio::test]
+async fn malformed_reference_reads_are_unknown() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("man-badref");
+    let img = reg.push_image(&name, "v1").await;
+    for bad in ["bad..ref!", "-x", "sha256:zz"] {
+        let target = format!("/v2/{name}/manifests/{bad}");
+        let r = reg.raw("GET", &target, &[], b"").await;
+        assert_eq!(r.status, 404, "GET {bad}");
+        assert_eq!(
+            error_codes(r.header("content-type"), &r.body, bad),
+            ["MANIFEST_UNKNOWN"]
+        );
+        let r = reg.raw("HEAD", &target, &[], b"").await;
+        assert_eq!(r.status, 404, "HEAD {bad}");
+        assert!(r.body.is_empty(), "HEAD {bad} has a body");
+        let r = reg
+            .raw(
+                "PUT",
+                &target,
+                &[("Content-Type", OCI_MANIFEST)],
+                &img.manifest,
+            )
+            .await;
+        assert_eq!(r.status, 400, "PUT {bad}");
+        let want = if bad.starts_with("sha256:") {
+            "DIGEST_INVALID"
+        } else {
+            "MANIFEST_INVALID"
+        };
+        assert_eq!(error_codes(r.header("content-type"), &r.body, bad), [want]);
+    }
+    // an invalid name is still an invalid name
+    let r = reg
+        .raw("GET", "/v2/Bad/manifests/bad..ref!", &[], b"")
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        error_codes(r.header("content-type"), &r.body, "name"),
+        ["NAME_INVALID"]
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod common;
 
 use common::pki::{Ca, client_trusting};
 use common::*;
+use reqwest::Method;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,23 @@ async fn https_push_pull_with_a_private_ca() {
     // HTTP/2 is offered by ALPN.
     let r = reg.get("/v2/").await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    // Locations are https URLs of the host the client named (under HTTP/2
+    // it is in the request's URI, there is no Host header)
+    let r = reg
+        .req(Method::POST, &format!("/v2/{name}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (202, reqwest::Version::HTTP_2)
+    );
+    let loc = location(&r);
+    assert!(
+        loc.starts_with(&reg.url(&format!("/v2/{name}/blobs/uploads/"))),
+        "{loc}"
+    );
+    assert!(loc.starts_with("https://"), "{loc}");
 
     // A client that does not trust the CA gets no answer at all.
     let stranger = reqwest::Client::builder()
@@ -98,6 +116,17 @@ async fn https_push_pull_with_a_private_ca() {
     let r = h1.get(reg.url("/v2/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let r = h1
+        .post(reg.url(&format!("/v2/{name}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(
+        location(&r).starts_with(&reg.url("/v2/")),
+        "{}",
+        location(&r)
+    );
 }
 
 #[tokio::test]

@@ -71,9 +71,11 @@ async fn post_starts_session() {
     );
     assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
     if !reg.is_external() {
-        assert!(
-            loc.starts_with('/'),
-            "wharf returns a relative Location, got {loc}"
+        // absolute, under the address the client used (as Distribution)
+        assert_eq!(
+            loc,
+            reg.url(&location_path(&loc)),
+            "wharf returns an absolute Location"
         );
         if let Some(min) = header(&r, "oci-chunk-min-length") {
             let _: u64 = min
@@ -1112,4 +1114,212 @@ async fn concurrent_put_status_and_delete_same_session() {
     }
     let blob = reg.get_blob(&name, &d).await.status();
     assert_eq!(blob.as_u16(), if put == 201 { 200 } else { 404 });
+}
+
+/// Send `request` as it is over a fresh connection and return the response
+/// head as text (the connection is closed by the request or the server).
+async fn raw_head(reg: &Registry, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(reg.host_port())
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut buf),
+    )
+    .await
+    .expect("no answer")
+    .ok();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
+/// The Location header of a raw response head.
+fn raw_location(head: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// Every Location Wharf sends is absolute, under the address the client
+/// used: some clients (docker-registry-client-async) cannot follow relative
+/// ones. Without a Host there is nothing to build one from: relative.
+#[tokio::test]
+async fn locations_are_absolute() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("up-abs");
+    let want = |r: &Response, path: &str| {
+        let loc = location(r);
+        assert_eq!(loc, reg.url(path), "{} {}", r.status(), r.url());
+        assert!(loc.starts_with("http://127.0.0.1:"), "{loc}");
+        loc
+    };
+    let data = unique_bytes("abs");
+    let d = sha256(&data);
+    // chunked: POST, PATCH, GET, PUT
+    let r = post_upload(&reg, &name).await;
+    assert_eq!(r.status(), 202);
+    let uuid = header(&r, "docker-upload-uuid").unwrap();
+    let session = format!("{}{uuid}", uploads_prefix(&name));
+    let url = want(&r, &session);
+    let r = patch(&reg, &url, &data[..10], Some("0-9")).await;
+    assert_eq!(r.status(), 202);
+    let url = want(&r, &session);
+    let r = status(&reg, &url).await;
+    assert_eq!(r.status(), 204);
+    want(&r, &session);
+    let r = put_close(&reg, &url, &d, &data[10..], None).await;
+    assert_eq!(r.status(), 201);
+    want(&r, &format!("/v2/{name}/blobs/{d}"));
+    // single POST
+    let small = unique_bytes("abs-single");
+    let ds = sha256(&small);
+    let r = reg
+        .req(Method::POST, &uploads_prefix(&name))
+        .query(&[("digest", ds.as_str())])
+        .body(small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    want(&r, &format!("/v2/{name}/blobs/{ds}"));
+    // a cross-repository mount
+    let other = repo("up-abs-other");
+    let r = reg
+        .req(Method::POST, &uploads_prefix(&other))
+        .query(&[("mount", d.as_str()), ("from", name.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    want(&r, &format!("/v2/{other}/blobs/{d}"));
+    // a manifest
+    let img = reg.prepare_image(&name, 1).await;
+    let r = reg
+        .put_manifest(&name, "v1", OCI_MANIFEST, &img.manifest)
+        .await;
+    assert_eq!(r.status(), 201);
+    let loc = want(
+        &r,
+        &format!("/v2/{name}/manifests/{}", sha256(&img.manifest)),
+    );
+    assert_eq!(reg.client.get(&loc).send().await.unwrap().status(), 200);
+
+    // the host the client named, whatever it is
+    let head = raw_head(
+        &reg,
+        &format!(
+            "POST {} HTTP/1.1\r\nHost: registry.local:5000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            uploads_prefix(&name)
+        ),
+    )
+    .await;
+    let loc = raw_location(&head).unwrap_or_else(|| panic!("no Location: {head}"));
+    assert!(
+        loc.starts_with(&format!(
+            "http://registry.local:5000{}",
+            uploads_prefix(&name)
+        )),
+        "{loc}"
+    );
+    // no Host (HTTP/1.0), or one that is no host: relative
+    for host in ["", "Host: evil\"host\r\n"] {
+        let head = raw_head(
+            &reg,
+            &format!(
+                "POST {} HTTP/1.0\r\n{host}Content-Length: 0\r\n\r\n",
+                uploads_prefix(&name)
+            ),
+        )
+        .await;
+        let loc = raw_location(&head).unwrap_or_else(|| panic!("no Location: {head}"));
+        assert!(loc.starts_with(&uploads_prefix(&name)), "{host:?}: {loc}");
+    }
+}
+
+/// With a public URL configured (a reverse proxy in front), Locations start
+/// with it whatever address the request came to.
+#[tokio::test]
+async fn public_url_starts_locations() {
+    let reg =
+        local_only!(Registry::start_with(&["--public-url", "https://Registry.example.com/"]).await);
+    let public = "https://registry.example.com";
+    let name = repo("up-public");
+    let data = unique_bytes("public");
+    let d = sha256(&data);
+    let r = post_upload(&reg, &name).await;
+    assert_eq!(r.status(), 202);
+    let loc = location(&r);
+    assert!(
+        loc.starts_with(&format!("{public}{}", uploads_prefix(&name))),
+        "{loc}"
+    );
+    // the proxy would forward it here
+    let url = reg.url(&location_path(&loc));
+    let r = patch(&reg, &url, &data[..5], Some("0-4")).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(location(&r), loc);
+    let r = put_close(&reg, &url, &d, &data[5..], None).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(location(&r), format!("{public}/v2/{name}/blobs/{d}"));
+    // (registry.example.com does not resolve: blobs by single POST here)
+    let config = unique_bytes("public-config");
+    let r = reg
+        .req(Method::POST, &uploads_prefix(&name))
+        .query(&[("digest", sha256(&config).as_str())])
+        .body(config.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        location(&r),
+        format!("{public}/v2/{name}/blobs/{}", sha256(&config))
+    );
+    let manifest = oci_manifest(
+        &Desc::new(OCI_CONFIG, &config),
+        &[Desc::new(OCI_LAYER, &data)],
+    );
+    let r = reg.put_manifest(&name, "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        location(&r),
+        format!("{public}/v2/{name}/manifests/{}", sha256(&manifest))
+    );
+}
+
+/// A public URL that is not the absolute URL of a root is refused at start,
+/// saying why (flag and environment alike).
+#[tokio::test]
+async fn bad_public_urls_are_refused() {
+    if external_url().is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (how, url, why) in [
+        ("flag", "https://example.com/registry", "path prefix"),
+        ("flag", "registry.example.com", "not an absolute URL"),
+        ("env", "https://example.com/?x=1", "query"),
+        ("env", "ftp://example.com", "http:// or https://"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"));
+        if how == "flag" {
+            cmd.args(["--public-url", url]);
+        } else {
+            cmd.env("WHARF_PUBLIC_URL", url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{how} {url} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("public_url") && err.contains(why),
+            "{how} {url}: {err}"
+        );
+    }
 }

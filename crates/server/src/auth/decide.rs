@@ -6,6 +6,7 @@
 use super::policy::{Perms, Policy, Principal};
 use super::scope::Scope;
 use crate::action::{Access, Action};
+use oci::RepoName;
 
 /// What a request's credentials grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,26 +165,40 @@ fn strip_unreadable_mount(policy: &Policy, id: &Identity, action: Action) -> Act
     }
 }
 
-/// The scope a challenge for `action` names.
-pub fn challenge_scope(action: &Action) -> Option<Scope> {
+/// The scopes a challenge for `action` names: the access it needs on its
+/// repository and, for a cross-repository mount, pull on the source (as
+/// Distribution asks), so a client that requests what the challenge names
+/// gets a token with which the mount can happen.
+pub fn challenge_scopes(action: &Action) -> Vec<Scope> {
     let actions: &[&str] = match action.access() {
-        Access::None => return None,
+        Access::None => return Vec::new(),
         Access::Catalog => {
-            return Some(Scope {
+            return vec![Scope {
                 kind: "registry".into(),
                 name: "catalog".into(),
                 actions: vec!["*".into()],
-            });
+            }];
         }
         Access::Pull => &["pull"],
         Access::Push => &["pull", "push"],
         Access::Delete => &["delete"],
     };
-    action.repo().map(|r| Scope {
+    let scope = |repo: &RepoName, actions: &[&str]| Scope {
         kind: "repository".into(),
-        name: r.as_str().to_owned(),
+        name: repo.as_str().to_owned(),
         actions: actions.iter().map(|a| (*a).to_owned()).collect(),
-    })
+    };
+    let mut scopes: Vec<Scope> = action
+        .repo()
+        .map(|r| scope(r, actions))
+        .into_iter()
+        .collect();
+    if let Some(from) = action.mount_source()
+        && Some(from) != action.repo()
+    {
+        scopes.push(scope(from, &["pull"]));
+    }
+    scopes
 }
 
 #[cfg(test)]
@@ -488,16 +503,48 @@ mod tests {
         assert!(!is_mount(&decide(&p, &alice, mount(None)).unwrap()));
     }
 
-    #[test]
-    fn challenge_scopes() {
-        let scopes: Vec<Option<String>> = every_action()
+    fn scope_strings(a: &Action) -> Vec<String> {
+        challenge_scopes(a)
             .iter()
-            .map(|a| challenge_scope(a).map(|s| s.to_scope_string()))
-            .collect();
-        assert_eq!(scopes[0], None);
-        assert_eq!(scopes[1].as_deref(), Some("registry:catalog:*"));
-        assert_eq!(scopes[3].as_deref(), Some("repository:team/app:pull"));
-        assert_eq!(scopes[4].as_deref(), Some("repository:team/app:pull,push"));
-        assert_eq!(scopes[5].as_deref(), Some("repository:team/app:delete"));
+            .map(Scope::to_scope_string)
+            .collect()
+    }
+
+    #[test]
+    fn challenge_scopes_of_actions() {
+        let scopes: Vec<Vec<String>> = every_action().iter().map(scope_strings).collect();
+        assert!(scopes[0].is_empty());
+        assert_eq!(scopes[1], ["registry:catalog:*"]);
+        assert_eq!(scopes[3], ["repository:team/app:pull"]);
+        assert_eq!(scopes[4], ["repository:team/app:pull,push"]);
+        assert_eq!(scopes[5], ["repository:team/app:delete"]);
+        assert_eq!(scopes[8], ["repository:team/app:pull,push"]);
+    }
+
+    #[test]
+    fn mount_challenges_ask_for_the_source() {
+        let mount = |m: Option<Digest>, from: Option<&str>| Action::StartUpload {
+            repo: repo("team/app"),
+            digest: None,
+            algorithm: Algorithm::Sha256,
+            mount: m,
+            from: from.map(repo),
+        };
+        assert_eq!(
+            scope_strings(&mount(Some(digest()), Some("team/base"))),
+            ["repository:team/app:pull,push", "repository:team/base:pull"]
+        );
+        // no source, the target itself, or no mount: only the target
+        for a in [
+            mount(Some(digest()), None),
+            mount(Some(digest()), Some("team/app")),
+            mount(None, Some("team/base")),
+        ] {
+            assert_eq!(
+                scope_strings(&a),
+                ["repository:team/app:pull,push"],
+                "{a:?}"
+            );
+        }
     }
 }

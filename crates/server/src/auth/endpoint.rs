@@ -117,8 +117,9 @@ pub async fn serve(auth: &Auth, req: Request) -> Resp {
         Err(Refusal::Throttled { retry_after }) => {
             return auth.refusal(
                 &Refusal::Throttled { retry_after },
-                None,
+                &[],
                 &parts.headers,
+                None,
                 false,
             );
         }

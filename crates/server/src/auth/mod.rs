@@ -76,8 +76,9 @@ pub struct Auth {
     pub service: String,
     realm: Option<String>,
     mtls_users: bool,
-    /// Scheme of the default token realm URL: "https" when the listener
-    /// serves TLS.
+    /// "https" when the listener serves TLS: the scheme of the default
+    /// token realm when a request names no host (the realm is otherwise
+    /// built from the request's origin, see [`crate::origin`]).
     scheme: &'static str,
     pub max_name_length: usize,
 }
@@ -257,9 +258,10 @@ impl Auth {
         conn: Option<&ConnInfo>,
         action: Action,
         head: bool,
+        origin: Option<&str>,
     ) -> Result<(Action, Identity), Resp> {
-        let scope = decide::challenge_scope(&action);
-        let refused = |why: Refusal| self.refusal(&why, scope.as_ref(), headers, head);
+        let scopes = decide::challenge_scopes(&action);
+        let refused = |why: Refusal| self.refusal(&why, &scopes, headers, origin, head);
         let id = self.authenticate(headers, conn).await.map_err(refused)?;
         match decide::decide(&self.policy, &id, action) {
             Ok(a) => Ok((a, id)),
@@ -380,31 +382,26 @@ impl Auth {
         }
     }
 
-    /// The default token realm: `<scheme>://<Host>/token`.
-    fn realm(&self, headers: &HeaderMap) -> String {
+    /// The token realm: `auth.token.realm`, else `<origin>/token` where
+    /// the origin is the request's (`[http] public_url`, or the listener's
+    /// scheme and the request's host; see [`crate::origin::of_request`]).
+    fn realm(&self, origin: Option<&str>) -> String {
         if let Some(r) = &self.realm {
             return r.clone();
         }
-        // The Host header is the client's; keep only what a host[:port] has,
-        // so it cannot break out of the quoted challenge parameter.
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.len() <= 255
-                    && h.bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b".-:[]_".contains(&c))
-            })
-            .unwrap_or("localhost");
-        format!("{}://{host}/token", self.scheme)
+        match origin {
+            Some(o) => format!("{o}/token"),
+            None => format!("{}://localhost/token", self.scheme),
+        }
     }
 
-    /// The `WWW-Authenticate` value for a refused request.
+    /// The `WWW-Authenticate` value for a refused request. Several scopes
+    /// go into one space-separated `scope` parameter, as Distribution
+    /// sends them.
     pub fn challenge(
         &self,
-        headers: &HeaderMap,
-        scope: Option<&scope::Scope>,
+        origin: Option<&str>,
+        scopes: &[scope::Scope],
         error: Option<&str>,
     ) -> String {
         if !self.bearer {
@@ -412,11 +409,12 @@ impl Auth {
         }
         let mut c = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm(headers),
+            self.realm(origin),
             self.service
         );
-        if let Some(s) = scope {
-            c.push_str(&format!(",scope=\"{}\"", s.to_scope_string()));
+        if !scopes.is_empty() {
+            let all: Vec<String> = scopes.iter().map(scope::Scope::to_scope_string).collect();
+            c.push_str(&format!(",scope=\"{}\"", all.join(" ")));
         }
         if let Some(e) = error {
             c.push_str(&format!(",error=\"{e}\""));
@@ -428,15 +426,16 @@ impl Auth {
     pub fn refusal(
         &self,
         why: &Refusal,
-        scope: Option<&scope::Scope>,
+        scopes: &[scope::Scope],
         headers: &HeaderMap,
+        origin: Option<&str>,
         head: bool,
     ) -> Resp {
         match why {
             Refusal::Unauthenticated { insufficient_scope } => {
                 let e = RegistryError::new(ErrorCode::Unauthorized, "authentication required");
                 let error = insufficient_scope.then_some("insufficient_scope");
-                with_challenge(r::error(&e, head), &self.challenge(headers, scope, error))
+                with_challenge(r::error(&e, head), &self.challenge(origin, scopes, error))
             }
             Refusal::BadCredentials => {
                 let e = RegistryError::new(ErrorCode::Unauthorized, "invalid credentials or token");
@@ -445,7 +444,7 @@ impl Auth {
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("bearer"))
                     .map(|_| "invalid_token");
-                with_challenge(r::error(&e, head), &self.challenge(headers, scope, error))
+                with_challenge(r::error(&e, head), &self.challenge(origin, scopes, error))
             }
             Refusal::Denied => r::error(
                 &RegistryError::new(
@@ -525,12 +524,12 @@ mod tests {
             auth.authenticate(&bad, Some(&conn(Some("carol")))).await,
             Err(Refusal::BadCredentials)
         );
-        // the realm of an https listener
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("reg.example:5000"));
-        assert_eq!(auth.realm(&h), "https://reg.example:5000/token");
-        h.insert(header::HOST, HeaderValue::from_static("evil\"\","));
-        assert_eq!(auth.realm(&h), "https://localhost/token");
+        // the realm of an https listener: from the request's origin
+        assert_eq!(
+            auth.realm(Some("https://reg.example:5000")),
+            "https://reg.example:5000/token"
+        );
+        assert_eq!(auth.realm(None), "https://localhost/token");
 
         // off: certificate names mean nothing
         config.auth.mtls_users = false;

@@ -886,6 +886,16 @@ pub fn location(r: &Response) -> String {
         .unwrap_or_else(|| panic!("response {} has no Location header", r.status()))
 }
 
+/// A Location value as a URL to send a request to: absolute ones as they
+/// are, relative ones (which some registries send) under `base`.
+pub fn absolute_location(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_owned()
+    } else {
+        format!("{base}{loc}")
+    }
+}
+
 /// The path part of a Location value (scheme/host and query stripped).
 pub fn location_path(loc: &str) -> String {
     let mut s = loc;
