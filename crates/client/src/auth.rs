@@ -4,6 +4,10 @@
 //! Credential files read, first match wins: `$REGISTRY_AUTH_FILE`,
 //! `${XDG_RUNTIME_DIR}/containers/auth.json` (podman), then
 //! `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (docker).
+//! A file's `credHelpers` (per registry) or `credsStore` (all registries)
+//! names a docker credential helper, `docker-credential-NAME` on the
+//! `PATH`, which is asked first (`get`) and written to by `wharf login`
+//! (`store`) and `logout` (`erase`), as docker does.
 
 use crate::error::{Error, Result};
 use crate::reference::DOCKER_HUB;
@@ -188,12 +192,35 @@ impl AuthFiles {
         Ok(None)
     }
 
-    /// Store credentials for `host`; returns the files written.
+    /// Store credentials for `host`; returns where they went (files, or a
+    /// credential helper as `docker-credential-NAME`).
     pub fn store(&self, host: &str, creds: &Credentials) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         let docker = self.docker.as_ref().ok_or_else(|| {
             Error::Usage("cannot find docker's config: set HOME or DOCKER_CONFIG".into())
         })?;
+        // Docker's config names a credential helper: the secret goes there,
+        // and the file keeps an empty entry for the host, as docker does.
+        if let Some(name) = read_json(docker)?.and_then(|v| helper_for(&v, host)) {
+            let input = serde_json::json!({
+                "ServerURL": helper_server(host),
+                "Username": creds.username,
+                "Secret": creds.password,
+            });
+            let out = run_helper(&name, "store", input.to_string().as_bytes())?
+                .ok_or_else(|| helper_missing(&name, docker))?;
+            if !out.status.success() {
+                return Err(helper_failed(&name, "store", &out));
+            }
+            update_file(docker, |auths| {
+                auths.retain(|k, _| normalize_auth_key(k) != host);
+                auths.insert(host.to_owned(), Value::Object(Map::new()));
+            })?;
+            return Ok(vec![
+                PathBuf::from(format!("docker-credential-{name}")),
+                docker.clone(),
+            ]);
+        }
         let auth = B64.encode(format!("{}:{}", creds.username, creds.password));
         for f in std::iter::once(docker).chain(self.podman.iter().filter(|p| p.exists())) {
             update_file(f, |auths| {
@@ -210,7 +237,34 @@ impl AuthFiles {
     /// Remove credentials for `host` from every file that has them; returns those files.
     pub fn remove(&self, host: &str) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
+        if let Some(docker) = &self.docker
+            && let Some(name) = read_json(docker)?.and_then(|v| helper_for(&v, host))
+        {
+            let out = run_helper(&name, "erase", helper_server(host).as_bytes())?
+                .ok_or_else(|| helper_missing(&name, docker))?;
+            if out.status.success() {
+                written.push(PathBuf::from(format!("docker-credential-{name}")));
+            }
+            if read_json(docker)?
+                .and_then(|v| {
+                    v.get("auths")?
+                        .as_object()?
+                        .keys()
+                        .find(|k| normalize_auth_key(k) == host)
+                        .cloned()
+                })
+                .is_some()
+            {
+                update_file(docker, |auths| {
+                    auths.retain(|k, _| normalize_auth_key(k) != host)
+                })?;
+                written.push(docker.clone());
+            }
+        }
         for f in self.docker.iter().chain(self.podman.iter()) {
+            if written.contains(f) {
+                continue;
+            }
             if lookup_in(f, host)?.is_none() {
                 continue;
             }
@@ -234,10 +288,123 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     }
 }
 
+/// The credential helper a credentials file names for `host`:
+/// `credHelpers[host]`, else `credsStore`.
+fn helper_for(doc: &Value, host: &str) -> Option<String> {
+    let named = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    if let Some(m) = doc.get("credHelpers").and_then(Value::as_object)
+        && let Some((_, v)) = m.iter().find(|(k, _)| normalize_auth_key(k) == host)
+    {
+        return named(v);
+    }
+    doc.get("credsStore").and_then(named)
+}
+
+/// The server URL credential helpers know `host` by (docker's form).
+fn helper_server(host: &str) -> &str {
+    if host == DOCKER_HUB {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    }
+}
+
+/// Run `docker-credential-NAME VERB` with `input` on stdin. `Ok(None)`:
+/// the helper is not installed.
+fn run_helper(name: &str, verb: &str, input: &[u8]) -> Result<Option<std::process::Output>> {
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{name}");
+    let mut child = match Command::new(&program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Other(format!("cannot run {program}: {e}"))),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input)
+            .map_err(|e| Error::Other(format!("cannot talk to {program}: {e}")))?;
+    }
+    child
+        .wait_with_output()
+        .map(Some)
+        .map_err(|e| Error::Other(format!("cannot run {program}: {e}")))
+}
+
+fn helper_failed(name: &str, verb: &str, out: &std::process::Output) -> Error {
+    let said = String::from_utf8_lossy(if out.stderr.is_empty() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
+    .trim()
+    .to_owned();
+    Error::Other(format!(
+        "the credential helper docker-credential-{name} failed to {verb}: {said}"
+    ))
+}
+
+fn helper_missing(name: &str, path: &Path) -> Error {
+    Error::Other(format!(
+        "{} names the credential helper {name:?}, but docker-credential-{name} is not on the PATH",
+        path.display()
+    ))
+}
+
+/// Ask the helper `name` for `host`'s credentials.
+fn helper_get(name: &str, path: &Path, host: &str) -> Result<Option<Credentials>> {
+    let Some(out) = run_helper(name, "get", helper_server(host).as_bytes())? else {
+        return Err(helper_missing(name, path));
+    };
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+            + &String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+        if said.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(helper_failed(name, "get", &out));
+    }
+    #[derive(serde::Deserialize)]
+    struct Got {
+        #[serde(rename = "Username", default)]
+        username: String,
+        #[serde(rename = "Secret", default)]
+        secret: String,
+    }
+    let got: Got = serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::Other(format!(
+            "docker-credential-{name} get answered something that is not its JSON: {e}"
+        ))
+    })?;
+    Ok((!got.secret.is_empty()).then_some(Credentials {
+        username: got.username,
+        password: got.secret,
+    }))
+}
+
 fn lookup_in(path: &Path, host: &str) -> Result<Option<Credentials>> {
     let Some(v) = read_json(path)? else {
         return Ok(None);
     };
+    if let Some(name) = helper_for(&v, host) {
+        match helper_get(&name, path, host) {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => {}
+            // A helper that is not installed: inline credentials still work.
+            Err(e) if lookup_auths(path, &v, host)?.is_none() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    lookup_auths(path, &v, host)
+}
+
+/// Credentials written in the file's `auths` map.
+fn lookup_auths(path: &Path, v: &Value, host: &str) -> Result<Option<Credentials>> {
     let Some(auths) = v.get("auths").and_then(Value::as_object) else {
         return Ok(None);
     };
@@ -395,7 +562,7 @@ mod tests {
         std::fs::create_dir_all(docker.parent().unwrap()).unwrap();
         std::fs::write(
             &docker,
-            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="}},"credsStore":"x"}"#,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="}},"detachKeys":"x"}"#,
         )
         .unwrap();
         let files = AuthFiles {
@@ -421,7 +588,7 @@ mod tests {
         );
         assert_eq!(files.lookup("h:1").unwrap(), Some(c.clone()));
         let v: Value = serde_json::from_slice(&std::fs::read(&docker).unwrap()).unwrap();
-        assert_eq!(v["credsStore"], "x", "other keys kept");
+        assert_eq!(v["detachKeys"], "x", "other keys kept");
         assert_eq!(v["auths"]["h:1"]["auth"], B64.encode("u:p:w"));
         #[cfg(unix)]
         {

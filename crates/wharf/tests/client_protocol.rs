@@ -259,3 +259,202 @@ async fn login_stores_docker_credentials_and_commands_use_them() {
     assert_eq!(code, Some(0));
     assert_eq!(out, "secret/repo\n");
 }
+
+/// A docker credential helper (`docker-credential-NAME`) in `dir`, keeping
+/// its secrets as files in `dir/store/`, as the real ones keep them in a
+/// keyring.
+fn fake_helper(dir: &std::path::Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+read -r input || true
+case "$1" in
+get)
+    key=$(printf '%s' "$input" | od -An -tx1 | tr -d ' \n')
+    if [ -f "{store}/$key" ]; then cat "{store}/$key"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+store)
+    url=$(printf '%s' "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/')
+    key=$(printf '%s' "$url" | od -An -tx1 | tr -d ' \n')
+    printf '%s' "$input" > "{store}/$key" ;;
+erase)
+    key=$(printf '%s' "$input" | od -An -tx1 | tr -d ' \n')
+    rm -f "{store}/$key" ;;
+esac
+"#,
+        store = store.display()
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_helpers_are_used_for_login_and_lookups() {
+    let host = basic_registry().await;
+    let env = Env::new();
+    let bin = env.path("helpers");
+    fake_helper(&bin, "wharftest");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::fs::create_dir_all(env.path(".docker")).unwrap();
+    std::fs::write(
+        env.path(".docker/config.json"),
+        r#"{"credsStore":"wharftest"}"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = env.cmd().env("PATH", &path).args(args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let login = |user: &str, pw: &str| {
+        let mut child = env
+            .cmd()
+            .env("PATH", &path)
+            .args(["login", &host, "-u", user, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = tokio::task::block_in_place(|| login("u", "p"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The secret is in the helper's store, not in the file.
+    let cfg = std::fs::read_to_string(env.path(".docker/config.json")).unwrap();
+    assert!(!cfg.contains("dTpw") && !cfg.contains("\"p\""), "{cfg}");
+    assert_eq!(std::fs::read_dir(bin.join("store")).unwrap().count(), 1);
+    let (code, out) = tokio::task::block_in_place(|| run(&["catalog", &host]));
+    assert_eq!((code, out.as_str()), (Some(0), "secret/repo\n"));
+    // What docker login (or another tool) put in the helper is used as is.
+    let o = tokio::task::block_in_place(|| {
+        env.cmd()
+            .env("PATH", &path)
+            .args(["logout", &host])
+            .output()
+            .unwrap()
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_dir(bin.join("store")).unwrap().count(), 0);
+    let (code, _) = tokio::task::block_in_place(|| run(&["catalog", &host]));
+    assert_eq!(code, Some(4), "logged out");
+    // credHelpers names a helper for one registry only.
+    std::fs::write(
+        env.path(".docker/config.json"),
+        format!(r#"{{"credHelpers":{{"{host}":"wharftest"}}}}"#),
+    )
+    .unwrap();
+    let o = tokio::task::block_in_place(|| login("u", "p"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_dir(bin.join("store")).unwrap().count(), 1);
+    let (code, _) = tokio::task::block_in_place(|| run(&["catalog", &host]));
+    assert_eq!(code, Some(0));
+    // A helper that is not installed is named in the error.
+    std::fs::write(
+        env.path(".docker/config.json"),
+        r#"{"credsStore":"nosuchhelper"}"#,
+    )
+    .unwrap();
+    let o = tokio::task::block_in_place(|| {
+        env.cmd()
+            .env("PATH", &path)
+            .args(["catalog", &host])
+            .output()
+            .unwrap()
+    });
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("docker-credential-nosuchhelper is not on the PATH"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_asks_for_the_password_on_a_terminal() {
+    let host = basic_registry().await;
+    let env = Env::new();
+    let Some(script) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("script (util-linux) is needed to give wharf login a terminal");
+    };
+    // `script` runs the login on a pseudo-terminal; the password is typed
+    // after the prompt appears.
+    let wharf = env.cmd();
+    let line = format!(
+        "{} login {host} -u u",
+        wharf.get_program().to_string_lossy()
+    );
+    let mut c = std::process::Command::new(script);
+    c.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in wharf.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = wharf.get_current_dir() {
+        c.current_dir(d);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let prompt = format!("Password for u@{host}: ");
+    // Type the password once the prompt is there. (Whether it echoes is
+    // rpassword's business, and racy to observe: the prompt is written just
+    // before echo is turned off.)
+    let out = tokio::task::block_in_place(|| {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&out).contains(&prompt) {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        stdin.write_all(b"p\n").unwrap();
+        drop(stdin);
+        stdout.read_to_end(&mut out).unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let o = tokio::task::block_in_place(|| child.wait_with_output().unwrap());
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("Login succeeded"), "{out:?}");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path(".docker/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["auths"][host.as_str()]["auth"], "dTpw", "base64 of u:p");
+    // Without a terminal and without --password-stdin: a clear usage error.
+    let o = tokio::task::block_in_place(|| {
+        env.cmd()
+            .args(["login", &host, "-u", "u"])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--password-stdin"));
+}

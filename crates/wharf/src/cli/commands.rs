@@ -158,20 +158,13 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
         }
         ClientCommand::Login(a) => {
             let host = Host::parse(&a.host, a.common.insecure)?;
-            let mut password = String::new();
-            std::io::stdin()
-                .read_to_string(&mut password)
-                .map_err(|e| Error::Usage(format!("cannot read the password from stdin: {e}")))?;
-            let password = password.trim_end_matches(['\n', '\r']).to_owned();
-            if a.username.is_empty() || password.is_empty() {
+            let (username, password) = login_input(&host, a.username, a.password_stdin)?;
+            if username.is_empty() || password.is_empty() {
                 return Err(Error::Usage(
-                    "login needs a user name and a non-empty password on stdin".into(),
+                    "login needs a user name and a non-empty password".into(),
                 ));
             }
-            let creds = Credentials {
-                username: a.username,
-                password,
-            };
+            let creds = Credentials { username, password };
             let c = Client::new(
                 host.clone(),
                 ClientOptions {
@@ -227,6 +220,51 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The user name and password for `wharf login`: the password from stdin
+/// with `--password-stdin`, else asked for on the terminal (no echo), as is
+/// a missing user name.
+fn login_input(
+    host: &Host,
+    username: Option<String>,
+    password_stdin: bool,
+) -> Result<(String, String)> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let terminal = std::io::stdin().is_terminal();
+    let username = match username {
+        Some(u) => u,
+        None if terminal && !password_stdin => {
+            eprint!("Username for {host}: ");
+            std::io::stderr().flush().ok();
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("cannot read the user name: {e}")))?;
+            line.trim().to_owned()
+        }
+        None => {
+            return Err(Error::Usage(
+                "give the user name with --username (-u)".into(),
+            ));
+        }
+    };
+    let password = if password_stdin {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .map_err(|e| Error::Usage(format!("cannot read the password from stdin: {e}")))?;
+        password.trim_end_matches(['\n', '\r']).to_owned()
+    } else if terminal {
+        rpassword::prompt_password(format!("Password for {username}@{host}: "))
+            .map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?
+    } else {
+        return Err(Error::Usage(
+            "no terminal to ask for the password on: pipe it in with --password-stdin".into(),
+        ));
+    };
+    Ok((username, password))
 }
 
 fn print_json(v: &Value) {

@@ -167,10 +167,12 @@ pub struct AttachArgs {
 pub struct LoginArgs {
     /// HOST[:PORT]
     pub host: String,
+    /// The user name (asked for on a terminal when not given).
     #[arg(long, short = 'u')]
-    pub username: String,
-    /// Read the password (or token) from standard input.
-    #[arg(long, required = true)]
+    pub username: Option<String>,
+    /// Read the password (or token) from standard input; without it the
+    /// password is asked for on the terminal, not echoed.
+    #[arg(long)]
     pub password_stdin: bool,
     #[command(flatten)]
     pub common: Common,
