@@ -372,7 +372,8 @@ impl FsBackend {
     /// Bring the local file `src` in as the object `key`, whose content must
     /// hash to `expected`: hard linked (or copied, or moved) into a temporary
     /// file, verified there, then renamed into place durably. If `key`
-    /// already exists it is kept and `src` is left alone. On a mismatch
+    /// already exists with `src`'s size it is kept and `src` is left alone
+    /// (one of another size is damaged and is replaced). On a mismatch
     /// nothing is stored and `src` is left alone.
     ///
     /// A hard link shares the file with its source: the source must not be
@@ -400,16 +401,19 @@ impl FsBackend {
         expected: &oci::Digest,
         mode: ImportMode,
     ) -> io::Result<Imported> {
-        if let Ok(m) = std::fs::metadata(dest)
-            && m.is_file()
-        {
-            return Ok(Imported::AlreadyPresent { size: m.len() });
-        }
-        if !std::fs::metadata(src)?.is_file() {
+        let src_meta = std::fs::metadata(src)?;
+        if !src_meta.is_file() {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
                 format!("{} is not a regular file", src.display()),
             ));
+        }
+        // An existing object of another size is damaged: replace it.
+        if let Ok(m) = std::fs::metadata(dest)
+            && m.is_file()
+            && m.len() == src_meta.len()
+        {
+            return Ok(Imported::AlreadyPresent { size: m.len() });
         }
         let tmp = self.tmp_path();
         let result = (|| {
@@ -930,7 +934,15 @@ impl Backend for FsBackend {
         let data = self.upload_data(id)?;
         let meta = self.upload_meta(id)?;
         self.blocking(move |this| {
-            if std::fs::metadata(&dest).is_err() {
+            let size = std::fs::metadata(&data)?.len();
+            // Keys are content-addressed: an object of the same size holds
+            // the same bytes. One of another size is damaged (truncated by
+            // a crash under --no-fsync, or a disk error): the verified
+            // upload replaces it, atomically by the rename.
+            let intact = std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size);
+            if intact {
+                remove_if_present(&data)?;
+            } else {
                 if this.inner.fsync {
                     std::fs::File::open(&data)?.sync_all()?;
                 }
@@ -938,8 +950,6 @@ impl Backend for FsBackend {
                 std::fs::rename(&data, &dest)?;
                 this.record_added(&dest);
                 this.sync_dir_blocking(&parent)?;
-            } else {
-                remove_if_present(&data)?;
             }
             remove_if_present(&meta)
         })

@@ -713,7 +713,9 @@ impl Registry {
         self.check_references(name, &m).await?;
 
         let blob_key = keys::blob(&digest);
-        if self.backend.head(&blob_key).await?.is_none() {
+        // Kept if present with the right size; a damaged (truncated) copy
+        // is replaced.
+        if self.backend.head(&blob_key).await?.map(|m| m.size) != Some(body.len() as u64) {
             self.backend.put(&blob_key, body.clone()).await?;
         }
         let link = ManifestLink {
