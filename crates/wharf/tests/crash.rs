@@ -210,3 +210,112 @@ async fn kill_9_during_pushes_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// The file of blob `d` in the data directory (docs/architecture.md:
+/// `blobs/<alg>/<2 hex>/<hex>~`).
+fn blob_file(reg: &Registry, d: &str) -> std::path::PathBuf {
+    let (alg, hex) = d.split_once(':').unwrap();
+    reg.data_dir()
+        .unwrap()
+        .join("blobs")
+        .join(alg)
+        .join(&hex[..2])
+        .join(format!("{hex}~"))
+}
+
+/// Truncate a stored object's file, as a power loss under `--no-fsync` or
+/// a disk error may leave it.
+fn truncate(path: &std::path::Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .set_len(len)
+        .unwrap();
+}
+
+async fn assert_blob_intact(reg: &Registry, repo: &str, data: &[u8], how: &str) {
+    let d = sha256(data);
+    let r = reg.head(&format!("/v2/{repo}/blobs/{d}")).await;
+    assert_eq!(r.status(), 200, "{how}");
+    assert_eq!(
+        content_length(&r),
+        Some(data.len() as u64),
+        "{how}: HEAD length"
+    );
+    reg.assert_blob(repo, data).await;
+}
+
+/// A damaged (truncated) blob file is replaced when the same blob is pushed
+/// again, whether monolithically or in chunks; a damaged manifest body is
+/// replaced when the manifest is pushed again.
+#[tokio::test]
+async fn a_truncated_blob_is_replaced_by_the_next_push_of_it() {
+    let mut reg = local_only!(Registry::start_with(&[]).await);
+    let repo = repo("damaged");
+    let data = pseudo_random(3 * 1024 * 1024 + 17, 11);
+    let d = reg.push_blob(&repo, &data).await;
+    let file = blob_file(&reg, &d);
+    assert_blob_intact(&reg, &repo, &data, "first push").await;
+
+    // Monolithic push (single POST with the digest) over an empty file.
+    truncate(&file, 0);
+    let r = reg.head(&format!("/v2/{repo}/blobs/{d}")).await;
+    assert_eq!(content_length(&r), Some(0), "the damage is visible");
+    let r = reg
+        .client
+        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_blob_intact(&reg, &repo, &data, "after a monolithic push").await;
+
+    // POST + PUT over a half-length file.
+    truncate(&file, data.len() as u64 / 2);
+    reg.push_blob(&repo, &data).await;
+    assert_blob_intact(&reg, &repo, &data, "after POST + PUT").await;
+
+    // Chunked push (PATCH, PATCH, PUT) over an empty file.
+    truncate(&file, 0);
+    let mut loc = reg.start_upload(&repo).await;
+    let half = data.len() / 2;
+    for (start, chunk) in [(0, &data[..half]), (half, &data[half..])] {
+        let r = reg
+            .client
+            .patch(&loc)
+            .header("Content-Type", "application/octet-stream")
+            .header(
+                "Content-Range",
+                format!("{start}-{}", start + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        loc = reg.resolve(&location(&r));
+    }
+    let r = reg
+        .client
+        .put(&loc)
+        .query(&[("digest", d.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_blob_intact(&reg, &repo, &data, "after a chunked push").await;
+
+    // A manifest body is a blob file too. Restart so that nothing the
+    // server remembers hides the damage.
+    let img = reg.push_image(&repo, "v1").await;
+    let mfile = blob_file(&reg, &img.digest);
+    truncate(&mfile, 5);
+    reg.restart().await;
+    reg.push_manifest(&repo, "v1", OCI_MANIFEST, &img.manifest)
+        .await;
+    let r = reg.get_m(&format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+}
