@@ -319,3 +319,134 @@ async fn a_truncated_blob_is_replaced_by_the_next_push_of_it() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
 }
+
+/// The OCI error body of a 507 must say that the storage is full.
+async fn assert_storage_full(r: reqwest::Response, what: &str) {
+    assert_eq!(r.status(), 507, "{what}");
+    let ct = content_type(&r);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        error_codes(ct.as_deref(), &body, what),
+        ["UNKNOWN"],
+        "{what}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let msg = v["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("storage is full"), "{what}: {msg}");
+}
+
+/// A full disk (a 16 MiB tmpfs, mounted by the test): pushes get 507 with
+/// an OCI error body saying the storage is full (not a 500), the log says
+/// so once rather than per request, nothing half-written becomes visible,
+/// and everything acknowledged before still pulls intact.
+#[tokio::test]
+async fn a_full_disk_answers_507_and_keeps_what_was_acknowledged() {
+    let reg = local_only!(Registry::start_on_small_fs("16m", &[]).await);
+    let repo = repo("full");
+    let img = reg.push_image(&repo, "v1").await;
+
+    // Fill it with 512 KiB blobs until a push is refused.
+    let mut pushed: Vec<Vec<u8>> = Vec::new();
+    let mut refused = None;
+    for i in 0..100u64 {
+        let data = pseudo_random(512 * 1024, 5000 + i);
+        let d = sha256(&data);
+        let r = reg
+            .client
+            .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            201 => pushed.push(data),
+            507 => {
+                refused = Some((d, r));
+                break;
+            }
+            s => panic!(
+                "push {i}: {s} {}\n{}",
+                r.text().await.unwrap_or_default(),
+                reg.logs()
+            ),
+        }
+    }
+    let (d, r) = refused.expect("50 MiB went into a 16 MiB tmpfs without a 507");
+    assert!(pushed.len() >= 8, "only {} pushes fitted", pushed.len());
+    assert_storage_full(r, "monolithic push").await;
+    // Nothing of the refused blob is visible.
+    let r = reg.head(&format!("/v2/{repo}/blobs/{d}")).await;
+    assert_eq!(r.status(), 404);
+
+    // More writes of every kind are refused the same way.
+    let big = pseudo_random(2 << 20, 77);
+    let r = reg
+        .client
+        .post(reg.url(&format!(
+            "/v2/{repo}/blobs/uploads/?digest={}",
+            sha256(&big)
+        )))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_storage_full(r, "second monolithic push").await;
+    let r = reg
+        .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 202 {
+        // A chunk that does not fit: refused, and the session holds what
+        // it held before (nothing).
+        let loc = reg.resolve(&location(&r));
+        let r = reg
+            .client
+            .patch(&loc)
+            .header("Content-Type", "application/octet-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_storage_full(r, "chunk").await;
+        let r = reg.client.get(&loc).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(
+            header(&r, "range").is_none_or(|v| v == "0-0"),
+            "the session should be empty: {:?}",
+            header(&r, "range")
+        );
+    } else {
+        assert_storage_full(r, "upload session start").await;
+    }
+    // A manifest too large for what is left (annotations fill it).
+    let mut m = oci_manifest_value(&img.config, &img.layers);
+    m["annotations"] = serde_json::json!({ "filler": "x".repeat(3 << 20) });
+    let body = to_bytes(&m);
+    let r = reg.put_manifest(&repo, "v2", OCI_MANIFEST, &body).await;
+    assert_storage_full(r, "manifest push").await;
+    let r = reg.get_m(&format!("/v2/{repo}/manifests/v2")).await;
+    assert_eq!(r.status(), 404, "a refused manifest must not be tagged");
+
+    // Logged once, not per request.
+    let logs = reg.logs();
+    assert_eq!(
+        logs.matches("storage is full").count(),
+        1,
+        "the full storage should be logged once:\n{logs}"
+    );
+
+    // Everything acknowledged is intact.
+    for data in &pushed {
+        reg.assert_blob(&repo, data).await;
+    }
+    let r = reg.get_m(&format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    for b in img.layers.iter().chain([&img.config]) {
+        let r = reg.head(&format!("/v2/{repo}/blobs/{}", b.digest)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(content_length(&r), Some(b.size as u64));
+    }
+}
