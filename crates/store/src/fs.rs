@@ -1243,10 +1243,30 @@ mod tests {
         b.upload_commit("p1", "blobs/y").await.unwrap();
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
 
-        // Committing content that already exists drops the upload's copy.
+        // Committing content that already exists (same key, same size)
+        // drops the upload's copy: the object file stays the same file.
+        use std::os::unix::fs::MetadataExt as _;
+        let y = b.root().join("blobs/y~");
+        let ino = std::fs::metadata(&y).unwrap().ino();
         b.upload_create("p2", None).await.unwrap();
+        let mut w = b.upload_writer("p2", 0).await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.finish().await.unwrap();
         b.upload_commit("p2", "blobs/y").await.unwrap();
+        assert_eq!(std::fs::metadata(&y).unwrap().ino(), ino);
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+        assert_eq!(upload_ids(&b).await, Vec::<String>::new());
+
+        // An existing object of another size is damaged (truncated): the
+        // commit replaces it.
+        std::fs::write(&y, b"x").unwrap();
+        b.upload_create("p3", None).await.unwrap();
+        let mut w = b.upload_writer("p3", 0).await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.finish().await.unwrap();
+        b.upload_commit("p3", "blobs/y").await.unwrap();
+        assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+        assert_eq!(upload_ids(&b).await, Vec::<String>::new());
 
         // A session directory of the earlier layout and a meta without data
         // are listed once each and removed by upload_delete.
