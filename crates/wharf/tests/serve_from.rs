@@ -801,12 +801,39 @@ async fn layouts_with_symlinked_directories_or_files_are_refused() {
 
     // The layout directory itself may be reached through a link.
     let lay = w("plain");
-    layout(&lay, "v1", &img);
+    let (_, m, _) = layout(&lay, "v1", &img);
     let via = w("via-link");
     symlink(&lay, &via).unwrap();
     let reg = start(&["--from".into(), arg(&via), "--as".into(), "h/x".into()]).await;
-    let (_, _, body) = manifest(&reg, "h/x", "v1").await;
-    assert!(!body.is_empty());
+    let l0 = layer_digests(&m)[0].0.clone();
+    let bytes = blob(&reg, "h/x", &l0).await;
+
+    // blobs/sha256 swapped for a link to a "host" store (with a file of
+    // the same digest) while served: not served from there, and the
+    // layout's new verification refuses it naming the link.
+    let store = w("host-store-2/sha256");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join(&l0[7..]), &bytes).unwrap();
+    let alg_dir = lay.join("blobs/sha256");
+    std::fs::rename(&alg_dir, w("plain-sha256-moved")).unwrap();
+    symlink(&store, &alg_dir).unwrap();
+    let r = reg.get(&format!("/v2/h/x/blobs/{l0}")).await;
+    assert_eq!(r.status(), 404, "served through the link");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reg.get_m("/v2/h/x/manifests/v1").await;
+        if r.status() == 404 {
+            let v = json_body(r).await;
+            let msg = v["errors"][0]["message"].as_str().unwrap_or("").to_owned();
+            if msg.contains(&arg(&alg_dir)) && msg.contains("symbolic link") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "still served: {}", reg.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = reg.get(&format!("/v2/h/x/blobs/{l0}")).await;
+    assert_eq!(r.status(), 404);
 }
 
 /// A multi-platform index in a layout: the index and its children.
