@@ -527,6 +527,14 @@ pub async fn copy(
         }
     }
 
+    // A docker-archive can only hold container images: refuse anything
+    // else before a byte is copied or a file is written.
+    if matches!(dest, Dest::Docker { .. }) {
+        for m in &images {
+            docker_archive::check_image(&what, m)?;
+        }
+    }
+
     // Blobs, each once.
     let mut seen = BTreeSet::new();
     let mut blobs: Vec<Descriptor> = Vec::new();

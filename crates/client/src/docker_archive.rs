@@ -21,6 +21,69 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Largest image config read when checking it.
+const MAX_CONFIG: u64 = 16 << 20;
+
+/// What to say when something is not a container image.
+fn not_an_image(what: &str, why: &str) -> Error {
+    Error::Usage(format!(
+        "{what} is not a container image ({why}): a docker-archive holds only \
+         container images (docker load and skopeo would reject it); copy it to an \
+         OCI layout with oci:DIR[:TAG] or to an oci-archive with oci-archive:FILE[:TAG]"
+    ))
+}
+
+/// A docker-archive holds container images: refuse, before anything is
+/// copied or written, a manifest whose config is not an image config (a
+/// `wharf push` file package, an oras artifact, a signature).
+pub fn check_image(what: &str, m: &oci::manifest::Manifest) -> Result<()> {
+    let config = m.config.as_ref().map(|c| c.media_type.as_str());
+    if matches!(config, Some(OCI_CONFIG | DOCKER_CONFIG)) {
+        return Ok(());
+    }
+    let mut why = match config {
+        Some(t) => format!("its config is {t}"),
+        None => "it has no config".to_owned(),
+    };
+    if let Some(t) = &m.artifact_type {
+        why = format!("an artifact of type {t}; {why}");
+    }
+    Err(not_an_image(what, &why))
+}
+
+/// The image config at `config` must have a `rootfs` with one diff ID per
+/// layer, as `docker load` and skopeo require.
+fn check_config(config: &Path, layers: usize) -> Result<()> {
+    let f = std::fs::File::open(config).map_err(|e| Error::io(config, e))?;
+    let mut raw = Vec::new();
+    f.take(MAX_CONFIG + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| Error::io(config, e))?;
+    let what = "the image";
+    if raw.len() as u64 > MAX_CONFIG {
+        return Err(not_an_image(
+            what,
+            &format!("its config is larger than {MAX_CONFIG} bytes"),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| not_an_image(what, &format!("its config is not JSON: {e}")))?;
+    let n = v
+        .get("rootfs")
+        .and_then(|r| r.get("diff_ids"))
+        .and_then(|d| d.as_array())
+        .map(Vec::len)
+        .ok_or_else(|| not_an_image(what, "its config has no rootfs.diff_ids"))?;
+    if n != layers {
+        return Err(not_an_image(
+            what,
+            &format!("its config lists {n} diff_ids for {layers} layers"),
+        ));
+    }
+    Ok(())
+}
+
 /// One entry of `manifest.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -183,6 +246,7 @@ pub fn write(
     repo_tags: &[String],
     scratch: &Path,
 ) -> Result<()> {
+    check_config(config, layers.len())?;
     let (config_digest, _) = crate::package::digest_file(config)?;
     let config_name = format!("{}.json", config_digest.hex());
     // Each layer as an uncompressed file, named by its digest (= diff ID).
@@ -287,7 +351,11 @@ mod tests {
     fn write_then_read() {
         let t = tempfile::tempdir().unwrap();
         let cfg = t.path().join("cfg");
-        std::fs::write(&cfg, br#"{"architecture":"amd64","os":"linux"}"#).unwrap();
+        std::fs::write(
+            &cfg,
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0"]}}"#,
+        )
+        .unwrap();
         let layer = t.path().join("layer");
         {
             let mut b = tar::Builder::new(std::fs::File::create(&layer).unwrap());

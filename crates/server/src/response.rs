@@ -3,6 +3,8 @@
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use oci::{ErrorCode, RegistryError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub type Resp = Response<Body>;
 
@@ -57,6 +59,71 @@ pub fn internal(e: &dyn std::fmt::Display, head: bool) -> Resp {
     )
 }
 
+/// How often "storage full" is logged at most; the failures in between are
+/// counted and reported with the next line.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When "storage full" was last logged, and the failures not logged since.
+static FULL_LOG: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+
+/// Is `e` (or an error it wraps) "no space left on the device" or "disk
+/// quota exceeded"?
+pub fn storage_full(e: &std::io::Error) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        // std maps ENOSPC and EDQUOT to these kinds.
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            return true;
+        }
+        cur = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>());
+    }
+    false
+}
+
+/// Log a full storage once per [`FULL_LOG_INTERVAL`], not once per request.
+fn log_storage_full(e: &std::io::Error) {
+    let mut g = FULL_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match g.0 {
+        Some(last) if now.duration_since(last) < FULL_LOG_INTERVAL => {
+            g.1 = g.1.saturating_add(1);
+        }
+        _ => {
+            let suppressed = std::mem::take(&mut g.1);
+            g.0 = Some(now);
+            drop(g);
+            tracing::error!(
+                error = %e,
+                suppressed,
+                "the registry's storage is full: writes get 507 until space is freed \
+                 (logged at most once a minute; suppressed counts the failures since the last line)"
+            );
+        }
+    }
+}
+
+/// A write that failed because the storage is full: 507 Insufficient
+/// Storage. The distribution spec has no code for it, so the code is
+/// `UNKNOWN`; the status and message say what happened. Nothing of the
+/// request was stored (every write is atomic).
+pub fn storage_full_response(e: &std::io::Error, head: bool) -> Resp {
+    log_storage_full(e);
+    error(
+        &RegistryError::new(
+            ErrorCode::Unknown,
+            "the registry's storage is full; nothing from this request was stored",
+        )
+        .with_status(507)
+        .with_detail(serde_json::json!({ "reason": "storage full" })),
+        head,
+    )
+}
+
 pub fn from_store(e: store::Error, head: bool) -> Resp {
     match e {
         store::Error::Registry(r) => error(&r, head),
@@ -72,6 +139,7 @@ pub fn from_store(e: store::Error, head: bool) -> Resp {
             }
             resp
         }
+        store::Error::Io(e) if storage_full(&e) => storage_full_response(&e, head),
         store::Error::Io(e) => internal(&e, head),
     }
 }

@@ -76,7 +76,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Read the session's data from the start.
     async fn upload_read(&self, id: &str) -> io::Result<ByteStream>;
     /// Make the session's data the object `key` (durably) and end the session.
-    /// If `key` already exists, its content is kept (content-addressed keys).
+    /// If `key` already exists with the session data's size, its content is
+    /// kept (content-addressed keys: same key and size, same bytes); an
+    /// existing object of another size is damaged (truncated) and is
+    /// replaced atomically.
     async fn upload_commit(&self, id: &str, key: &str) -> io::Result<()>;
     /// End a session and remove its data.
     async fn upload_delete(&self, id: &str) -> io::Result<()>;

@@ -372,7 +372,8 @@ impl FsBackend {
     /// Bring the local file `src` in as the object `key`, whose content must
     /// hash to `expected`: hard linked (or copied, or moved) into a temporary
     /// file, verified there, then renamed into place durably. If `key`
-    /// already exists it is kept and `src` is left alone. On a mismatch
+    /// already exists with `src`'s size it is kept and `src` is left alone
+    /// (one of another size is damaged and is replaced). On a mismatch
     /// nothing is stored and `src` is left alone.
     ///
     /// A hard link shares the file with its source: the source must not be
@@ -400,16 +401,19 @@ impl FsBackend {
         expected: &oci::Digest,
         mode: ImportMode,
     ) -> io::Result<Imported> {
-        if let Ok(m) = std::fs::metadata(dest)
-            && m.is_file()
-        {
-            return Ok(Imported::AlreadyPresent { size: m.len() });
-        }
-        if !std::fs::metadata(src)?.is_file() {
+        let src_meta = std::fs::metadata(src)?;
+        if !src_meta.is_file() {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
                 format!("{} is not a regular file", src.display()),
             ));
+        }
+        // An existing object of another size is damaged: replace it.
+        if let Ok(m) = std::fs::metadata(dest)
+            && m.is_file()
+            && m.len() == src_meta.len()
+        {
+            return Ok(Imported::AlreadyPresent { size: m.len() });
         }
         let tmp = self.tmp_path();
         let result = (|| {
@@ -930,7 +934,15 @@ impl Backend for FsBackend {
         let data = self.upload_data(id)?;
         let meta = self.upload_meta(id)?;
         self.blocking(move |this| {
-            if std::fs::metadata(&dest).is_err() {
+            let size = std::fs::metadata(&data)?.len();
+            // Keys are content-addressed: an object of the same size holds
+            // the same bytes. One of another size is damaged (truncated by
+            // a crash under --no-fsync, or a disk error): the verified
+            // upload replaces it, atomically by the rename.
+            let intact = std::fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == size);
+            if intact {
+                remove_if_present(&data)?;
+            } else {
                 if this.inner.fsync {
                     std::fs::File::open(&data)?.sync_all()?;
                 }
@@ -938,8 +950,6 @@ impl Backend for FsBackend {
                 std::fs::rename(&data, &dest)?;
                 this.record_added(&dest);
                 this.sync_dir_blocking(&parent)?;
-            } else {
-                remove_if_present(&data)?;
             }
             remove_if_present(&meta)
         })
@@ -1233,10 +1243,30 @@ mod tests {
         b.upload_commit("p1", "blobs/y").await.unwrap();
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
 
-        // Committing content that already exists drops the upload's copy.
+        // Committing content that already exists (same key, same size)
+        // drops the upload's copy: the object file stays the same file.
+        use std::os::unix::fs::MetadataExt as _;
+        let y = b.root().join("blobs/y~");
+        let ino = std::fs::metadata(&y).unwrap().ino();
         b.upload_create("p2", None).await.unwrap();
+        let mut w = b.upload_writer("p2", 0).await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.finish().await.unwrap();
         b.upload_commit("p2", "blobs/y").await.unwrap();
+        assert_eq!(std::fs::metadata(&y).unwrap().ino(), ino);
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+        assert_eq!(upload_ids(&b).await, Vec::<String>::new());
+
+        // An existing object of another size is damaged (truncated): the
+        // commit replaces it.
+        std::fs::write(&y, b"x").unwrap();
+        b.upload_create("p3", None).await.unwrap();
+        let mut w = b.upload_writer("p3", 0).await.unwrap();
+        w.write(Bytes::from_static(b"xyz")).await.unwrap();
+        w.finish().await.unwrap();
+        b.upload_commit("p3", "blobs/y").await.unwrap();
+        assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
+        assert_eq!(upload_ids(&b).await, Vec::<String>::new());
 
         // A session directory of the earlier layout and a meta without data
         // are listed once each and removed by upload_delete.

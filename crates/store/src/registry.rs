@@ -39,6 +39,10 @@ fn err(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::Registry(RegistryError::new(code, message))
 }
 
+/// Most of a request body read and dropped after a storage failure, so that
+/// the client gets the error answer rather than a connection reset.
+const DRAIN_AFTER_FAILURE: u64 = 64 << 20;
+
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
     /// Whether deletes (manifests, tags, blobs) are allowed.
@@ -556,7 +560,21 @@ impl Registry {
         // Stop the writer even after a failure, before anything else touches
         // the file: undoing the chunk must not race the writer's last writes.
         let finished = w.finish().await.map_err(Error::Io);
-        streamed.and(finished).and_then(|()| match range {
+        let result = streamed.and(finished);
+        if matches!(result, Err(Error::Io(_))) {
+            // A storage failure (a full disk, say) mid-body: read and drop
+            // a bounded rest of the body before answering. Closing a
+            // connection with unread data makes the kernel reset it, and
+            // the client would see a network error instead of the answer.
+            let mut drained = 0u64;
+            while drained <= DRAIN_AFTER_FAILURE {
+                match body.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        }
+        result.and_then(|()| match range {
             Some((start, end)) if end < start || end - start + 1 != written => Err(err(
                 ErrorCode::SizeInvalid,
                 format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
@@ -772,7 +790,9 @@ impl Registry {
         self.check_references(name, &m).await?;
 
         let blob_key = keys::blob(&digest);
-        if self.backend.head(&blob_key).await?.is_none() {
+        // Kept if present with the right size; a damaged (truncated) copy
+        // is replaced.
+        if self.backend.head(&blob_key).await?.map(|m| m.size) != Some(body.len() as u64) {
             self.backend.put(&blob_key, body.clone()).await?;
         }
         let link = ManifestLink {

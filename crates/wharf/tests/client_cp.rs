@@ -714,5 +714,110 @@ fn archives_honour_the_umask() {
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, want, "{kind} written under umask {umask}: {mode:o}");
         }
+
+/// Names of the entries of `dir`.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A docker-archive holds container images. A `wharf push`ed file package
+/// (empty config, an artifactType) or an image whose config has no
+/// `rootfs` is refused with a message naming what works, and no file (nor
+/// any scratch debris) is left; a real image still makes an archive that
+/// skopeo accepts.
+#[test]
+fn only_container_images_become_docker_archives() {
+    let s = Server::wharf(&[]);
+    let env = Env::new();
+    let src = client_support::sample_tree(&env.path("files"));
+    let r = format!("{}/pkgs/tool:1.0", s.host);
+    env.ok(Some(&src), &["push", &r, "dir", "single.txt"]);
+
+    let out = env.path("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let tarball = out.join("pkg.tar");
+    let err = env.fails(
+        2,
+        &["cp", &r, &format!("docker-archive:{}", tarball.display())],
+    );
+    assert!(
+        err.contains("not a container image")
+            && err.contains("oci:DIR")
+            && err.contains("oci-archive:FILE")
+            && err.contains("application/vnd.oci.empty.v1+json"),
+        "{err}"
+    );
+    assert!(entries(&out).is_empty(), "left behind: {:?}", entries(&out));
+    // What the message suggests works.
+    let oa = out.join("pkg.oci.tar");
+    env.ok(
+        None,
+        &["cp", &r, &format!("oci-archive:{}:1.0", oa.display())],
+    );
+    assert!(oa.is_file());
+    std::fs::remove_file(&oa).unwrap();
+
+    // An image-typed config without rootfs is not a container image either.
+    let l = env.path("no-rootfs");
+    std::fs::create_dir_all(&l).unwrap();
+    let layer = tar_layer(&env.path("work"), &[("a.txt", b"a\n")]);
+    let ld = put_blob(&l, &layer);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = put_blob(&l, config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": ld, "size": layer.len()}],
+    }))
+    .unwrap();
+    let md = put_blob(&l, &manifest);
+    write_index(
+        &l,
+        vec![tagged(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "digest": md, "size": manifest.len()}),
+            "v1",
+        )],
+    );
+    let err = env.fails(
+        2,
+        &[
+            "cp",
+            &format!("oci:{}:v1", l.display()),
+            &format!("docker-archive:{}", tarball.display()),
+        ],
+    );
+    assert!(
+        err.contains("not a container image") && err.contains("rootfs"),
+        "{err}"
+    );
+    assert!(entries(&out).is_empty(), "left behind: {:?}", entries(&out));
+
+    // A real image (OCI media types) still becomes a valid docker-archive.
+    let (l, img) = single_layout(&env, "real", false);
+    let good = out.join("real.tar");
+    env.ok(
+        None,
+        &[
+            "cp",
+            &format!("oci:{}:v1", l.display()),
+            &format!("docker-archive:{}:x/real:v1", good.display()),
+        ],
+    );
+    assert_eq!(entries(&out), ["real.tar"]);
+    if let Some(skopeo) = tool("skopeo") {
+        let mut c = Command::new(&skopeo);
+        c.args(["--insecure-policy", "inspect"])
+            .arg(format!("docker-archive:{}", good.display()));
+        let v: Value = serde_json::from_str(&run_tool(c)).unwrap();
+        assert_eq!(v["Layers"], json!(img.layers), "{v}");
     }
 }

@@ -726,6 +726,116 @@ async fn hostile_sources_are_refused_naming_the_file() {
     check(&empty, "not an OCI image layout");
 }
 
+/// No path component below a layout's directory may be a symbolic link:
+/// a `blobs/sha256` (or `blobs`) linked to a host directory would serve
+/// every file there whose digest someone knows. Start-up is refused naming
+/// the link; the bytes behind it are never served.
+#[tokio::test]
+async fn layouts_with_symlinked_directories_or_files_are_refused() {
+    use std::os::unix::fs::symlink;
+    let work = tempfile::tempdir().unwrap();
+    let w = |n: &str| work.path().join(n);
+    let img = Image::new("linked", 1);
+    let check = |lay: &Path, link: &Path| {
+        let err = refuses(&["--from".into(), arg(lay), "--as".into(), "h/x".into()]);
+        assert!(
+            err.contains(&arg(link)) && err.contains("symbolic link"),
+            "{} should be refused naming {}: {err}",
+            lay.display(),
+            link.display()
+        );
+    };
+
+    // The attack as reported: manifest and config under blobs/sha512, the
+    // layer under blobs/sha256, which is a link to a "host" store.
+    let host = w("host-store/blobs/sha256");
+    std::fs::create_dir_all(&host).unwrap();
+    let layer = gzip(&img.layers[0]);
+    let layer_d = sha256(&layer);
+    std::fs::write(host.join(&layer_d[7..]), &layer).unwrap();
+    let lay = w("sha512-layout");
+    std::fs::create_dir_all(lay.join("blobs/sha512")).unwrap();
+    let put512 = |data: &[u8]| {
+        let d = common::sha512(data);
+        std::fs::write(lay.join("blobs/sha512").join(&d[7..]), data).unwrap();
+        d
+    };
+    let config_d = put512(&img.config);
+    let m = common::to_bytes(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_d, "size": img.config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_d, "size": layer.len()}],
+    }));
+    let md = put512(&m);
+    write_index(&lay, &[(Some("v1"), &md, OCI_MANIFEST, m.len())]);
+    symlink(&host, lay.join("blobs/sha256")).unwrap();
+    check(&lay, &lay.join("blobs/sha256"));
+
+    // An ordinary layout whose blobs/sha256 was moved out and linked back.
+    let lay = w("linked-alg-dir");
+    layout(&lay, "v1", &img);
+    let moved = w("elsewhere-sha256");
+    std::fs::rename(lay.join("blobs/sha256"), &moved).unwrap();
+    symlink(&moved, lay.join("blobs/sha256")).unwrap();
+    check(&lay, &lay.join("blobs/sha256"));
+
+    // The same with the whole blobs directory, by a relative link.
+    let lay = w("linked-blobs-dir");
+    layout(&lay, "v1", &img);
+    std::fs::rename(lay.join("blobs"), w("elsewhere-blobs")).unwrap();
+    symlink("../elsewhere-blobs", lay.join("blobs")).unwrap();
+    check(&lay, &lay.join("blobs"));
+
+    // index.json and oci-layout as links.
+    for name in ["index.json", "oci-layout"] {
+        let lay = w(&format!("linked-{name}"));
+        layout(&lay, "v1", &img);
+        let real = w(&format!("real-{name}"));
+        std::fs::rename(lay.join(name), &real).unwrap();
+        symlink(&real, lay.join(name)).unwrap();
+        check(&lay, &lay.join(name));
+    }
+
+    // The layout directory itself may be reached through a link.
+    let lay = w("plain");
+    let (_, m, _) = layout(&lay, "v1", &img);
+    let via = w("via-link");
+    symlink(&lay, &via).unwrap();
+    let reg = start(&["--from".into(), arg(&via), "--as".into(), "h/x".into()]).await;
+    let l0 = layer_digests(&m)[0].0.clone();
+    let bytes = blob(&reg, "h/x", &l0).await;
+
+    // blobs/sha256 swapped for a link to a "host" store (with a file of
+    // the same digest) while served: not served from there, and the
+    // layout's new verification refuses it naming the link.
+    let store = w("host-store-2/sha256");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join(&l0[7..]), &bytes).unwrap();
+    let alg_dir = lay.join("blobs/sha256");
+    std::fs::rename(&alg_dir, w("plain-sha256-moved")).unwrap();
+    symlink(&store, &alg_dir).unwrap();
+    let r = reg.get(&format!("/v2/h/x/blobs/{l0}")).await;
+    assert_eq!(r.status(), 404, "served through the link");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reg.get_m("/v2/h/x/manifests/v1").await;
+        if r.status() == 404 {
+            let v = json_body(r).await;
+            let msg = v["errors"][0]["message"].as_str().unwrap_or("").to_owned();
+            if msg.contains(&arg(&alg_dir)) && msg.contains("symbolic link") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "still served: {}", reg.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = reg.get(&format!("/v2/h/x/blobs/{l0}")).await;
+    assert_eq!(r.status(), 404);
+}
+
 /// A multi-platform index in a layout: the index and its children.
 #[tokio::test]
 async fn layout_index_and_children_are_served() {

@@ -428,9 +428,21 @@ impl Sources {
             .and_then(|v| v.blobs.get(d))
             .cloned()
             .ok_or_else(|| unknown_blob(d))?;
-        let opened = match tokio::fs::File::open(&loc.file).await {
+        // Not through a final symbolic link (a layout's files never are
+        // one); a file replaced in any other way fails the identity check.
+        let opened = match tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&loc.file)
+            .await
+        {
             Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                None
+            }
             Err(e) => return Err(e.into()),
         };
         let mut f = match opened {

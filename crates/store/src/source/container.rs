@@ -30,7 +30,15 @@ impl Loc {
     /// Open the bytes for reading (blocking), checking that the file is
     /// still the one that was verified.
     pub fn open(&self) -> Result<impl Read + use<>, SourceError> {
-        let mut f = std::fs::File::open(&self.file).map_err(|e| SourceError::io(&self.file, e))?;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // The identity check below catches a file replaced since it was
+        // verified, through a link or not; not following a final link
+        // keeps such a file from even being opened.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.file)
+            .map_err(|e| SourceError::io(&self.file, e))?;
         let meta = f.metadata().map_err(|e| SourceError::io(&self.file, e))?;
         if FileId::of(&meta) != self.id {
             return Err(SourceError::Changed(self.file.clone()));
@@ -156,8 +164,23 @@ impl Container {
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.locate(name).is_ok()
+    /// Whether the regular file `name` is there. A symbolic link on the
+    /// way to it (in a layout directory) or an unreadable directory is an
+    /// error, not a missing file.
+    pub fn has(&self, name: &str) -> Result<bool, SourceError> {
+        match self {
+            Container::Dir { root } => {
+                let Some(rel) = normalize(Path::new(name)) else {
+                    return Ok(false);
+                };
+                match locate_in_dir(root, &rel) {
+                    Ok(_) => Ok(true),
+                    Err(DirMiss::Missing | DirMiss::NotFile) => Ok(false),
+                    Err(DirMiss::Hostile(e)) => Err(e),
+                }
+            }
+            Container::Tar { .. } => Ok(self.locate(name).is_ok()),
+        }
     }
 
     /// The bytes of the regular file `name` (relative, `/`-separated).
@@ -169,25 +192,12 @@ impl Container {
         let rel =
             normalize(Path::new(name)).ok_or_else(|| missing("points outside the archive"))?;
         match self {
-            Container::Dir { root } => {
-                let p = root.join(&rel);
-                let meta = match std::fs::symlink_metadata(&p) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(missing("is missing"));
-                    }
-                    Err(e) => return Err(SourceError::io(&p, e)),
-                };
-                if !meta.is_file() {
-                    return Err(missing("is not a regular file"));
-                }
-                Ok(Loc {
-                    file: p,
-                    offset: 0,
-                    len: meta.len(),
-                    id: FileId::of(&meta),
-                })
-            }
+            Container::Dir { root } => match locate_in_dir(root, &rel) {
+                Ok(loc) => Ok(loc),
+                Err(DirMiss::Missing) => Err(missing("is missing")),
+                Err(DirMiss::NotFile) => Err(missing("is not a regular file")),
+                Err(DirMiss::Hostile(e)) => Err(e),
+            },
             Container::Tar { file, id, members } => {
                 let mut cur = rel;
                 for _ in 0..MAX_LINK_HOPS {
@@ -230,6 +240,56 @@ impl Container {
         }
         Ok((bytes, loc))
     }
+}
+
+/// Why a file of a layout directory cannot be read.
+enum DirMiss {
+    Missing,
+    NotFile,
+    /// A symbolic link on the way, or an I/O error: the source is refused.
+    Hostile(SourceError),
+}
+
+/// The regular file `rel` (normalised, `/`-separated) below the layout
+/// directory `root`, checked component by component: no directory or file
+/// below `root` may be a symbolic link. A link could point anywhere on the
+/// host (say, another runtime's content store), and every file there whose
+/// digest someone knows would be served.
+fn locate_in_dir(root: &Path, rel: &str) -> Result<Loc, DirMiss> {
+    let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+    let mut p = root.to_owned();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DirMiss::Missing),
+            Err(e) => return Err(DirMiss::Hostile(SourceError::io(&p, e))),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(DirMiss::Hostile(SourceError::Invalid {
+                file: p,
+                why: "is a symbolic link; nothing below a layout's directory may be one \
+                      (it could point anywhere on this host)"
+                    .into(),
+            }));
+        }
+        if i + 1 < parts.len() {
+            if !meta.is_dir() {
+                return Err(DirMiss::Missing);
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(DirMiss::NotFile);
+        }
+        return Ok(Loc {
+            file: p,
+            offset: 0,
+            len: meta.len(),
+            id: FileId::of(&meta),
+        });
+    }
+    Err(DirMiss::NotFile)
 }
 
 /// A member name as a relative `/`-separated path without `.` components;

@@ -66,7 +66,7 @@ pub fn scan(
         let c = Container::Dir {
             root: path.to_owned(),
         };
-        if !c.has("oci-layout") || !c.has("index.json") {
+        if !c.has("oci-layout")? || !c.has("index.json")? {
             return Err(invalid(
                 "not an OCI image layout (it needs oci-layout and index.json)",
             ));
@@ -76,9 +76,9 @@ pub fn scan(
     let c = Container::tar(path)?;
     // A docker-save tarball may also hold an OCI layout (docker 25 and
     // later): manifest.json is what `docker load` reads, so it wins.
-    if c.has("manifest.json") {
+    if c.has("manifest.json")? {
         Ok((Format::DockerArchive, scan_docker(&c, v)?))
-    } else if c.has("oci-layout") && c.has("index.json") {
+    } else if c.has("oci-layout")? && c.has("index.json")? {
         Ok((Format::OciArchive, scan_oci(&c, v)?))
     } else {
         Err(invalid(

@@ -214,6 +214,40 @@ pub struct Registry {
     external: bool,
     /// "http" or "https".
     scheme: &'static str,
+    /// Size of a tmpfs mounted on the data directory in a mount namespace
+    /// of the server's own (see [`Registry::start_on_small_fs`]).
+    small_fs: Option<String>,
+}
+
+/// Is this process running as root (effective uid 0)?
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `unshare --mount ... sh -c 'mount tmpfs of SIZE on DIR; exec "$@"'`:
+/// append the program and its arguments.
+fn small_fs_command(size: &str, dir: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.arg("--mount");
+    if !is_root() {
+        c.arg("--map-root-user");
+    }
+    c.args([
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@""#,
+        "sh",
+        size,
+    ])
+    .arg(dir);
+    c
 }
 
 fn free_port() -> u16 {
@@ -285,6 +319,7 @@ impl Registry {
                 args: vec![],
                 external: true,
                 scheme: "http",
+                small_fs: None,
             };
             let r = reg.get("/v2/").await;
             assert_eq!(
@@ -317,6 +352,33 @@ impl Registry {
         let mut reg = Self::prepare(args.iter().map(|s| s.to_string()).collect());
         reg.scheme = "https";
         reg.client = client;
+        reg.launch().await;
+        Some(reg)
+    }
+
+    /// A locally spawned wharf whose data directory is a tmpfs of `size`
+    /// (`16m`), mounted in a mount namespace of the server's own (`unshare
+    /// --mount`, with `--map-root-user` when not root), so the mount goes
+    /// away with the process. The data directory is not visible to the
+    /// test. Panics, saying why, if the mount cannot be made here; `None`
+    /// when running against an external registry.
+    pub async fn start_on_small_fs(size: &str, args: &[&str]) -> Option<Registry> {
+        if external_url().is_some() {
+            return None;
+        }
+        let probe = tempfile::tempdir().unwrap();
+        let out = small_fs_command(size, probe.path())
+            .arg("true")
+            .output()
+            .unwrap_or_else(|e| panic!("this test needs unshare(1) (util-linux): {e}"));
+        assert!(
+            out.status.success(),
+            "this test needs to mount a {size} tmpfs in a mount namespace \
+             (unshare --mount, as root or with user namespaces allowed), which failed here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut reg = Self::prepare(args.iter().map(|s| s.to_string()).collect());
+        reg.small_fs = Some(size.to_owned());
         reg.launch().await;
         Some(reg)
     }
@@ -368,6 +430,7 @@ impl Registry {
             args,
             external: false,
             scheme: "http",
+            small_fs: None,
         }
     }
 
@@ -385,7 +448,14 @@ impl Registry {
                 .append(true)
                 .open(&log)
                 .unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+            let mut cmd = match &self.small_fs {
+                None => Command::new(env!("CARGO_BIN_EXE_wharf")),
+                Some(size) => {
+                    let mut c = small_fs_command(size, &data);
+                    c.arg(env!("CARGO_BIN_EXE_wharf"));
+                    c
+                }
+            };
             // do not let the caller's WHARF_* settings leak into the server
             for (k, _) in std::env::vars() {
                 if k.starts_with("WHARF_") {
