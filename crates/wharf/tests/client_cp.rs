@@ -714,6 +714,8 @@ fn archives_honour_the_umask() {
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, want, "{kind} written under umask {umask}: {mode:o}");
         }
+    }
+}
 
 /// Names of the entries of `dir`.
 fn entries(dir: &Path) -> Vec<String> {
