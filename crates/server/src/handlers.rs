@@ -710,23 +710,13 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
                     format!("reading the request body failed: {e}"),
                 )
             })?;
-            if out.len() + chunk.len() > limit {
+            if out.len().saturating_add(chunk.len()) > limit {
                 break;
             }
             out.extend_from_slice(&chunk);
         }
     }
-    // Too large. Read (and drop) the rest of a moderately oversized body
-    // before answering: closing a connection with unread data makes the
-    // kernel reset it, and the client would see a network error instead of
-    // this 413. Past the bound, give up and let the connection close.
-    let bound = limit.saturating_mul(4).max(16 << 20) as u64;
-    let mut drained = 0u64;
-    while drained <= bound {
-        match stream.next().await {
-            Some(Ok(chunk)) => drained += chunk.len() as u64,
-            _ => break,
-        }
-    }
+    // Too large. The rest of the body is drained when it is dropped (up to
+    // `stall::DRAIN_MAX`), so the client gets this 413 rather than a reset.
     Err(too_large())
 }
