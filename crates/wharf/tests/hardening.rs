@@ -399,6 +399,72 @@ fn codes(body: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A `Content-Range` whose length `end - start + 1` does not fit in a u64
+/// is refused (it used to wrap to 0 and match an empty body: 202), on a
+/// PATCH and on a closing PUT, and the session is left as it was.
+#[tokio::test]
+async fn content_range_overflow_is_refused() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("cr-overflow");
+    let path = location_path(&reg.start_upload(&name).await);
+    let max = u64::MAX;
+    let empty = sha256(b"");
+    for (method, target, range) in [
+        ("PATCH", path.clone(), format!("0-{max}")),
+        ("PATCH", path.clone(), "0-18446744073709551616".to_owned()),
+        ("PUT", format!("{path}?digest={empty}"), format!("0-{max}")),
+    ] {
+        let r = reg
+            .raw(method, &target, &[("Content-Range", range.as_str())], b"")
+            .await;
+        assert_eq!(
+            (r.status, codes(&r.body)),
+            (400, vec!["BLOB_UPLOAD_INVALID".to_owned()]),
+            "{method} Content-Range: {range}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // A range at the very top of u64 with a length that fits: out of order.
+    let r = reg
+        .raw(
+            "PATCH",
+            &path,
+            &[("Content-Range", &format!("{}-{max}", max - 1))],
+            b"ab",
+        )
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("range"), Some("0-0"));
+    // Nothing was taken, and the session still works.
+    let r = reg.get(&path).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+    complete_empty_session(&reg, &path, b"after the overflow").await;
+    reg.assert_blob(&name, b"after the overflow").await;
+}
+
+/// A blob `Range` at the u64 edges: clamped or 416, never an overflow.
+#[tokio::test]
+async fn blob_range_at_u64_edges() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("range-edges");
+    let data = b"0123456789";
+    let d = reg.push_blob(&name, data).await;
+    let max = u64::MAX;
+    let target = format!("/v2/{name}/blobs/{d}");
+    for (range, status, content_range) in [
+        (format!("bytes=0-{max}"), 206, Some("bytes 0-9/10")),
+        (format!("bytes=-{max}"), 206, Some("bytes 0-9/10")),
+        (format!("bytes={max}-"), 416, Some("bytes */10")),
+        (format!("bytes={max}-{max}"), 416, Some("bytes */10")),
+        ("bytes=0-18446744073709551616".to_owned(), 200, None),
+    ] {
+        let r = reg.raw("GET", &target, &[("Range", &range)], b"").await;
+        assert_eq!(r.status, status, "{range}");
+        assert_eq!(r.header("content-range"), content_range, "{range}");
+    }
+}
+
 /// The scenario of a closing PUT at the wrong offset with a big body: POST,
 /// PATCH 1 byte, PUT 4 MiB with `Content-Range: 0-...`. The server answers
 /// 416 before reading the body; the client, which writes the whole body
