@@ -2,7 +2,7 @@
 //!
 //! Pure: no I/O. Shared by the server and (later) the client so both speak one
 //! grammar: digests, repository names, tags, references, media types, manifest
-//! documents, the error-code table and the `/v2/` URL path grammar.
+//! documents, the error-code table and the `/v2/` URL path grammar, and the byte-range headers.
 
 pub mod digest;
 pub mod error;
@@ -10,7 +10,9 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 pub mod path;
+pub mod range;
 
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag};
+pub use range::{ByteRange, ChunkRange};

@@ -69,7 +69,12 @@ pub enum ManifestError {
     MissingConfig,
     #[error("an image index needs a manifests list")]
     MissingManifests,
+    #[error("descriptor size {0} is out of range (the image spec's sizes are int64)")]
+    SizeOutOfRange(u64),
 }
+
+/// The largest descriptor size: the image spec defines `size` as an int64.
+pub const MAX_DESCRIPTOR_SIZE: u64 = i64::MAX as u64;
 
 /// Is this a manifest media type Wharf stores?
 pub fn is_manifest_media_type(mt: &str) -> bool {
@@ -159,6 +164,14 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, Manife
         Kind::Image if raw.config.is_none() => return Err(ManifestError::MissingConfig),
         Kind::Index if raw.manifests.is_none() => return Err(ManifestError::MissingManifests),
         _ => {}
+    }
+    let descriptors = raw.config.iter().chain(raw.subject.iter());
+    let lists = raw.layers.iter().chain(raw.manifests.iter()).flatten();
+    if let Some(d) = descriptors
+        .chain(lists)
+        .find(|d| d.size > MAX_DESCRIPTOR_SIZE)
+    {
+        return Err(ManifestError::SizeOutOfRange(d.size));
     }
     Ok(Manifest {
         media_type,
@@ -295,6 +308,32 @@ mod tests {
             b"{\"schemaVersion\":2,\"config\":{\"mediaType\":\"x\",\"digest\":\"sha256:zz\",\"size\":1}}"
         )
         .is_err());
+        // Sizes past int64 (the image spec's type), up to u64::MAX.
+        for size in [super::MAX_DESCRIPTOR_SIZE + 1, u64::MAX] {
+            let body = format!(
+                "{{\"schemaVersion\":2,\"config\":{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":2}},\"layers\":[{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":{size}}}]}}",
+                d(1),
+                d(2)
+            );
+            assert_eq!(
+                parse(None, body.as_bytes()),
+                Err(ManifestError::SizeOutOfRange(size))
+            );
+        }
+        // Past u64: not a size at all.
+        assert!(matches!(
+            parse(
+                None,
+                format!("{{\"schemaVersion\":2,\"config\":{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":18446744073709551616}}}}", d(1)).as_bytes()
+            ),
+            Err(ManifestError::Json(_))
+        ));
+        let max_ok = format!(
+            "{{\"schemaVersion\":2,\"config\":{{\"mediaType\":\"x\",\"digest\":\"{}\",\"size\":{}}}}}",
+            d(1),
+            super::MAX_DESCRIPTOR_SIZE
+        );
+        assert!(parse(None, max_ok.as_bytes()).is_ok());
         // Negative size.
         assert!(parse(
             None,

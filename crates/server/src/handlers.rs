@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use oci::path;
-use oci::{Digest, ErrorCode, Reference, RegistryError, RepoName, media};
+use oci::{ByteRange, ChunkRange, Digest, ErrorCode, Reference, RegistryError, RepoName, media};
 use std::io;
 use std::sync::Arc;
 use store::{ByteStream, Registry};
@@ -129,90 +129,28 @@ fn body_stream(body: Body) -> ByteStream {
     Box::pin(body.into_data_stream().map_err(io::Error::other))
 }
 
-/// Parse `Content-Range: <start>-<end>` of a chunk upload (inclusive ends).
-fn chunk_range(h: &HeaderMap) -> Result<Option<(u64, u64)>> {
+/// Parse `Content-Range: <start>-<end>` of a chunk upload (inclusive ends;
+/// `oci::range` does the checked arithmetic). A range whose length cannot be
+/// counted, or that disagrees with `Content-Length`, is refused before any
+/// byte of the body is read.
+fn chunk_range(h: &HeaderMap) -> Result<Option<ChunkRange>> {
     let Some(raw) = h.get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = || {
-        reg_err(
-            ErrorCode::BlobUploadInvalid,
-            "Content-Range must have the form <start>-<end>",
-        )
-    };
-    let raw = raw.to_str().map_err(|_| invalid())?.trim();
-    let (a, b) = raw.split_once('-').ok_or_else(invalid)?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
-    if !digits(a) || !digits(b) {
-        return Err(invalid());
-    }
-    let (start, end): (u64, u64) = (
-        a.parse().map_err(|_| invalid())?,
-        b.parse().map_err(|_| invalid())?,
-    );
-    if end < start {
-        return Err(invalid());
-    }
+    let range = raw
+        .to_str()
+        .map_err(|_| oci::range::ChunkRangeError::Malformed)
+        .and_then(ChunkRange::parse)
+        .map_err(|e| reg_err(ErrorCode::BlobUploadInvalid, e.to_string()))?;
     if let Some(len) = content_length(h)
-        && len != end - start + 1
+        && len != range.len()
     {
         return Err(reg_err(
             ErrorCode::SizeInvalid,
-            format!("Content-Range {start}-{end} does not match Content-Length {len}"),
+            format!("Content-Range {range} does not match Content-Length {len}"),
         ));
     }
-    Ok(Some((start, end)))
-}
-
-/// A parsed `Range` request header for blob GETs.
-enum ByteRange {
-    /// Serve the whole blob (no Range, or one we ignore).
-    Whole,
-    /// Half-open `start..end`.
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-/// Single byte ranges only; anything else is ignored (RFC 9110 allows that).
-fn byte_range(h: &HeaderMap, size: u64) -> ByteRange {
-    let Some(spec) = header_str(h, &header::RANGE).and_then(|v| v.trim().strip_prefix("bytes="))
-    else {
-        return ByteRange::Whole;
-    };
-    if spec.contains(',') {
-        return ByteRange::Whole;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return ByteRange::Whole;
-    };
-    let parse = |s: &str| s.trim().parse::<u64>().ok();
-    match (a.trim().is_empty(), b.trim().is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => match parse(b) {
-            Some(0) => ByteRange::Unsatisfiable,
-            Some(_) if size == 0 => ByteRange::Unsatisfiable,
-            Some(n) => ByteRange::Part(size.saturating_sub(n), size),
-            None => ByteRange::Whole,
-        },
-        // bytes=A-
-        (false, true) => match parse(a) {
-            Some(s) if s >= size => ByteRange::Unsatisfiable,
-            Some(s) => ByteRange::Part(s, size),
-            None => ByteRange::Whole,
-        },
-        // bytes=A-B
-        (false, false) => match (parse(a), parse(b)) {
-            (Some(s), Some(e)) if s <= e => {
-                if s >= size {
-                    ByteRange::Unsatisfiable
-                } else {
-                    ByteRange::Part(s, e.saturating_add(1).min(size))
-                }
-            }
-            _ => ByteRange::Whole,
-        },
-        (true, true) => ByteRange::Whole,
-    }
+    Ok(Some(range))
 }
 
 /// How to answer a blob GET/HEAD: status, headers, and the byte range
@@ -239,9 +177,10 @@ pub(crate) fn blob_answer(
         (header::CONTENT_TYPE, media::OCTET_STREAM.into()),
         (header::CACHE_CONTROL, "max-age=31536000".into()),
     ];
-    let (status, range) = match byte_range(headers, size) {
+    let range = ByteRange::parse(header_str(headers, &header::RANGE), size);
+    let (status, range) = match range {
         ByteRange::Whole => (200, None),
-        ByteRange::Part(s, e) => (206, Some((s, e))),
+        ByteRange::Part { start, end } => (206, Some((start, end))),
         ByteRange::Unsatisfiable => {
             let e = RegistryError::new(
                 ErrorCode::SizeInvalid,
@@ -256,9 +195,11 @@ pub(crate) fn blob_answer(
         }
     };
     let len = match range {
+        // `ByteRange::Part` guarantees start < end <= size.
         Some((s, e)) => {
-            hdrs.push((header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)));
-            e - s
+            let last = e.saturating_sub(1);
+            hdrs.push((header::CONTENT_RANGE, format!("bytes {s}-{last}/{size}")));
+            e.saturating_sub(s)
         }
         None => size,
     };
@@ -744,23 +685,13 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
                     format!("reading the request body failed: {e}"),
                 )
             })?;
-            if out.len() + chunk.len() > limit {
+            if out.len().saturating_add(chunk.len()) > limit {
                 break;
             }
             out.extend_from_slice(&chunk);
         }
     }
-    // Too large. Read (and drop) the rest of a moderately oversized body
-    // before answering: closing a connection with unread data makes the
-    // kernel reset it, and the client would see a network error instead of
-    // this 413. Past the bound, give up and let the connection close.
-    let bound = limit.saturating_mul(4).max(16 << 20) as u64;
-    let mut drained = 0u64;
-    while drained <= bound {
-        match stream.next().await {
-            Some(Ok(chunk)) => drained += chunk.len() as u64,
-            _ => break,
-        }
-    }
+    // Too large. The rest of the body is drained when it is dropped (up to
+    // `stall::DRAIN_MAX`), so the client gets this 413 rather than a reset.
     Err(too_large())
 }

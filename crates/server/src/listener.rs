@@ -179,7 +179,11 @@ async fn drive<T>(
     let act = activity.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = InFlight::enter(&act);
-        let mut req = req.map(|b| StallBody::new(b, body_timeout));
+        let expects_continue = req
+            .headers()
+            .get(hyper::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let mut req = req.map(|b| StallBody::new(b, body_timeout, !h2, expects_continue));
         req.extensions_mut().insert(info.clone());
         let fut = app.clone().call(req);
         async move {

@@ -771,7 +771,11 @@ impl Backend for FsBackend {
         let meta = meta_of(&f.metadata()?);
         let (start, end) = match range {
             None => (0, meta.size),
-            Some((start, end)) => (start.min(meta.size), end.min(meta.size)),
+            // Clamped so that start <= end <= size whatever the caller asked.
+            Some((start, end)) => {
+                let start = start.min(meta.size);
+                (start, end.clamp(start, meta.size))
+            }
         };
         let body: ByteStream = if end - start <= INLINE_READ_MAX {
             // Small objects and ranges: one read in place (see INLINE_READ_MAX).

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use dashmap::{DashMap, DashSet};
 use futures_util::StreamExt;
 use oci::manifest::{self, Descriptor, Kind, Manifest};
-use oci::{Algorithm, Digest, Digester, ErrorCode, Reference, RegistryError, RepoName, Tag};
+use oci::{
+    Algorithm, ChunkRange, Digest, Digester, ErrorCode, Reference, RegistryError, RepoName, Tag,
+};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::Arc;
@@ -38,10 +40,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn err(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::Registry(RegistryError::new(code, message))
 }
-
-/// Most of a request body read and dropped after a storage failure, so that
-/// the client gets the error answer rather than a connection reset.
-const DRAIN_AFTER_FAILURE: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct RegistryConfig {
@@ -181,6 +179,15 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// An upload whose size would not fit in a `u64` (a client can only claim
+/// it, never send it).
+fn too_large(offset: u64) -> Error {
+    err(
+        ErrorCode::SizeInvalid,
+        format!("the upload holds {offset} bytes and cannot grow past 2^64 - 1"),
+    )
 }
 
 fn upload_unknown() -> Error {
@@ -485,7 +492,7 @@ impl Registry {
         name: &RepoName,
         id: &str,
         body: ByteStream,
-        range: Option<(u64, u64)>,
+        range: Option<ChunkRange>,
     ) -> Result<u64> {
         let s = self.session(name, id).await?;
         let mut s = s.lock().await;
@@ -497,11 +504,11 @@ impl Registry {
         id: &str,
         s: &mut Session,
         body: ByteStream,
-        range: Option<(u64, u64)>,
+        range: Option<ChunkRange>,
     ) -> Result<u64> {
         let offset = self.session_offset(id, s).await?;
-        if let Some((start, _)) = range
-            && start != offset
+        if let Some(r) = range
+            && r.start() != offset
         {
             return Err(Error::RangeNotSatisfiable { offset });
         }
@@ -512,9 +519,9 @@ impl Registry {
             .write_body(id, offset, hasher.clone(), body, range)
             .await
         {
-            Ok((hasher, written)) => {
-                s.hasher = Some((hasher, offset + written));
-                Ok(offset + written)
+            Ok((hasher, size)) => {
+                s.hasher = Some((hasher, size));
+                Ok(size)
             }
             Err(e) => {
                 // Undo the partial chunk; the running digest still covers `offset` bytes.
@@ -528,17 +535,26 @@ impl Registry {
     }
 
     /// Stream `body` onto the end of upload `id` (`offset` bytes long),
-    /// digesting it on top of `hasher`. Returns the digester and the bytes
-    /// written; on failure the caller undoes whatever was written.
+    /// digesting it on top of `hasher`. Returns the digester and the
+    /// upload's new size; on failure the caller undoes whatever was written.
+    /// A body longer than its `Content-Range` is refused as soon as it
+    /// passes the range's length.
     async fn write_body(
         &self,
         id: &str,
         offset: u64,
         hasher: Digester,
         mut body: ByteStream,
-        range: Option<(u64, u64)>,
+        range: Option<ChunkRange>,
     ) -> Result<(Digester, u64)> {
-        let expected = range.and_then(|(start, end)| (end + 1).checked_sub(start));
+        let expected = range.map(|r| r.len());
+        let mismatch = |written: u64| match range {
+            Some(r) => err(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range {r} does not match the {written} bytes sent"),
+            ),
+            None => too_large(offset),
+        };
         let mut hasher = StreamHasher::new(hasher, expected);
         let mut written = 0u64;
         let mut w = self.backend.upload_writer(id, offset).await?;
@@ -550,8 +566,12 @@ impl Registry {
                         format!("reading the request body failed: {e}"),
                     )
                 })?;
+                written = u64::try_from(chunk.len())
+                    .ok()
+                    .and_then(|n| written.checked_add(n))
+                    .filter(|&w| expected.is_none_or(|e| w <= e))
+                    .ok_or_else(|| mismatch(written.saturating_add(chunk.len() as u64)))?;
                 hasher.update(&chunk).await?;
-                written += chunk.len() as u64;
                 w.write(chunk).await?;
             }
             Ok(())
@@ -560,28 +580,14 @@ impl Registry {
         // Stop the writer even after a failure, before anything else touches
         // the file: undoing the chunk must not race the writer's last writes.
         let finished = w.finish().await.map_err(Error::Io);
-        let result = streamed.and(finished);
-        if matches!(result, Err(Error::Io(_))) {
-            // A storage failure (a full disk, say) mid-body: read and drop
-            // a bounded rest of the body before answering. Closing a
-            // connection with unread data makes the kernel reset it, and
-            // the client would see a network error instead of the answer.
-            let mut drained = 0u64;
-            while drained <= DRAIN_AFTER_FAILURE {
-                match body.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len() as u64,
-                    _ => break,
-                }
-            }
-        }
-        result.and_then(|()| match range {
-            Some((start, end)) if end < start || end - start + 1 != written => Err(err(
-                ErrorCode::SizeInvalid,
-                format!("Content-Range {start}-{end} does not match the {written} bytes sent"),
-            )),
+        streamed.and(finished).and_then(|()| match expected {
+            Some(e) if e != written => Err(mismatch(written)),
             _ => Ok(()),
         })?;
-        Ok((hasher.finish().await.map_err(Error::Io)?, written))
+        let size = offset
+            .checked_add(written)
+            .ok_or_else(|| too_large(offset))?;
+        Ok((hasher.finish().await.map_err(Error::Io)?, size))
     }
 
     /// Close a session: append the final chunk (if any), verify the digest of
@@ -591,7 +597,7 @@ impl Registry {
         name: &RepoName,
         id: &str,
         body: Option<ByteStream>,
-        range: Option<(u64, u64)>,
+        range: Option<ChunkRange>,
         expected: &Digest,
     ) -> Result<u64> {
         let s = self.session(name, id).await?;

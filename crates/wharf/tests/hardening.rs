@@ -486,3 +486,200 @@ async fn aborted_big_patch_leaves_no_bytes_behind() {
         reg.assert_blob(&name, &data).await;
     }
 }
+
+/// Read one HTTP/1.1 response (status line, headers, `Content-Length`
+/// body) from `s`; `None` if the connection ends or fails first.
+async fn read_response(s: &mut TcpStream) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let mut lines = head.split("\r\n");
+            let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                return Some((status, headers, body));
+            }
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut tmp)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+            _ => return None,
+        }
+    }
+}
+
+fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn codes(body: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    v["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A `Content-Range` whose length `end - start + 1` does not fit in a u64
+/// is refused (it used to wrap to 0 and match an empty body: 202), on a
+/// PATCH and on a closing PUT, and the session is left as it was.
+#[tokio::test]
+async fn content_range_overflow_is_refused() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("cr-overflow");
+    let path = location_path(&reg.start_upload(&name).await);
+    let max = u64::MAX;
+    let empty = sha256(b"");
+    for (method, target, range) in [
+        ("PATCH", path.clone(), format!("0-{max}")),
+        ("PATCH", path.clone(), "0-18446744073709551616".to_owned()),
+        ("PUT", format!("{path}?digest={empty}"), format!("0-{max}")),
+    ] {
+        let r = reg
+            .raw(method, &target, &[("Content-Range", range.as_str())], b"")
+            .await;
+        assert_eq!(
+            (r.status, codes(&r.body)),
+            (400, vec!["BLOB_UPLOAD_INVALID".to_owned()]),
+            "{method} Content-Range: {range}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // A range at the very top of u64 with a length that fits: out of order.
+    let r = reg
+        .raw(
+            "PATCH",
+            &path,
+            &[("Content-Range", &format!("{}-{max}", max - 1))],
+            b"ab",
+        )
+        .await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("range"), Some("0-0"));
+    // Nothing was taken, and the session still works.
+    let r = reg.get(&path).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+    complete_empty_session(&reg, &path, b"after the overflow").await;
+    reg.assert_blob(&name, b"after the overflow").await;
+}
+
+/// A blob `Range` at the u64 edges: clamped or 416, never an overflow.
+#[tokio::test]
+async fn blob_range_at_u64_edges() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("range-edges");
+    let data = b"0123456789";
+    let d = reg.push_blob(&name, data).await;
+    let max = u64::MAX;
+    let target = format!("/v2/{name}/blobs/{d}");
+    for (range, status, content_range) in [
+        (format!("bytes=0-{max}"), 206, Some("bytes 0-9/10")),
+        (format!("bytes=-{max}"), 206, Some("bytes 0-9/10")),
+        (format!("bytes={max}-"), 416, Some("bytes */10")),
+        (format!("bytes={max}-{max}"), 416, Some("bytes */10")),
+        ("bytes=0-18446744073709551616".to_owned(), 200, None),
+    ] {
+        let r = reg.raw("GET", &target, &[("Range", &range)], b"").await;
+        assert_eq!(r.status, status, "{range}");
+        assert_eq!(r.header("content-range"), content_range, "{range}");
+    }
+}
+
+/// The scenario of a closing PUT at the wrong offset with a big body: POST,
+/// PATCH 1 byte, PUT 4 MiB with `Content-Range: 0-...`. The server answers
+/// 416 before reading the body; the client, which writes the whole body
+/// before reading, must still get that 416 and its `Range`, not a reset
+/// connection.
+#[tokio::test]
+async fn early_error_on_a_big_body_reaches_the_client() {
+    let reg = local_only!(Registry::start_with(&[]).await);
+    let name = repo("early-416");
+    let path = location_path(&reg.start_upload(&name).await);
+    let r = reg
+        .raw("PATCH", &path, &[("Content-Range", "0-0")], b"x")
+        .await;
+    assert_eq!(r.status, 202);
+    let body = pseudo_random(4 << 20, 12);
+    let digest = sha256(&body);
+    let mut s = TcpStream::connect(reg.host_port()).await.unwrap();
+    let head = format!(
+        "PUT {path}?digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: 0-{}\r\n\r\n",
+        body.len(),
+        body.len() - 1
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(60), s.write_all(&body)).await;
+    assert!(
+        matches!(sent, Ok(Ok(()))),
+        "the server broke the connection while the body was sent: {sent:?}"
+    );
+    let (status, headers, body) = read_response(&mut s)
+        .await
+        .expect("a response after the body");
+    assert_eq!(status, 416, "{:?}", String::from_utf8_lossy(&body));
+    assert_eq!(find(&headers, "range"), Some("0-0"));
+    assert_eq!(codes(&body), ["BLOB_UPLOAD_INVALID"]);
+    // The connection is still good for another request.
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, _) = read_response(&mut s).await.expect("a second response");
+    assert_eq!(status, 204);
+    assert_eq!(find(&headers, "range"), Some("0-0"));
+}
+
+/// The same with `Expect: 100-continue`: the 416 comes before the body is
+/// sent, with no `100 Continue` first, so the client never sends the body;
+/// the server does not wait for it either (it closes the connection after
+/// the answer instead of waiting out the body timeout).
+#[tokio::test]
+async fn early_error_with_expect_continue_comes_before_the_body() {
+    let reg = local_only!(Registry::start_with(&["--body-timeout", "3600"]).await);
+    let name = repo("early-expect");
+    let path = location_path(&reg.start_upload(&name).await);
+    let r = reg
+        .raw("PATCH", &path, &[("Content-Range", "0-0")], b"x")
+        .await;
+    assert_eq!(r.status, 202);
+    let len = 4u64 << 20;
+    let digest = sha256(b"never sent");
+    let mut s = TcpStream::connect(reg.host_port()).await.unwrap();
+    let head = format!(
+        "PUT {path}?digest={digest} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: {len}\r\nContent-Range: 0-{}\r\n\r\n",
+        len - 1
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (status, headers, body) = read_response(&mut s)
+        .await
+        .expect("an answer without the body being sent");
+    assert_eq!(status, 416, "{:?}", String::from_utf8_lossy(&body));
+    assert_eq!(find(&headers, "range"), Some("0-0"));
+    assert_eq!(codes(&body), ["BLOB_UPLOAD_INVALID"]);
+    assert!(
+        closed_by_server(&mut s, Duration::from_secs(30)).await,
+        "the server waits for a body it told the client not to send"
+    );
+    // Nothing of the PUT was taken.
+    let r = reg.get(&path).await;
+    assert_eq!(header(&r, "range").as_deref(), Some("0-0"));
+}

@@ -10,6 +10,10 @@ fn stream(data: &'static [u8]) -> ByteStream {
     ))
 }
 
+fn cr(start: u64, end: u64) -> Option<ChunkRange> {
+    Some(ChunkRange::new(start, end).unwrap())
+}
+
 fn name(s: &str) -> RepoName {
     RepoName::parse(s, 255).unwrap()
 }
@@ -39,26 +43,37 @@ async fn chunked_upload_survives_restart() {
             .await
             .unwrap();
         assert_eq!(
-            r.upload_append(&repo, &id, stream(b"hello "), Some((0, 5)))
+            r.upload_append(&repo, &id, stream(b"hello "), cr(0, 5))
                 .await
                 .unwrap(),
             6
         );
         // Out of order.
         assert!(matches!(
-            r.upload_append(&repo, &id, stream(b"x"), Some((3, 3)))
-                .await,
+            r.upload_append(&repo, &id, stream(b"x"), cr(3, 3)).await,
             Err(Error::RangeNotSatisfiable { offset: 6 })
         ));
         // Range that does not match the body: rolled back.
         assert_eq!(
             code(
-                r.upload_append(&repo, &id, stream(b"xyz"), Some((6, 6)))
+                r.upload_append(&repo, &id, stream(b"xyz"), cr(6, 6))
                     .await
                     .unwrap_err()
             ),
             ErrorCode::SizeInvalid
         );
+        // A body longer than its range is refused (and rolled back) as
+        // soon as it passes the range, also at the u64 edge.
+        for range in [cr(6, 7), cr(6, u64::MAX)] {
+            assert_eq!(
+                code(
+                    r.upload_append(&repo, &id, stream(b"xyzxyzxyz"), range)
+                        .await
+                        .unwrap_err()
+                ),
+                ErrorCode::SizeInvalid
+            );
+        }
         assert_eq!(r.upload_status(&repo, &id).await.unwrap(), 6);
         id
     };
@@ -304,7 +319,7 @@ async fn every_session_end_is_reported_once_and_nothing_else_is() {
     assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
     // A chunk out of order ends nothing either.
     assert!(matches!(
-        r.upload_append(&repo, &a, stream(b"x"), Some((5, 5))).await,
+        r.upload_append(&repo, &a, stream(b"x"), Some(oci::ChunkRange::new(5, 5).unwrap())).await,
         Err(Error::RangeNotSatisfiable { offset: 0 })
     ));
     assert!(ends.take().is_empty());

@@ -453,8 +453,12 @@ impl Sources {
             }
         };
         let (start, end) = range.unwrap_or((0, loc.len));
+        // Clamped to the member (whose offset + len was checked when it was
+        // indexed), so the seek below cannot overflow.
         let end = end.min(loc.len);
-        f.seek(std::io::SeekFrom::Start(loc.offset + start)).await?;
+        let start = start.min(end);
+        f.seek(std::io::SeekFrom::Start(loc.offset.saturating_add(start)))
+            .await?;
         let reader = f.take(end.saturating_sub(start));
         let s = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
         Ok(s.boxed())
