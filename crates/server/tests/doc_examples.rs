@@ -96,3 +96,39 @@ push = ["group:ci"]
     let policy = Policy::new(&config.auth.policy).expect("policy");
     assert_eq!(empty_groups(&policy, &config.auth.users), vec!["ci"]);
 }
+
+/// `wharf.example.toml` loads, and every setting it leaves active is the
+/// default it claims to be.
+#[test]
+fn the_example_config_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wharf.example.toml");
+    let text = std::fs::read_to_string(&path).expect("wharf.example.toml");
+    let config: Config = toml::from_str(&text).expect("wharf.example.toml parses");
+    config
+        .validate()
+        .expect("wharf.example.toml passes the checks");
+    assert_eq!(
+        format!("{config:#?}"),
+        format!("{:#?}", Config::default()),
+        "wharf.example.toml's active settings must be the defaults"
+    );
+    // Its commented-out sections are valid settings too, once uncommented.
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            // A commented setting (`# key = ...`) or table header (`# [x]`).
+            let setting = |r: &&str| {
+                r.starts_with('[')
+                    || r.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+            };
+            l.strip_prefix("# ").filter(setting).unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let full: Config = toml::from_str(&uncommented).expect("uncommented example parses");
+    full.validate()
+        .expect("uncommented example passes the checks");
+    assert!(full.tls_enabled() && full.auth.enabled() && !full.sources.is_empty());
+}

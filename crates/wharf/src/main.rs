@@ -47,8 +47,48 @@ enum Command {
     /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
     /// the terminal (without echo) or one line of standard input.
     Passwd(passwd::PasswdArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// e.g. `wharf completions bash > /etc/bash_completion.d/wharf`, or
+    /// `wharf completions zsh > "${fpath[1]}/_wharf"`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: wharf.1 and one wharf-COMMAND.1 per command.
+    ///
+    /// e.g. `wharf man --dir /usr/local/share/man/man1`. Without --dir,
+    /// print wharf.1 to standard output.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+/// `wharf man`: wharf.1 and a page per subcommand, from the same
+/// definitions as `--help`.
+fn write_man_pages(dir: Option<&std::path::Path>) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        return clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock());
+    };
+    std::fs::create_dir_all(dir)?;
+    let page = |name: String, c: clap::Command| -> std::io::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .title(name.clone())
+            .render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)
+    };
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let full = format!("wharf {}", sub.get_name());
+        let sub = sub.clone().bin_name(full.clone()).display_name(full);
+        page(format!("wharf-{}", sub.get_name()), sub)?;
+    }
+    page("wharf".into(), cmd)
 }
 
 #[derive(Args)]
@@ -338,6 +378,17 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match write_man_pages(dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wharf man: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Client(cmd) => cli::run(cmd),
     }
 }

@@ -319,7 +319,13 @@ async fn every_session_end_is_reported_once_and_nothing_else_is() {
     assert_eq!(code(e), ErrorCode::BlobUploadUnknown);
     // A chunk out of order ends nothing either.
     assert!(matches!(
-        r.upload_append(&repo, &a, stream(b"x"), Some(oci::ChunkRange::new(5, 5).unwrap())).await,
+        r.upload_append(
+            &repo,
+            &a,
+            stream(b"x"),
+            Some(oci::ChunkRange::new(5, 5).unwrap())
+        )
+        .await,
         Err(Error::RangeNotSatisfiable { offset: 0 })
     ));
     assert!(ends.take().is_empty());
