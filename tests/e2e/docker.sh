@@ -51,6 +51,9 @@ cleanup() {
         sed -i "/ $tls_name\$/d" /etc/hosts 2>/dev/null || true
     fi
     [[ -z $certs_dir ]] || rm -rf "$certs_dir"
+    docker rm -f "$run_id-registry" >/dev/null 2>&1 || true
+    docker volume rm "$run_id-data" >/dev/null 2>&1 || true
+    docker rmi "wharf-e2e-image:$run_id" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -222,6 +225,45 @@ sc_tls() {
     docker logout "$h" >/dev/null
 }
 
+# Wharf's own image (dist/Dockerfile, built by dist/build-image.sh): it runs
+# as a non-root user, turns healthy, and the Docker daemon pushes to and
+# pulls from the registry in the container; the data survives a restart.
+sc_wharf_image() {
+    local image=wharf-e2e-image:$run_id name=$run_id-registry port h
+    WHARF_IMAGE_PROFILE=${WHARF_IMAGE_PROFILE:-release} bash "$HERE/../../dist/build-image.sh" "$image" \
+        >"$work/image-build.out" 2>&1 || fail "build-image.sh: $(tail -n 3 "$work/image-build.out")"
+    [[ $(docker inspect -f '{{.Config.User}}' "$image") == 65532:65532 ]] || fail "the image does not run as 65532"
+    local size
+    size=$(docker inspect -f '{{.Size}}' "$image")
+    ((size < 40 * 1024 * 1024)) || fail "the image is $size bytes"
+    port=$(free_port)
+    docker run -d --name "$name" -p "127.0.0.1:$port:5000" -v "$run_id-data:/data" "$image" >/dev/null ||
+        fail "docker run of the image"
+    local status=
+    for _ in $(seq 240); do
+        status=$(docker inspect -f '{{.State.Health.Status}}' "$name")
+        [[ $status == healthy ]] && break
+        sleep 0.5
+    done
+    [[ $status == healthy ]] || fail "the container is $status: $(docker logs "$name" 2>&1 | tail -n 3)"
+    h=127.0.0.1:$port
+    docker tag "$run_id/base:one" "$h/e2e/in-image:1"
+    docker push "$h/e2e/in-image:1" >"$work/push.out" 2>&1 || fail "push into the container: $(tail -n 1 "$work/push.out")"
+    docker rmi "$h/e2e/in-image:1" >/dev/null
+    docker restart "$name" >/dev/null
+    for _ in $(seq 240); do
+        [[ $(docker inspect -f '{{.State.Health.Status}}' "$name") == healthy ]] && break
+        sleep 0.5
+    done
+    docker pull "$h/e2e/in-image:1" >"$work/pull.out" 2>&1 || fail "pull after a restart: $(tail -n 1 "$work/pull.out")"
+    [[ $(docker run --rm "$h/e2e/in-image:1" echo from-the-image) == from-the-image ]] || fail "run of the pulled image"
+    docker rmi "$h/e2e/in-image:1" >/dev/null
+    # Logs are JSON lines (WHARF_LOG_FORMAT=json in the image), one per request.
+    docker logs "$name" >"$work/image.log" 2>&1
+    grep '"target":"wharf::access"' "$work/image.log" | grep -c '"status":201' >/dev/null ||
+        fail "no JSON access log line of the push: $(tail -n 2 "$work/image.log")"
+}
+
 # ---------------------------------------------------------------------------
 
 rand() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -289,6 +331,7 @@ run docker-multi-platform sc_multi_platform "$plain"
 run docker-basic-auth sc_basic_auth "$basic"
 run docker-token-auth sc_token_auth "$token"
 run docker-tls sc_tls "$tls_name:$tls_port"
+run docker-wharf-image sc_wharf_image -
 set -e
 if ((failed)); then
     for n in plain basic token tls; do

@@ -64,8 +64,56 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Exit 0 if a registry answers on ADDR (default: $WHARF_LISTEN or
+    /// 127.0.0.1:5000; an unspecified address is tried on loopback), else 1.
+    ///
+    /// For container health checks: a plain-HTTP registry must answer
+    /// `GET /v2/` with 200 or 401; under TLS (WHARF_TLS_CERT set) accepting
+    /// the connection is enough.
+    Healthcheck {
+        #[arg(value_name = "ADDR")]
+        addr: Option<String>,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+/// `wharf healthcheck`: is a registry answering at `addr`?
+fn healthcheck(addr: Option<String>) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    let addr = addr
+        .or_else(|| std::env::var("WHARF_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:5000".into());
+    let mut sock: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address (IP:PORT): {e}"))?;
+    if sock.ip().is_unspecified() {
+        sock.set_ip(match sock {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(5);
+    let mut conn = std::net::TcpStream::connect_timeout(&sock, timeout)
+        .map_err(|e| format!("nothing answers at {sock}: {e}"))?;
+    if std::env::var_os("WHARF_TLS_CERT").is_some_and(|v| !v.is_empty()) {
+        return Ok(());
+    }
+    conn.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    conn.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {sock}\r\n\r\n").as_bytes())
+        .map_err(|e| format!("{sock}: {e}"))?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head)
+        .map_err(|e| format!("{sock} sent no HTTP answer: {e}"))?;
+    match &head[9..12] {
+        b"200" | b"401" => Ok(()),
+        status => Err(format!(
+            "{sock} answered GET /v2/ with {}",
+            String::from_utf8_lossy(status)
+        )),
+    }
 }
 
 /// `wharf man`: wharf.1 and a page per subcommand, from the same
@@ -378,6 +426,13 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Healthcheck { addr } => match healthcheck(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wharf healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
             ExitCode::SUCCESS
