@@ -48,12 +48,16 @@ pub fn run(args: ImportArgs) -> ExitCode {
     };
     match rt.block_on(import_cmd(&args)) {
         Ok(r) => {
-            println!(
+            outln!(
                 "imported {} images ({} manifests): {} blobs uploaded ({} bytes), {} already present",
-                r.images, r.manifests, r.uploaded, r.uploaded_bytes, r.present
+                r.images,
+                r.manifests,
+                r.uploaded,
+                r.uploaded_bytes,
+                r.present
             );
             for t in &r.tags {
-                println!("  {t}");
+                outln!("  {t}");
             }
             ExitCode::SUCCESS
         }

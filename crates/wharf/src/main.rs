@@ -1,5 +1,27 @@
 //! `wharf`: the registry server and the registry client in one binary.
 
+/// `println!` for command output. A reader that went away (`wharf tags R |
+/// head`) ends the command quietly, as with other command-line tools,
+/// instead of the panic `println!` gives (Rust ignores SIGPIPE, and the
+/// signal is not restored: sockets are written with writev, which raises it).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// Standard output failed: end quietly if its reader went away, else say so.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("wharf: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
 mod cli;
 mod import;
 mod memory;
@@ -121,7 +143,12 @@ fn healthcheck(addr: Option<String>) -> Result<(), String> {
 fn write_man_pages(dir: Option<&std::path::Path>) -> std::io::Result<()> {
     let cmd = Cli::command();
     let Some(dir) = dir else {
-        return clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &page) {
+            stdout_failed(e);
+        }
+        return Ok(());
     };
     std::fs::create_dir_all(dir)?;
     let page = |name: String, c: clap::Command| -> std::io::Result<()> {
@@ -434,7 +461,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wharf", &mut script);
+            if let Err(e) = std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                stdout_failed(e);
+            }
             ExitCode::SUCCESS
         }
         Command::Man { dir } => match write_man_pages(dir.as_deref()) {

@@ -52,7 +52,7 @@ pub fn run(args: MigrateArgs) -> ExitCode {
         Ok(report) => {
             if args.json {
                 match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => outln!("{s}"),
                     Err(e) => {
                         eprintln!("wharf migrate: {e}");
                         return ExitCode::from(2);
@@ -122,7 +122,7 @@ fn print_report(r: &Report) {
         "migrated"
     };
     let b = &r.blobs;
-    println!(
+    outln!(
         "{verb} from {}: {} repositories, {} manifests, {} tags, {} blobs ({})",
         r.source,
         r.repositories.len(),
@@ -131,15 +131,18 @@ fn print_report(r: &Report) {
         b.count,
         migrate::human_bytes(b.bytes)
     );
-    println!(
+    outln!(
         "blobs: {} linked, {} copied, {} moved, {} already present",
-        b.linked, b.copied, b.moved, b.already_present
+        b.linked,
+        b.copied,
+        b.moved,
+        b.already_present
     );
     if r.problems.is_empty() {
-        println!("no problems");
+        outln!("no problems");
         return;
     }
-    println!("{} problems (skipped):", r.problems.len());
+    outln!("{} problems (skipped):", r.problems.len());
     for p in &r.problems {
         let kind = serde_json::to_value(p.kind)
             .ok()
@@ -156,6 +159,6 @@ fn print_report(r: &Report) {
         if let Some(path) = &p.path {
             line.push_str(&format!(" ({path})"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
 }

@@ -66,7 +66,7 @@ pub fn run(args: PasswdArgs) -> ExitCode {
     })();
     match result {
         Ok(line) => {
-            println!("{line}");
+            outln!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -479,3 +479,35 @@ fn big_blobs_go_in_chunks_honouring_the_minimum() {
         bytes(1_000_000, 3)
     );
 }
+
+/// Output into a pipe nobody reads (`wharf tags R | head -0`): the command
+/// ends quietly with status 0, no panic.
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let s = Server::wharf(&[]);
+    let env = Env::new();
+    let src = sample_tree(env.home.path());
+    let r = reference(&s, "pipe/pkg:v1");
+    env.ok(Some(&src), &["push", &r, "single.txt"]);
+    for args in [
+        vec!["tags", r.trim_end_matches(":v1")],
+        vec!["inspect", &r],
+        vec!["completions", "bash"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe() fills two fresh descriptors, each owned once below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let o = env
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -29,16 +29,16 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!(r));
             } else if out.human {
-                println!(
+                outln!(
                     "Pushed {} ({} entries, layer {} bytes{})",
                     r.reference,
                     r.entries,
                     r.layer_size,
                     if r.uploaded { "" } else { ", already there" }
                 );
-                println!("Digest: {}", r.digest);
+                outln!("Digest: {}", r.digest);
             } else {
-                println!("{}", r.digest);
+                outln!("{}", r.digest);
             }
             Ok(())
         }
@@ -54,16 +54,18 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             } else if out.human {
                 let names: Vec<String> =
                     r.written.iter().map(|p| p.display().to_string()).collect();
-                println!(
+                outln!(
                     "Pulled {} ({}) into {}: {}",
                     r.reference,
                     r.digest,
                     a.output.display(),
                     names.join(", ")
                 );
-                println!(
+                outln!(
                     "{} of {} blob(s) downloaded ({} bytes), the rest from the cache",
-                    r.downloaded, r.blobs, r.bytes_downloaded
+                    r.downloaded,
+                    r.blobs,
+                    r.bytes_downloaded
                 );
             }
             Ok(())
@@ -76,7 +78,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 print_json(&json!({"repository": format!("{}/{}", r.host, r.repo), "tags": tags}));
             } else {
                 for t in tags {
-                    println!("{t}");
+                    outln!("{t}");
                 }
             }
             Ok(())
@@ -89,7 +91,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 print_json(&json!({"registry": host.name, "repositories": repos}));
             } else {
                 for r in repos {
-                    println!("{r}");
+                    outln!("{r}");
                 }
             }
             Ok(())
@@ -102,9 +104,9 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!({"deleted": r.to_string(), "reference": deleted, "note": note}));
             } else if out.human {
-                println!("Deleted {r}");
+                outln!("Deleted {r}");
                 if let Some(n) = note {
-                    println!("{n}");
+                    outln!("{n}");
                 }
             }
             Ok(())
@@ -124,7 +126,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 }));
             } else {
                 for d in &refs.manifests {
-                    println!(
+                    outln!(
                         "{}\t{}\t{}",
                         d.digest,
                         d.artifact_type.as_deref().unwrap_or("-"),
@@ -144,15 +146,17 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!(rep));
             } else if out.human {
-                println!(
+                outln!(
                     "Attached {} to {} ({})",
-                    rep.digest, rep.subject, rep.subject_digest
+                    rep.digest,
+                    rep.subject,
+                    rep.subject_digest
                 );
                 if let Some(t) = &rep.referrers_tag {
-                    println!("The registry has no referrers API: updated the referrers tag {t}");
+                    outln!("The registry has no referrers API: updated the referrers tag {t}");
                 }
             } else {
-                println!("{}", rep.digest);
+                outln!("{}", rep.digest);
             }
             Ok(())
         }
@@ -182,7 +186,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
                 print_json(&json!({"registry": host.name, "files": files}));
             } else if out.human {
                 let f: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-                println!("Login succeeded; credentials stored in {}", f.join(", "));
+                outln!("Login succeeded; credentials stored in {}", f.join(", "));
             }
             Ok(())
         }
@@ -195,7 +199,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!({"registry": host.name, "files": files}));
             } else if out.human {
-                println!("Removed the credentials for {host}");
+                outln!("Removed the credentials for {host}");
             }
             Ok(())
         }
@@ -206,7 +210,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!({"blobs": p.blobs, "bytes": p.bytes}));
             } else if out.human {
-                println!("Removed {} blob(s), {} bytes", p.blobs, p.bytes);
+                outln!("Removed {} blob(s), {} bytes", p.blobs, p.bytes);
             }
             Ok(())
         }
@@ -215,7 +219,7 @@ pub async fn run(cmd: ClientCommand, out: Out) -> Result<()> {
             if out.json {
                 print_json(&json!({"path": cache.root()}));
             } else {
-                println!("{}", cache.root().display());
+                outln!("{}", cache.root().display());
             }
             Ok(())
         }
@@ -268,7 +272,7 @@ fn login_input(
 }
 
 fn print_json(v: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
@@ -404,28 +408,30 @@ async fn inspect(a: super::InspectArgs, out: Out) -> Result<()> {
         }));
         return Ok(());
     }
-    println!("Reference:  {r}");
-    println!("Digest:     {}", m.digest);
-    println!("Media type: {}", m.media_type);
-    println!("Size:       {} bytes", m.bytes.len());
+    outln!("Reference:  {r}");
+    outln!("Digest:     {}", m.digest);
+    outln!("Media type: {}", m.media_type);
+    outln!("Size:       {} bytes", m.bytes.len());
     if let Some(t) = &parsed.artifact_type {
-        println!("Artifact:   {t}");
+        outln!("Artifact:   {t}");
     }
     if let Some(s) = &parsed.subject {
-        println!("Subject:    {} ({})", s.digest, s.media_type);
+        outln!("Subject:    {} ({})", s.digest, s.media_type);
     }
     match parsed.kind {
         ManifestKind::Index => {
-            println!("Manifests:  {}", parsed.manifests.len());
+            outln!("Manifests:  {}", parsed.manifests.len());
             for d in &parsed.manifests {
                 let p = d
                     .platform
                     .as_ref()
                     .map(platform_string)
                     .unwrap_or_else(|| d.artifact_type.clone().unwrap_or_else(|| "-".into()));
-                println!(
+                outln!(
                     "  {p:<20} {} {:>10} bytes  {}",
-                    d.digest, d.size, d.media_type
+                    d.digest,
+                    d.size,
+                    d.media_type
                 );
             }
         }
@@ -436,9 +442,11 @@ async fn inspect(a: super::InspectArgs, out: Out) -> Result<()> {
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "Config:     {} {} bytes {}{empty}",
-                    cd.digest, cd.size, cd.media_type
+                    cd.digest,
+                    cd.size,
+                    cd.media_type
                 );
             }
             if let Some(cfg) = &config {
@@ -447,17 +455,17 @@ async fn inspect(a: super::InspectArgs, out: Out) -> Result<()> {
                     .get("architecture")
                     .and_then(Value::as_str)
                     .unwrap_or("?");
-                println!(
+                outln!(
                     "Platform:   {}",
                     platform_string(
                         &json!({"os": os, "architecture": arch, "variant": cfg.get("variant")})
                     )
                 );
                 if let Some(created) = cfg.get("created").and_then(Value::as_str) {
-                    println!("Created:    {created}");
+                    outln!("Created:    {created}");
                 }
             }
-            println!(
+            outln!(
                 "Layers:     {} ({} bytes)",
                 parsed.layers.len(),
                 layers_size
@@ -469,18 +477,20 @@ async fn inspect(a: super::InspectArgs, out: Out) -> Result<()> {
                     .and_then(|a| a.get(package::TITLE))
                     .map(|t| format!("  {t}"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "  {} {:>12} bytes  {}{title}",
-                    l.digest, l.size, l.media_type
+                    l.digest,
+                    l.size,
+                    l.media_type
                 );
             }
-            println!("Total size: {total} bytes");
+            outln!("Total size: {total} bytes");
         }
     }
     if let Some(ann) = &parsed.annotations {
-        println!("Annotations:");
+        outln!("Annotations:");
         for (k, v) in ann {
-            println!("  {k}={v}");
+            outln!("  {k}={v}");
         }
     }
     Ok(())
@@ -507,14 +517,19 @@ async fn cp(a: super::CpArgs, out: Out) -> Result<()> {
     if out.json {
         print_json(&json!(r));
     } else if out.human {
-        println!("Copied {} to {}", r.source, r.destination);
-        println!(
+        outln!("Copied {} to {}", r.source, r.destination);
+        outln!(
             "{} manifest(s), {} blob(s): {} copied ({} bytes), {} already there, {} mounted",
-            r.manifests, r.blobs, r.copied, r.bytes_copied, r.skipped, r.mounted
+            r.manifests,
+            r.blobs,
+            r.copied,
+            r.bytes_copied,
+            r.skipped,
+            r.mounted
         );
-        println!("Digest: {}", r.digest);
+        outln!("Digest: {}", r.digest);
     } else {
-        println!("{}", r.digest);
+        outln!("{}", r.digest);
     }
     Ok(())
 }
