@@ -511,3 +511,45 @@ fn a_closed_output_pipe_ends_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// On a terminal, a blob that needs no transfer gets one line saying why
+/// (here "already there" and "cached"), not an empty progress bar.
+#[test]
+fn skipped_blobs_say_so_on_a_terminal() {
+    let s = Server::wharf(&[]);
+    let env = Env::new();
+    let src = sample_tree(env.home.path());
+    let r = reference(&s, "tty/pkg:v1");
+    env.ok(Some(&src), &["push", &r, "single.txt"]);
+    // `script` gives the command a pseudo-terminal, so bars are drawn.
+    let on_tty = |args: &str| {
+        let wharf = env.cmd();
+        let mut c = std::process::Command::new("script");
+        c.arg("-qec")
+            .arg(format!("{} {args}", wharf.get_program().to_string_lossy()))
+            .arg("/dev/null")
+            .current_dir(&src);
+        for (k, v) in wharf.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let o = c
+            .output()
+            .expect("script (util-linux) runs commands on a terminal");
+        assert!(
+            o.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let again = on_tty(&format!("push {} single.txt", reference(&s, "tty/pkg:v2")));
+    assert!(again.contains("already there"), "{again}");
+    let out = env.path("pulled");
+    on_tty(&format!("pull {r} -o {}", out.display()));
+    let cached = on_tty(&format!("pull {r} -o {}", env.path("pulled2").display()));
+    assert!(cached.contains("cached"), "{cached}");
+    assert!(!cached.contains("[>"), "an empty bar: {cached}");
+}
