@@ -694,22 +694,12 @@ fn archives_honour_the_umask() {
         for kind in ["docker-archive", "oci-archive"] {
             let file = env.path(&format!("{kind}-{umask}.tar"));
             // The same command, run by a shell that sets the umask first.
-            let wharf = env.cmd();
-            let mut c = Command::new("sh");
+            let mut c = env.wrapper("sh");
             c.arg("-c")
                 .arg(format!("umask {umask} && exec \"$@\""))
                 .arg("sh")
-                .arg(wharf.get_program())
+                .arg(client_support::WHARF)
                 .args(["cp", &r, &format!("{kind}:{}", file.display())]);
-            for (k, v) in wharf.get_envs() {
-                match v {
-                    Some(v) => c.env(k, v),
-                    None => c.env_remove(k),
-                };
-            }
-            if let Some(d) = wharf.get_current_dir() {
-                c.current_dir(d);
-            }
             run_tool(c);
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, want, "{kind} written under umask {umask}: {mode:o}");

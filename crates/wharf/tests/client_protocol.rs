@@ -188,8 +188,17 @@ async fn basic_registry() -> String {
 }
 
 fn login(env: &Env, host: &str, user: &str, password: &str) -> std::process::Output {
-    let mut child = env
-        .cmd()
+    login_with(env.cmd(), host, user, password)
+}
+
+/// `wharf login` through `cmd` (wharf with its environment), the password on stdin.
+fn login_with(
+    mut cmd: std::process::Command,
+    host: &str,
+    user: &str,
+    password: &str,
+) -> std::process::Output {
+    let mut child = cmd
         .args(["login", host, "--username", user, "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -316,22 +325,9 @@ async fn credential_helpers_are_used_for_login_and_lookups() {
         )
     };
     let login = |user: &str, pw: &str| {
-        let mut child = env
-            .cmd()
-            .env("PATH", &path)
-            .args(["login", &host, "-u", user, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{pw}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = env.cmd();
+        cmd.env("PATH", &path);
+        login_with(cmd, &host, user, pw)
     };
     let o = tokio::task::block_in_place(|| login("u", "p"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -396,22 +392,9 @@ async fn login_asks_for_the_password_on_a_terminal() {
     };
     // `script` runs the login on a pseudo-terminal; the password is typed
     // after the prompt appears.
-    let wharf = env.cmd();
-    let line = format!(
-        "{} login {host} -u u",
-        wharf.get_program().to_string_lossy()
-    );
-    let mut c = std::process::Command::new(script);
+    let line = format!("{} login {host} -u u", client_support::WHARF);
+    let mut c = env.wrapper(script);
     c.args(["-qec", &line, "/dev/null"]);
-    for (k, v) in wharf.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    if let Some(d) = wharf.get_current_dir() {
-        c.current_dir(d);
-    }
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

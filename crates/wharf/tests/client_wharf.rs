@@ -523,18 +523,11 @@ fn skipped_blobs_say_so_on_a_terminal() {
     env.ok(Some(&src), &["push", &r, "single.txt"]);
     // `script` gives the command a pseudo-terminal, so bars are drawn.
     let on_tty = |args: &str| {
-        let wharf = env.cmd();
-        let mut c = std::process::Command::new("script");
+        let mut c = env.wrapper("script");
         c.arg("-qec")
-            .arg(format!("{} {args}", wharf.get_program().to_string_lossy()))
+            .arg(format!("{} {args}", client_support::WHARF))
             .arg("/dev/null")
             .current_dir(&src);
-        for (k, v) in wharf.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
         let o = c
             .output()
             .expect("script (util-linux) runs commands on a terminal");

@@ -195,6 +195,24 @@ impl Env {
         c
     }
 
+    /// A command for `program` (a wrapper such as `sh` or `script` that runs
+    /// wharf) with the environment and directory [`cmd`](Self::cmd) gives
+    /// wharf; `WHARF` is the binary's path.
+    pub fn wrapper(&self, program: &str) -> Command {
+        let wharf = self.cmd();
+        let mut c = Command::new(program);
+        for (k, v) in wharf.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = wharf.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+
     /// Run `wharf ARGS` in `cwd` (default: $HOME/work).
     pub fn run_in(&self, cwd: Option<&Path>, args: &[&str]) -> Output {
         let mut c = self.cmd();
