@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
-if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x /bin/busybox ]] ||
+if ! command -v skopeo >/dev/null || ! command -v buildah >/dev/null || ! command -v htpasswd >/dev/null || ! [[ -x /bin/busybox ]] || ! command -v systemd-analyze >/dev/null ||
     ! [[ -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import docker_registry_client_async' 2>/dev/null; then
     if [[ $(id -u) == 0 ]]; then
         bash tests/e2e/install.sh

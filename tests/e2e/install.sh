@@ -26,6 +26,8 @@ packages=(
     apache2-utils    # htpasswd, to cross-check bcrypt hashes with auth-scenarios.sh
     docker-registry  # the reference registry, for with-reference.sh
     busybox-static   # the one binary of the FROM scratch image docker.sh builds
+    systemd          # systemd-analyze, which checks dist/wharf.service (crates/wharf/tests/dist.rs)
+    binutils         # strip and readelf, for dist/build-image.sh
 )
 
 if [[ -z ${WHARF_E2E_SKIP_APT:-} ]]; then
