@@ -275,13 +275,7 @@ async fn a_truncated_blob_is_replaced_by_the_next_push_of_it() {
     truncate(&file, 0);
     let r = reg.head(&format!("/v2/{repo}/blobs/{d}")).await;
     assert_eq!(content_length(&r), Some(0), "the damage is visible");
-    let r = reg
-        .client
-        .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = reg.post_blob(&repo, &data).await;
     assert_eq!(r.status(), 201);
     assert_blob_intact(&reg, &repo, &data, "after a monolithic push").await;
 
@@ -364,13 +358,7 @@ async fn a_full_disk_answers_507_and_keeps_what_was_acknowledged() {
     for i in 0..100u64 {
         let data = pseudo_random(512 * 1024, 5000 + i);
         let d = sha256(&data);
-        let r = reg
-            .client
-            .post(reg.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = reg.post_blob(&repo, &data).await;
         match r.status().as_u16() {
             201 => pushed.push(data),
             507 => {

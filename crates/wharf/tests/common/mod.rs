@@ -644,6 +644,20 @@ impl Registry {
         d
     }
 
+    /// A single-POST monolithic upload (`POST ?digest=` with the body); the
+    /// response as it is.
+    pub async fn post_blob(&self, repo: &str, data: &[u8]) -> Response {
+        self.client
+            .post(self.url(&format!(
+                "/v2/{repo}/blobs/uploads/?digest={}",
+                sha256(data)
+            )))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Push a blob and return its descriptor with the given media type.
     pub async fn push_blob_desc(&self, repo: &str, media_type: &str, data: &[u8]) -> Desc {
         self.push_blob(repo, data).await;
