@@ -40,6 +40,10 @@ pub(crate) type CatalogFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
 /// (when auth is on), dispatch.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
     let head = req.method() == "HEAD";
+    // Health probes: before routing and auth, which they never need.
+    if crate::health::is_health_path(req.uri().path()) {
+        return crate::health::serve(&state, req.method().as_str(), req.uri().path()).await;
+    }
     if let Some(auth) = &state.auth
         && auth::endpoint::is_token_path(req.uri().path())
     {

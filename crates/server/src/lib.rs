@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod handlers;
+mod health;
 mod listener;
 pub mod origin;
 mod response;

@@ -36,6 +36,10 @@ pub trait UploadWriter: Send {
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
+    /// Can the storage serve requests now? Cheap (a readiness probe calls
+    /// it every few seconds); the error says what is wrong.
+    async fn ready(&self) -> io::Result<()>;
+
     async fn head(&self, key: &str) -> io::Result<Option<ObjectMeta>>;
 
     /// Read an object, or the half-open byte range `start..end` of it.

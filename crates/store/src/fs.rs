@@ -753,6 +753,25 @@ impl UploadWriter for FsUploadWriter {
 
 #[async_trait]
 impl Backend for FsBackend {
+    async fn ready(&self) -> io::Result<()> {
+        // The data directory is there, is a directory, and can be read:
+        // a stat and the first entry of a readdir (microseconds).
+        let root = &self.inner.root;
+        let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", root.display()));
+        if !std::fs::metadata(root).map_err(at)?.is_dir() {
+            return Err(at(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        std::fs::read_dir(root)
+            .map_err(at)?
+            .next()
+            .transpose()
+            .map_err(at)?;
+        Ok(())
+    }
+
     async fn head(&self, key: &str) -> io::Result<Option<ObjectMeta>> {
         let p = self.object_path(key)?;
         // A stat costs microseconds: less than a hop to the blocking pool.

@@ -90,8 +90,8 @@ enum Command {
     /// 127.0.0.1:5000; an unspecified address is tried on loopback), else 1.
     ///
     /// For container health checks: a plain-HTTP registry must answer
-    /// `GET /v2/` with 200 or 401; under TLS (WHARF_TLS_CERT set) accepting
-    /// the connection is enough.
+    /// `GET /readyz` with 200 (the storage answers); under TLS
+    /// (WHARF_TLS_CERT set) accepting the connection is enough.
     Healthcheck {
         #[arg(value_name = "ADDR")]
         addr: Option<String>,
@@ -124,16 +124,18 @@ fn healthcheck(addr: Option<String>) -> Result<(), String> {
     }
     conn.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    conn.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {sock}\r\n\r\n").as_bytes())
+    conn.write_all(format!("GET /readyz HTTP/1.0\r\nHost: {sock}\r\n\r\n").as_bytes())
         .map_err(|e| format!("{sock}: {e}"))?;
-    let mut head = [0u8; 12];
-    conn.read_exact(&mut head)
+    let mut answer = Vec::new();
+    conn.take(4096)
+        .read_to_end(&mut answer)
         .map_err(|e| format!("{sock} sent no HTTP answer: {e}"))?;
-    match &head[9..12] {
-        b"200" | b"401" => Ok(()),
-        status => Err(format!(
-            "{sock} answered GET /v2/ with {}",
-            String::from_utf8_lossy(status)
+    let answer = String::from_utf8_lossy(&answer);
+    match answer.get(9..12) {
+        Some("200") => Ok(()),
+        _ => Err(format!(
+            "{sock} is not ready: {}",
+            answer.rsplit("\r\n\r\n").next().unwrap_or(&answer)
         )),
     }
 }
