@@ -238,23 +238,20 @@ impl AuthFiles {
     pub fn remove(&self, host: &str) -> Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         if let Some(docker) = &self.docker
-            && let Some(name) = read_json(docker)?.and_then(|v| helper_for(&v, host))
+            && let Some(doc) = read_json(docker)?
+            && let Some(name) = helper_for(&doc, host)
         {
             let out = run_helper(&name, "erase", helper_server(host).as_bytes())?
                 .ok_or_else(|| helper_missing(&name, docker))?;
             if out.status.success() {
                 written.push(PathBuf::from(format!("docker-credential-{name}")));
             }
-            if read_json(docker)?
-                .and_then(|v| {
-                    v.get("auths")?
-                        .as_object()?
-                        .keys()
-                        .find(|k| normalize_auth_key(k) == host)
-                        .cloned()
-                })
-                .is_some()
-            {
+            // The empty entry docker (and wharf login) left for the host.
+            let listed = doc
+                .get("auths")
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.keys().any(|k| normalize_auth_key(k) == host));
+            if listed {
                 update_file(docker, |auths| {
                     auths.retain(|k, _| normalize_auth_key(k) != host)
                 })?;
