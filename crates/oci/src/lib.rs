@@ -12,7 +12,7 @@ pub mod name;
 pub mod path;
 pub mod range;
 
-pub use digest::{Algorithm, Digest, Digester};
+pub use digest::{Algorithm, Digest, DigestStateError, Digester};
 pub use error::{ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag};
 pub use range::{ByteRange, ChunkRange};
