@@ -30,8 +30,53 @@ pub struct ObjectReader {
 #[async_trait]
 pub trait UploadWriter: Send {
     async fn write(&mut self, data: Bytes) -> io::Result<()>;
-    /// Flush what was written. Durability is only promised by `upload_commit`.
-    async fn finish(self: Box<Self>) -> io::Result<()>;
+    /// End a successful append: what was written is now part of the
+    /// session. `resume` is the caller's record for continuing the session
+    /// at its new length (the running digest state); a backend whose
+    /// sessions can continue in another process keeps it with the session
+    /// and returns it from [`Backend::upload_stat`]. Durability is only
+    /// promised by `upload_commit`.
+    async fn finish(self: Box<Self>, resume: Option<Bytes>) -> io::Result<()>;
+    /// End a failed append. The caller then cuts the session back to its
+    /// length before the append with [`Backend::upload_truncate`].
+    async fn abort(self: Box<Self>) -> io::Result<()>;
+}
+
+/// An upload session as [`Backend::upload_stat`] finds it.
+#[derive(Clone, Debug)]
+pub struct UploadStat {
+    /// The meta given to `upload_create`.
+    pub meta: Bytes,
+    /// Size and last-modified time of the session's data.
+    pub data: ObjectMeta,
+    /// The `resume` record of the last append, if the backend keeps them
+    /// and it was saved at the data's current size.
+    pub resume: Option<Bytes>,
+}
+
+/// The storage cannot be reached or refused to work (object storage down,
+/// wrong credentials, a missing bucket). Wrapped in an `io::Error`; the
+/// server answers 503 with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// An `io::Error` carrying [`Unavailable`].
+pub fn unavailable(message: impl Into<String>) -> io::Error {
+    io::Error::other(Unavailable(message.into()))
+}
+
+/// Is `e` (or an error it wraps) the storage being unavailable?
+pub fn is_unavailable(e: &io::Error) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        match e.get_ref() {
+            Some(inner) if inner.is::<Unavailable>() => return true,
+            Some(inner) => cur = inner.downcast_ref::<io::Error>(),
+            None => return false,
+        }
+    }
+    false
 }
 
 #[async_trait]
@@ -71,13 +116,16 @@ pub trait Backend: Send + Sync + 'static {
     /// session without meta is private to its caller: `upload_stat` does
     /// not find it, the other calls work.
     async fn upload_create(&self, id: &str, meta: Option<Bytes>) -> io::Result<()>;
-    /// The session's meta and the size / last-modified time of its data.
-    async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>>;
+    /// The session's meta, the size / last-modified time of its data and
+    /// its resume record.
+    async fn upload_stat(&self, id: &str) -> io::Result<Option<UploadStat>>;
     /// Append to the session's data, which must currently be `offset` bytes long.
     async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>>;
     /// Cut the session's data back to `len` bytes (undo a failed append).
     async fn upload_truncate(&self, id: &str, len: u64) -> io::Result<()>;
-    /// Read the session's data from the start.
+    /// Read the session's data from the start. Only a fallback (a restart
+    /// without a resume record, or a digest of another algorithm than the
+    /// session's); a backend may refuse it with `Unsupported`.
     async fn upload_read(&self, id: &str) -> io::Result<ByteStream>;
     /// Make the session's data the object `key` (durably) and end the session.
     /// If `key` already exists with the session data's size, its content is
@@ -89,6 +137,19 @@ pub trait Backend: Send + Sync + 'static {
     async fn upload_delete(&self, id: &str) -> io::Result<()>;
     /// Every session with the last-modified time of its data.
     async fn upload_list(&self) -> io::Result<Vec<(String, SystemTime)>>;
+
+    /// The smallest chunk worth sending to this backend's upload sessions
+    /// (advertised as `OCI-Chunk-Min-Length`); 0 when any size is fine.
+    fn chunk_min_length(&self) -> u64 {
+        0
+    }
+
+    /// A time-limited URL from which a client can GET the object `key`
+    /// directly, if the backend offers them and is configured to.
+    async fn presigned_get(&self, key: &str) -> io::Result<Option<String>> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// Is `key` a well-formed backend key?

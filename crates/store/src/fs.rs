@@ -19,7 +19,7 @@
 //! before the rename and the directory after it (unless fsync is disabled).
 
 use crate::backend::{
-    Backend, ByteStream, ObjectMeta, ObjectReader, UploadWriter, invalid_key, valid_key,
+    Backend, ByteStream, ObjectMeta, ObjectReader, UploadStat, UploadWriter, invalid_key, valid_key,
 };
 use crate::name_set::NameSet;
 use async_trait::async_trait;
@@ -746,7 +746,13 @@ impl UploadWriter for FsUploadWriter {
         Err(io::Error::other("upload writer stopped"))
     }
 
-    async fn finish(mut self: Box<Self>) -> io::Result<()> {
+    async fn finish(mut self: Box<Self>, _resume: Option<Bytes>) -> io::Result<()> {
+        // One process owns the data directory: the registry keeps the
+        // running digest in memory, and rebuilds it after a restart.
+        self.join().await
+    }
+
+    async fn abort(mut self: Box<Self>) -> io::Result<()> {
         self.join().await
     }
 }
@@ -908,7 +914,7 @@ impl Backend for FsBackend {
         .await
     }
 
-    async fn upload_stat(&self, id: &str) -> io::Result<Option<(Bytes, ObjectMeta)>> {
+    async fn upload_stat(&self, id: &str) -> io::Result<Option<UploadStat>> {
         // Small reads: inline, like `read` (see INLINE_READ_MAX).
         let Some(meta) = not_found_is_none(std::fs::read(self.upload_meta(id)?))? else {
             return Ok(None);
@@ -916,7 +922,11 @@ impl Backend for FsBackend {
         let Some(data) = not_found_is_none(std::fs::metadata(self.upload_data(id)?))? else {
             return Ok(None);
         };
-        Ok(Some((Bytes::from(meta), meta_of(&data))))
+        Ok(Some(UploadStat {
+            meta: Bytes::from(meta),
+            data: meta_of(&data),
+            resume: None,
+        }))
     }
 
     async fn upload_writer(&self, id: &str, offset: u64) -> io::Result<Box<dyn UploadWriter>> {
@@ -1220,14 +1230,14 @@ mod tests {
             .unwrap();
         let mut w = b.upload_writer("u1", 0).await.unwrap();
         w.write(Bytes::from_static(b"abc")).await.unwrap();
-        w.finish().await.unwrap();
+        w.finish(None).await.unwrap();
         let mut w = b.upload_writer("u1", 3).await.unwrap();
         w.write(Bytes::from_static(b"def")).await.unwrap();
-        w.finish().await.unwrap();
+        w.finish(None).await.unwrap();
         b.upload_truncate("u1", 4).await.unwrap();
-        let (meta, data) = b.upload_stat("u1").await.unwrap().unwrap();
-        assert_eq!(&meta[..], b"{}");
-        assert_eq!(data.size, 4);
+        let stat = b.upload_stat("u1").await.unwrap().unwrap();
+        assert_eq!(&stat.meta[..], b"{}");
+        assert_eq!(stat.data.size, 4);
         assert_eq!(b.upload_list().await.unwrap().len(), 1);
         b.upload_commit("u1", "blobs/x").await.unwrap();
         assert_eq!(&b.read("blobs/x").await.unwrap().unwrap()[..], b"abcd");
@@ -1260,7 +1270,7 @@ mod tests {
         b.upload_create("p1", None).await.unwrap();
         let mut w = b.upload_writer("p1", 0).await.unwrap();
         w.write(Bytes::from_static(b"xyz")).await.unwrap();
-        w.finish().await.unwrap();
+        w.finish(None).await.unwrap();
         assert!(b.upload_stat("p1").await.unwrap().is_none());
         assert_eq!(upload_ids(&b).await, ["p1"]);
         b.upload_commit("p1", "blobs/y").await.unwrap();
@@ -1274,7 +1284,7 @@ mod tests {
         b.upload_create("p2", None).await.unwrap();
         let mut w = b.upload_writer("p2", 0).await.unwrap();
         w.write(Bytes::from_static(b"xyz")).await.unwrap();
-        w.finish().await.unwrap();
+        w.finish(None).await.unwrap();
         b.upload_commit("p2", "blobs/y").await.unwrap();
         assert_eq!(std::fs::metadata(&y).unwrap().ino(), ino);
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
@@ -1286,7 +1296,7 @@ mod tests {
         b.upload_create("p3", None).await.unwrap();
         let mut w = b.upload_writer("p3", 0).await.unwrap();
         w.write(Bytes::from_static(b"xyz")).await.unwrap();
-        w.finish().await.unwrap();
+        w.finish(None).await.unwrap();
         b.upload_commit("p3", "blobs/y").await.unwrap();
         assert_eq!(&b.read("blobs/y").await.unwrap().unwrap()[..], b"xyz");
         assert_eq!(upload_ids(&b).await, Vec::<String>::new());

@@ -16,7 +16,8 @@ pub mod keys;
 pub mod migrate;
 mod name_set;
 pub mod registry;
+pub mod s3;
 pub mod source;
 
-pub use backend::{Backend, ByteStream, ObjectMeta};
+pub use backend::{Backend, ByteStream, ObjectMeta, UploadStat};
 pub use registry::{Error, Registry, RegistryConfig, SessionEnd, SessionObserver};

@@ -416,10 +416,10 @@ impl Registry {
             }
             return Ok(s);
         }
-        let Some((meta, _)) = self.backend.upload_stat(id).await? else {
+        let Some(stat) = self.backend.upload_stat(id).await? else {
             return Err(upload_unknown());
         };
-        let meta: UploadMeta = serde_json::from_slice(&meta).map_err(|_| upload_unknown())?;
+        let meta: UploadMeta = serde_json::from_slice(&stat.meta).map_err(|_| upload_unknown())?;
         if meta.repo != name.as_str() {
             return Err(upload_unknown());
         }
@@ -442,14 +442,27 @@ impl Registry {
         if s.ended {
             return Err(upload_unknown());
         }
-        let Some((_, data)) = self.backend.upload_stat(id).await? else {
+        let Some(stat) = self.backend.upload_stat(id).await? else {
             self.end_session(id, Some(s), SessionEnd::Vanished);
             return Err(upload_unknown());
         };
-        match &s.hasher {
-            Some((_, n)) if *n == data.size => {}
+        let size = stat.data.size;
+        // A backend shared by replicas keeps the running digest with the
+        // session: it is the truth whoever appended last.
+        let resumed = stat
+            .resume
+            .as_deref()
+            .and_then(|r| Digester::restore_state(s.algorithm, r).ok());
+        match (&s.hasher, resumed) {
+            (_, Some(h)) => s.hasher = Some((h, size)),
+            (Some((_, n)), None) if *n == size => {}
             _ => {
                 // Only after a restart (or a failed write): re-read the data once.
+                tracing::info!(
+                    upload = id,
+                    size,
+                    "re-reading an upload's data to rebuild its digest"
+                );
                 s.hasher = match self.hash_upload(id, s.algorithm).await {
                     Ok(h) => Some(h),
                     // Finished or cancelled by another request meanwhile.
@@ -461,7 +474,7 @@ impl Registry {
                 };
             }
         }
-        Ok(data.size)
+        Ok(size)
     }
 
     /// Digest a session's data from the start: the digester and the byte count.
@@ -558,7 +571,7 @@ impl Registry {
         let mut hasher = StreamHasher::new(hasher, expected);
         let mut written = 0u64;
         let mut w = self.backend.upload_writer(id, offset).await?;
-        let streamed: Result<()> = async {
+        let streamed: Result<(Digester, u64)> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     err(
@@ -574,20 +587,31 @@ impl Registry {
                 hasher.update(&chunk).await?;
                 w.write(chunk).await?;
             }
-            Ok(())
+            match expected {
+                Some(e) if e != written => Err(mismatch(written)),
+                _ => Ok(()),
+            }?;
+            let size = offset
+                .checked_add(written)
+                .ok_or_else(|| too_large(offset))?;
+            Ok((hasher.finish().await.map_err(Error::Io)?, size))
         }
         .await;
         // Stop the writer even after a failure, before anything else touches
-        // the file: undoing the chunk must not race the writer's last writes.
-        let finished = w.finish().await.map_err(Error::Io);
-        streamed.and(finished).and_then(|()| match expected {
-            Some(e) if e != written => Err(mismatch(written)),
-            _ => Ok(()),
-        })?;
-        let size = offset
-            .checked_add(written)
-            .ok_or_else(|| too_large(offset))?;
-        Ok((hasher.finish().await.map_err(Error::Io)?, size))
+        // the session: undoing the chunk must not race the writer's last writes.
+        match streamed {
+            Ok((hasher, size)) => {
+                let resume = Bytes::from(hasher.save_state());
+                w.finish(Some(resume)).await?;
+                Ok((hasher, size))
+            }
+            Err(e) => {
+                if let Err(ae) = w.abort().await {
+                    tracing::warn!(upload = id, error = %ae, "stopping a failed append failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Close a session: append the final chunk (if any), verify the digest of
