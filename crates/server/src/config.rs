@@ -267,8 +267,62 @@ pub struct Uploads {
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     /// fsync files and directories so acknowledged writes survive a crash.
-    /// Turn off only for throwaway data.
+    /// Turn off only for throwaway data. (Filesystem backend.)
     pub fsync: bool,
+    /// Where the registry's content lives: `fs` (the data directory, one
+    /// process) or `s3` (a bucket that any number of replicas share).
+    pub backend: BackendKind,
+    pub s3: S3Storage,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Fs,
+    S3,
+}
+
+/// `[storage.s3]`: the bucket of the S3 backend. Credentials not set here
+/// come from `WHARF_S3_ACCESS_KEY_ID` / `WHARF_S3_SECRET_ACCESS_KEY`, else
+/// the usual `AWS_*` environment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Storage {
+    /// `http(s)://host:port` of the S3 API; empty for AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Keys go under `<prefix>/` in the bucket (empty: at its root).
+    pub prefix: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// `https://bucket.host/key` instead of path-style `https://host/bucket/key`.
+    pub virtual_hosted: bool,
+    /// Answer blob GETs with 307 to a presigned URL, so bytes bypass Wharf.
+    pub redirect: bool,
+    /// Lifetime of a presigned URL, in seconds.
+    pub redirect_expiry_secs: u64,
+    /// Seconds to wait for a connection or for bytes from S3 before giving
+    /// up (with retries, an operation fails within a few times this).
+    pub timeout_secs: u64,
+}
+
+impl Default for S3Storage {
+    fn default() -> Self {
+        S3Storage {
+            endpoint: String::new(),
+            region: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key: None,
+            virtual_hosted: false,
+            redirect: false,
+            redirect_expiry_secs: 1200,
+            timeout_secs: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -332,7 +386,11 @@ impl Default for Uploads {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { fsync: true }
+        Storage {
+            fsync: true,
+            backend: BackendKind::Fs,
+            s3: S3Storage::default(),
+        }
     }
 }
 
@@ -369,6 +427,25 @@ impl Config {
             anyhow::bail!("limits.max_url_length must be at least 256");
         }
         self.public_origin()?;
+        if self.storage.backend == BackendKind::S3 {
+            let s = &self.storage.s3;
+            if s.bucket.is_empty() {
+                anyhow::bail!("the S3 backend needs a bucket (storage.s3.bucket, --s3-bucket)");
+            }
+            if s.timeout_secs == 0 {
+                anyhow::bail!("storage.s3.timeout_secs must be at least 1");
+            }
+            if s.redirect && !(1..=604_800).contains(&s.redirect_expiry_secs) {
+                anyhow::bail!(
+                    "storage.s3.redirect_expiry_secs must be between 1 and 604800 (7 days)"
+                );
+            }
+            if self.auth.token.enabled && self.auth.token.key_file.is_none() {
+                anyhow::bail!(
+                    "with the S3 backend, token auth needs auth.token.key_file: every replica must sign with the same key, and a key generated into one replica's data directory would not be"
+                );
+            }
+        }
         Ok(())
     }
 

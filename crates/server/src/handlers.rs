@@ -270,6 +270,11 @@ async fn dispatch(
             if head {
                 return Ok(r::build(reply.status, &reply.headers, Body::empty()));
             }
+            // The link was checked above; the bytes may come straight from
+            // the bucket (the client sends its Range there itself).
+            if let Some(url) = reg.blob_redirect(&digest).await? {
+                return Ok(redirect(&url, &digest));
+            }
             let obj = reg.blob_get(&repo, &digest, reply.range).await?;
             Ok(r::build(
                 reply.status,
@@ -308,8 +313,15 @@ async fn dispatch(
             // A `digest` without a body: the client will send the bytes later.
             let id = start_session(state, &repo, algorithm, owner.as_ref()).await?;
             let mut resp = upload_accepted(origin, &repo, &id, 0, 202);
-            if state.config.uploads.chunk_min_length > 0
-                && let Ok(v) = state.config.uploads.chunk_min_length.to_string().parse()
+            // The larger of the configured size and what the backend needs
+            // (S3 parts): smaller chunks are still accepted, and buffered.
+            let min = state
+                .config
+                .uploads
+                .chunk_min_length
+                .max(reg.backend().chunk_min_length());
+            if min > 0
+                && let Ok(v) = min.to_string().parse()
             {
                 resp.headers_mut().insert(r::OCI_CHUNK_MIN_LENGTH, v);
             }
@@ -540,6 +552,19 @@ fn manifest_headers(digest: &str, media_type: &str, size: u64) -> Vec<(HeaderNam
         (r::DOCKER_CONTENT_DIGEST, digest.to_owned()),
         (header::ETAG, format!("\"{digest}\"")),
     ]
+}
+
+/// 307 to a presigned URL of the blob's bytes.
+fn redirect(url: &str, digest: &oci::Digest) -> Resp {
+    r::build(
+        307,
+        &[
+            (header::LOCATION, url.to_owned()),
+            (r::DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::CONTENT_LENGTH, "0".into()),
+        ],
+        Body::empty(),
+    )
 }
 
 fn blob_created(origin: Option<&str>, repo: &RepoName, digest: &oci::Digest) -> Resp {

@@ -59,6 +59,21 @@ pub fn internal(e: &dyn std::fmt::Display, head: bool) -> Resp {
     )
 }
 
+/// The storage did not answer or refused (S3 down, timed out, access
+/// denied): 503, so that clients retry later, with the cause in the log.
+pub fn unavailable(e: &std::io::Error, head: bool) -> Resp {
+    tracing::error!(error = %e, "storage unavailable");
+    error(
+        &RegistryError::new(
+            ErrorCode::Unknown,
+            "the registry's storage is unavailable; try again later (cause in the registry log)",
+        )
+        .with_status(503)
+        .with_detail(serde_json::json!({ "reason": "storage unavailable" })),
+        head,
+    )
+}
+
 /// How often "storage full" is logged at most; the failures in between are
 /// counted and reported with the next line.
 const FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -140,6 +155,7 @@ pub fn from_store(e: store::Error, head: bool) -> Resp {
             resp
         }
         store::Error::Io(e) if storage_full(&e) => storage_full_response(&e, head),
+        store::Error::Io(e) if store::backend::is_unavailable(&e) => unavailable(&e, head),
         store::Error::Io(e) => internal(&e, head),
     }
 }

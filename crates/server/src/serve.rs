@@ -3,7 +3,7 @@
 
 use crate::action::RouterLimits;
 use crate::auth::{Auth, AuthUser};
-use crate::config::{Config, LogFormat};
+use crate::config::{BackendKind, Config, LogFormat};
 use crate::conn::ConnInfo;
 use crate::handlers::{AppState, handle};
 use crate::listener::{self, ConnSettings};
@@ -18,10 +18,74 @@ use axum::response::Response;
 use oci::{ErrorCode, RegistryError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::Backend;
 use store::fs::FsBackend;
+use store::s3::{S3Backend, S3Config};
 use store::source::{SourceSpec, Sources};
 use store::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
+
+/// The configured storage backend, checked to answer: a wrong directory,
+/// endpoint, bucket or credentials stop the server here with a message
+/// naming them.
+async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    match config.storage.backend {
+        BackendKind::Fs => {
+            let b = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open data directory {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(b))
+        }
+        BackendKind::S3 => {
+            let s3 = s3_config(config);
+            let what = s3.describe();
+            let b = S3Backend::connect(s3)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot use S3 {what}: {e}"))?;
+            Ok(Arc::new(b))
+        }
+    }
+}
+
+/// `[storage.s3]` plus credentials from `WHARF_S3_*` (the `AWS_*` chain is
+/// the S3 client's own fallback).
+pub fn s3_config(config: &Config) -> S3Config {
+    let s = &config.storage.s3;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    S3Config {
+        endpoint: s.endpoint.clone(),
+        region: s.region.clone(),
+        bucket: s.bucket.clone(),
+        prefix: s.prefix.clone(),
+        access_key_id: s
+            .access_key_id
+            .clone()
+            .or_else(|| env("WHARF_S3_ACCESS_KEY_ID")),
+        secret_access_key: s
+            .secret_access_key
+            .clone()
+            .or_else(|| env("WHARF_S3_SECRET_ACCESS_KEY")),
+        virtual_hosted: s.virtual_hosted,
+        redirect: s.redirect,
+        redirect_expiry: Duration::from_secs(s.redirect_expiry_secs),
+        timeout: Duration::from_secs(s.timeout_secs),
+    }
+}
+
+/// "data directory ./wharf-data (fsync on)" or the bucket, for the log.
+fn storage_description(config: &Config) -> String {
+    match config.storage.backend {
+        BackendKind::Fs => format!(
+            "data directory {} (fsync {})",
+            config.data_dir.display(),
+            if config.storage.fsync { "on" } else { "off" }
+        ),
+        BackendKind::S3 => format!("S3 {}", s3_config(config).describe()),
+    }
+}
 
 /// Set up logging as the config says (once per process).
 pub fn init_logging(config: &Config) {
@@ -60,19 +124,14 @@ pub async fn run_on(
     } else {
         None
     };
-    let backend = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let backend = open_backend(&config).await?;
     // Upload slots are freed only when the registry reports a session's end.
     let upload_slots = Arc::new(UploadSlots::new(
         config.limits.max_uploads_per_client,
         config.limits.max_uploads,
     ));
     let registry = Registry::new(
-        Arc::new(backend),
+        backend.clone(),
         RegistryConfig {
             delete_enabled: config.delete_enabled,
         },
@@ -132,8 +191,7 @@ pub async fn run_on(
     let addr = listener.local_addr()?;
     tracing::info!(
         listen = %addr,
-        data_dir = %config.data_dir.display(),
-        fsync = config.storage.fsync,
+        storage = %storage_description(&config),
         tls = tls.is_some(),
         client_certs = config.tls.client_ca.is_some(),
         "wharf registry listening"

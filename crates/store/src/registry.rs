@@ -324,6 +324,13 @@ impl Registry {
             .ok_or_else(|| blob_unknown(d))
     }
 
+    /// A presigned URL of the blob's bytes when the backend is configured to
+    /// hand them out (S3 with `redirect`); the caller has checked the
+    /// repository's link.
+    pub async fn blob_redirect(&self, d: &Digest) -> Result<Option<String>> {
+        Ok(self.backend.presigned_get(&keys::blob(d)).await?)
+    }
+
     /// Remove a blob from the repository (the content stays until garbage collection).
     pub async fn blob_delete(&self, name: &RepoName, d: &Digest) -> Result<()> {
         self.check_delete()?;

@@ -174,7 +174,9 @@ struct ServeArgs {
     /// [log] format/level, [limits] max_manifest_size/max_name_length/max_tags_per_push/
     /// max_header_bytes/max_url_length/header_timeout_secs/tls_handshake_timeout_secs/
     /// idle_timeout_secs/body_timeout_secs/max_uploads_per_client/max_uploads,
-    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync, [[sources]] path/as,
+    /// [uploads] expiry_secs/chunk_min_length, [storage] fsync/backend, [storage.s3]
+    /// endpoint/region/bucket/prefix/access_key_id/secret_access_key/virtual_hosted/
+    /// redirect/redirect_expiry_secs/timeout_secs, [[sources]] path/as,
     /// [tls] cert/key/client_ca/client_auth/reload_secs, [http] public_url,
     /// [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
@@ -212,6 +214,29 @@ struct ServeArgs {
     /// Do not fsync writes: faster, but a crash can lose acknowledged data.
     #[arg(long, env = "WHARF_NO_FSYNC")]
     no_fsync: bool,
+    /// Storage backend: fs (the data directory) or s3 (a bucket shared by
+    /// any number of replicas; see docs/storage.md) [default: fs].
+    #[arg(long, env = "WHARF_STORAGE", value_parser = ["fs", "s3"])]
+    storage: Option<String>,
+    /// S3 API endpoint, http(s)://host:port (empty: AWS).
+    #[arg(long, env = "WHARF_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "WHARF_S3_REGION", value_name = "REGION")]
+    s3_region: Option<String>,
+    /// S3 bucket.
+    #[arg(long, env = "WHARF_S3_BUCKET", value_name = "BUCKET")]
+    s3_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "WHARF_S3_PREFIX", value_name = "PREFIX")]
+    s3_prefix: Option<String>,
+    /// Answer blob GETs with 307 to a presigned S3 URL.
+    #[arg(long, env = "WHARF_S3_REDIRECT")]
+    s3_redirect: bool,
+    /// PEM key the token service signs with (auth.token.key_file); replicas
+    /// over one bucket must all be given the same one.
+    #[arg(long, env = "WHARF_TOKEN_KEY_FILE", value_name = "FILE")]
+    token_key_file: Option<PathBuf>,
     /// Serve the images of a docker-save tarball, an oci-archive or an OCI
     /// layout directory read-only, in place (repeatable). Names come from
     /// the source (RepoTags / org.opencontainers.image.ref.name).
@@ -319,6 +344,25 @@ impl ServeArgs {
         if self.no_fsync {
             c.storage.fsync = false;
         }
+        match self.storage.as_deref() {
+            Some("s3") => c.storage.backend = server::config::BackendKind::S3,
+            Some(_) => c.storage.backend = server::config::BackendKind::Fs,
+            None => {}
+        }
+        let s3 = &mut c.storage.s3;
+        for (flag, key) in [
+            (self.s3_endpoint, &mut s3.endpoint),
+            (self.s3_region, &mut s3.region),
+            (self.s3_bucket, &mut s3.bucket),
+            (self.s3_prefix, &mut s3.prefix),
+        ] {
+            if let Some(v) = flag {
+                *key = v;
+            }
+        }
+        if self.s3_redirect {
+            s3.redirect = true;
+        }
         let mut sources: Vec<server::config::SourceConfig> = self
             .from
             .into_iter()
@@ -337,6 +381,9 @@ impl ServeArgs {
         }
         if self.auth_token {
             c.auth.token.enabled = true;
+        }
+        if let Some(v) = self.token_key_file {
+            c.auth.token.key_file = Some(v);
         }
         if let Some(v) = self.tls_cert {
             c.tls.cert = Some(v);

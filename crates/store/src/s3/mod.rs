@@ -110,9 +110,13 @@ impl S3Backend {
             .with_bucket_name(&config.bucket)
             .with_virtual_hosted_style_request(config.virtual_hosted)
             .with_client_options(
+                // No limit on a whole request: a blob GET streams for as
+                // long as the blob takes. What is bounded is connecting and
+                // each wait for bytes, so a dead node is noticed.
                 ClientOptions::new()
                     .with_connect_timeout(config.timeout)
-                    .with_timeout(config.timeout.saturating_mul(6)),
+                    .with_read_timeout(config.timeout)
+                    .with_timeout_disabled(),
             )
             .with_retry(RetryConfig {
                 max_retries: 3,

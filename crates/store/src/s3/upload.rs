@@ -499,6 +499,8 @@ mod tests {
 
     #[test]
     fn unavailable_is_recognised() {
-        assert!(crate::backend::is_unavailable(&crate::backend::unavailable("x")));
+        assert!(crate::backend::is_unavailable(
+            &crate::backend::unavailable("x")
+        ));
     }
 }
