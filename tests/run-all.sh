@@ -3,8 +3,11 @@
 # end-to-end suite, which drives real clients (skopeo, buildah, podman,
 # oras-py) against a freshly started `wharf serve`, the authentication
 # scenarios (tests/e2e/auth.sh, a second server with the token flow on),
-# `serve --from` (tests/e2e/serve-from.sh) and the Docker daemon as a client
-# (tests/e2e/docker.sh; needs a running daemon).
+# `serve --from` (tests/e2e/serve-from.sh), the Docker daemon as a client
+# (tests/e2e/docker.sh; needs a running daemon), and the S3 backend: the
+# HTTP integration suite again on a three-node Garage cluster (tests/s3;
+# Garage is built once into ~/.cache by tests/s3/install-garage.sh), and
+# three replicas over it (tests/e2e/replicas.sh).
 #
 #   bash tests/run-all.sh
 #
@@ -30,6 +33,7 @@ server_pid=
 tls_pid=
 cleanup() {
     local p
+    [[ -d $work/garage ]] && bash tests/s3/garage-cluster.sh stop "$work/garage" || true
     for p in $server_pid $tls_pid; do
         kill "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
@@ -42,21 +46,25 @@ trap cleanup EXIT
 # earlier one fails (--no-fail-fast), and the tests each binary lists are
 # the ones expected: a binary that crashes, hangs past its limit or never
 # starts leaves its tests "not run", and they are counted, never dropped.
+#
+# cargo_pass NAME CARGO-ARGS... -- TEST-ARGS...: one counted `cargo test`
+# run; adds to the cargo_* totals.
 cargo_passed=0 cargo_failed=0 cargo_skipped=0 cargo_not_run=0
-if cargo test --workspace --no-run 2>&1 | tee "$work/cargo-build.log"; then
-    list_status=0
-    cargo test --workspace --no-fail-fast -q -- --list --format terse > "$work/cargo-list.txt" 2>"$work/cargo-list.err" || list_status=$?
-    cargo_expected=$(grep -c ': test$' "$work/cargo-list.txt" || true)
+cargo_pass() {
+    local name=$1 list_status=0 expected passed failed skipped unfinished not_run
+    shift
+    cargo test --no-fail-fast -q "$@" --list --format terse > "$work/$name-list.txt" 2>"$work/$name-list.err" || list_status=$?
+    expected=$(grep -c ': test$' "$work/$name-list.txt" || true)
     if ((list_status != 0)); then
-        echo "FAIL cargo test: some test binaries could not list their tests"
-        grep -v '^ *$' "$work/cargo-list.err" | tail -n 20
+        echo "FAIL $name: some test binaries could not list their tests"
+        grep -v '^ *$' "$work/$name-list.err" | tail -n 20
         cargo_failed=$((cargo_failed + 1))
     fi
     timeout -k 30 "${WHARF_CARGO_TEST_TIMEOUT:-3600}" \
-        cargo test --workspace --no-fail-fast 2>&1 | tee "$work/cargo.log" || true
+        cargo test --no-fail-fast "$@" 2>&1 | tee "$work/$name.log" || true
     # Per binary: "Running <target>" or "Doc-tests <crate>" opens it, "test
     # result:" closes it; a binary left open did not finish.
-    read -r passed failed cargo_skipped unfinished < <(awk '
+    read -r passed failed skipped unfinished < <(awk '
         /^ *(Running|Doc-tests) / {
             if (open_bin != "") bad = bad open_bin ","
             sub(/^ *(Running|Doc-tests) /, ""); sub(/ \(.*/, ""); open_bin = $0; next
@@ -70,21 +78,54 @@ if cargo test --workspace --no-run 2>&1 | tee "$work/cargo-build.log"; then
             open_bin = ""
             next
         }
-        END { if (open_bin != "") bad = bad open_bin ","; print p + 0, f + 0, s + 0, (bad == "" ? "-" : bad) }' "$work/cargo.log")
-    cargo_passed=$passed cargo_failed=$((cargo_failed + failed))
-    cargo_not_run=$((cargo_expected - passed - failed - cargo_skipped))
-    ((cargo_not_run >= 0)) || cargo_not_run=0
-    if ((cargo_expected == 0)); then
-        echo "FAIL cargo test: no tests were listed"
-        cat "$work/cargo-list.err"
+        END { if (open_bin != "") bad = bad open_bin ","; print p + 0, f + 0, s + 0, (bad == "" ? "-" : bad) }' "$work/$name.log")
+    not_run=$((expected - passed - failed - skipped))
+    ((not_run >= 0)) || not_run=0
+    if ((expected == 0)); then
+        echo "FAIL $name: no tests were listed"
+        cat "$work/$name-list.err"
         cargo_failed=$((cargo_failed + 1))
     fi
-    if ((cargo_not_run > 0)); then
-        echo "FAIL cargo test: $cargo_not_run of $cargo_expected tests did not run (unfinished: ${unfinished%,})"
+    if ((not_run > 0)); then
+        echo "FAIL $name: $not_run of $expected tests did not run (unfinished: ${unfinished%,})"
     fi
+    echo "$name: $passed passed, $failed failed, $skipped ignored, $not_run not run"
+    cargo_passed=$((cargo_passed + passed)) cargo_failed=$((cargo_failed + failed))
+    cargo_skipped=$((cargo_skipped + skipped)) cargo_not_run=$((cargo_not_run + not_run))
+}
+
+if cargo test --workspace --no-run 2>&1 | tee "$work/cargo-build.log"; then
+    cargo_pass cargo-fs --workspace --
 else
     echo "FAIL cargo test: the tests did not build; none of them ran"
     cargo_failed=1
+fi
+
+# 1b. The HTTP integration suite again, from the same test code, with every
+# server on the S3 backend over a three-node Garage cluster (tests/s3),
+# plus the replica tests (ignored in the filesystem run). Tests of the
+# filesystem itself are skipped by name here; the list is printed. (The
+# crash, restart and full-disk binaries are about the data directory and
+# are not in the S3 run.)
+s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas)
+s3_fs_only=(
+    # they make the storage unusable by moving the data directory away
+    health::probes_answer_and_readyz_follows_the_storage
+    health::healthcheck_command_uses_readyz
+)
+garage_dir=$work/garage
+if garage=$(bash tests/s3/install-garage.sh) &&
+    GARAGE_BIN=$garage bash tests/s3/garage-cluster.sh start "$garage_dir" > "$work/garage.log" 2>&1; then
+    skip_args=()
+    for t in "${s3_fs_only[@]}"; do skip_args+=(--skip "${t#*::}"); done
+    echo "cargo-s3: skipped as filesystem-only: ${s3_fs_only[*]}"
+    suite_args=()
+    for t in "${s3_suites[@]}"; do suite_args+=(--test "$t"); done
+    WHARF_TEST_S3_ENV=$garage_dir/env cargo_pass cargo-s3 -p wharf "${suite_args[@]}" -- --include-ignored "${skip_args[@]}"
+else
+    echo "FAIL cargo-s3: could not build or start the Garage cluster; the S3 suite did not run"
+    cat "$work/garage.log" 2>/dev/null | tail -n 20
+    cargo_failed=$((cargo_failed + 1))
 fi
 
 # 2. End-to-end tests against a fresh server on a free loopback port.
@@ -187,8 +228,28 @@ fi
 e2e_passed=$((e2e_passed + docker_passed))
 e2e_failed=$((e2e_failed + docker_failed))
 
+# 5. Three replicas over the Garage cluster, through a round-robin proxy:
+# the client suite again, the wharf client, and faults (a Garage node
+# killed, a replica killed mid-upload, the cluster stopped and restarted).
+if [[ -r $garage_dir/env ]]; then
+    replicas_status=0
+    bash tests/e2e/replicas.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" "$garage_dir" 2>&1 | tee "$work/replicas.log" || replicas_status=$?
+    read -r replicas_passed replicas_failed < <(sed -n 's/^replicas: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/replicas.log" | tail -n 1)
+    replicas_passed=${replicas_passed:-0}
+    replicas_failed=${replicas_failed:-0}
+    if [[ $replicas_status != 0 && $replicas_failed == 0 ]]; then
+        echo "FAIL replicas: tests/e2e/replicas.sh stopped before its scenarios ran (exit $replicas_status)"
+        replicas_failed=1
+    fi
+else
+    echo "FAIL replicas: no Garage cluster, so the replica tests did not run"
+    replicas_passed=0 replicas_failed=1
+fi
+e2e_passed=$((e2e_passed + replicas_passed))
+e2e_failed=$((e2e_failed + replicas_failed))
+
 not_run=$cargo_not_run
-echo "cargo test: $cargo_passed passed, $cargo_failed failed, $cargo_skipped ignored, $cargo_not_run not run"
+echo "cargo test (fs and s3): $cargo_passed passed, $cargo_failed failed, $cargo_skipped ignored, $cargo_not_run not run"
 echo "e2e: $e2e_passed passed, $e2e_failed failed"
 total="all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
 ((cargo_skipped == 0)) || total+=", $cargo_skipped skipped"

@@ -217,6 +217,97 @@ pub struct Registry {
     /// Size of a tmpfs mounted on the data directory in a mount namespace
     /// of the server's own (see [`Registry::start_on_small_fs`]).
     small_fs: Option<String>,
+    /// Key prefix of this server's data in the test bucket (S3 runs).
+    s3_prefix: String,
+}
+
+/// The S3 backend for the whole suite: `WHARF_TEST_S3_ENV` names the env
+/// file `tests/s3/garage-cluster.sh start` wrote. Every server then keeps
+/// its data in the cluster's bucket under a prefix of its own (the data
+/// directory still holds what is not registry content: the token key).
+pub struct S3Settings {
+    vars: Vec<(String, String)>,
+}
+
+pub fn s3_settings() -> Option<S3Settings> {
+    let path = std::env::var("WHARF_TEST_S3_ENV")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("WHARF_TEST_S3_ENV={path}: {e}"));
+    let vars = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect();
+    Some(S3Settings { vars })
+}
+
+/// Is the suite running against S3 (`WHARF_TEST_S3_ENV`)?
+pub fn on_s3() -> bool {
+    s3_settings().is_some()
+}
+
+impl S3Settings {
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("WHARF_TEST_S3_ENV file has no {key}"))
+    }
+
+    /// Point `cmd` (a `wharf serve`) at the bucket, under `prefix`. Token
+    /// auth on S3 needs a key file, made where the fs backend would
+    /// generate it.
+    fn apply(&self, cmd: &mut Command, prefix: &str, data: &Path) {
+        let key = data.join("_auth/token-key.pem");
+        if !key.exists() {
+            std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+            let out = Command::new("openssl")
+                .args([
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                ])
+                .arg(&key)
+                .output()
+                .expect("openssl, to make a token key for an S3 test server");
+            assert!(
+                out.status.success(),
+                "openssl genpkey: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        cmd.args([
+            "--storage",
+            "s3",
+            "--s3-endpoint",
+            self.get("WHARF_S3_ENDPOINT"),
+        ])
+        .args(["--s3-region", self.get("WHARF_S3_REGION")])
+        .args(["--s3-bucket", self.get("WHARF_S3_BUCKET")])
+        .args(["--s3-prefix", prefix])
+        .env("WHARF_S3_ACCESS_KEY_ID", self.get("AWS_ACCESS_KEY_ID"))
+        .env(
+            "WHARF_S3_SECRET_ACCESS_KEY",
+            self.get("AWS_SECRET_ACCESS_KEY"),
+        )
+        .env("WHARF_TOKEN_KEY_FILE", &key);
+    }
+}
+
+/// A prefix no other server of any test process uses.
+pub fn unique_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("test-{}-{n}-{nanos}", std::process::id())
 }
 
 /// Is this process running as root (effective uid 0)?
@@ -320,6 +411,7 @@ impl Registry {
                 external: true,
                 scheme: "http",
                 small_fs: None,
+                s3_prefix: String::new(),
             };
             let r = reg.get("/v2/").await;
             assert_eq!(
@@ -366,6 +458,10 @@ impl Registry {
         if external_url().is_some() {
             return None;
         }
+        assert!(
+            !on_s3(),
+            "this test needs the filesystem backend: skip it in S3 runs (tests/run-all.sh)"
+        );
         let probe = tempfile::tempdir().unwrap();
         let out = small_fs_command(size, probe.path())
             .arg("true")
@@ -431,6 +527,7 @@ impl Registry {
             external: false,
             scheme: "http",
             small_fs: None,
+            s3_prefix: unique_prefix(),
         }
     }
 
@@ -462,13 +559,18 @@ impl Registry {
                     cmd.env_remove(&k);
                 }
             }
-            let child = cmd
-                .arg("serve")
+            cmd.arg("serve")
                 .arg("--listen")
                 .arg(&listen)
                 .arg("--data-dir")
                 .arg(&data)
-                .args(&self.args)
+                .args(&self.args);
+            if let Some(s3) = s3_settings()
+                && self.small_fs.is_none()
+            {
+                s3.apply(&mut cmd, &self.s3_prefix, &data);
+            }
+            let child = cmd
                 .stdin(Stdio::null())
                 .stdout(logfile.try_clone().unwrap())
                 .stderr(logfile)
@@ -520,8 +622,27 @@ impl Registry {
         }
     }
 
-    /// Kill the server and start it again on the same data directory (and
-    /// same extra args).
+    /// Another `wharf serve` over the same bucket and prefix (S3 runs
+    /// only): a replica of this registry, with its own data directory.
+    pub async fn start_replica(&self) -> Registry {
+        assert!(
+            on_s3(),
+            "replicas share a bucket: run with WHARF_TEST_S3_ENV"
+        );
+        let mut reg = Self::prepare(self.args.clone());
+        reg.s3_prefix = self.s3_prefix.clone();
+        // The same token key, as replicas must have.
+        let key = Path::new("_auth/token-key.pem");
+        if let (Some(from), Some(to)) = (self.data_dir(), reg.data_dir())
+            && from.join(key).exists()
+        {
+            std::fs::create_dir_all(to.join("_auth")).unwrap();
+            std::fs::copy(from.join(key), to.join(key)).unwrap();
+        }
+        reg.launch().await;
+        reg
+    }
+
     /// Has the server logged, after byte `from` of its log, that it listens
     /// on `listen`? (It does so before it serves its first request.)
     fn logged_listening(log: &Path, from: usize, listen: &str) -> bool {
@@ -531,6 +652,8 @@ impl Registry {
             .any(|l| l.contains("wharf registry listening") && l.contains(listen))
     }
 
+    /// Kill the server and start it again on the same data directory (and
+    /// same extra args).
     pub async fn restart(&mut self) {
         assert!(!self.external, "restart() needs a locally spawned wharf");
         self.kill();
