@@ -10,6 +10,7 @@
 
 pub mod backend;
 mod content_cache;
+pub mod copy;
 pub mod fs;
 mod hashing;
 pub mod keys;

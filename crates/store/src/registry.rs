@@ -668,6 +668,15 @@ impl Registry {
         body: ByteStream,
         expected: &Digest,
     ) -> Result<u64> {
+        let size = self.store_blob(body, expected).await?;
+        self.link_blob(name, expected).await?;
+        Ok(size)
+    }
+
+    /// Store content whose digest is known in advance, verified while it
+    /// streams, without linking it into any repository (a store copy
+    /// brings the links itself). Nothing is left behind on failure.
+    pub async fn store_blob(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
         let id = new_upload_id();
         self.backend.upload_create(&id, None).await?;
         let result = async {
@@ -681,7 +690,6 @@ impl Registry {
             self.backend
                 .upload_commit(&id, &keys::blob(expected))
                 .await?;
-            self.link_blob(name, expected).await?;
             Ok(size)
         }
         .await;

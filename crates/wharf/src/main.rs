@@ -27,6 +27,7 @@ mod import;
 mod memory;
 mod migrate;
 mod passwd;
+mod store_copy;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use server::Config;
@@ -64,6 +65,15 @@ enum Command {
     /// skipped, and the exit status is 1 if anything was skipped. Running it
     /// again is harmless.
     Migrate(migrate::MigrateArgs),
+    /// Copy a whole store between a data directory and an S3 bucket (either
+    /// way), verifying every blob's digest.
+    ///
+    /// `--from dir:./wharf-data --to s3:bucket/prefix` moves a registry onto
+    /// object storage; the reverse brings it back. No `wharf serve` may
+    /// write to either store meanwhile. Content the destination already
+    /// holds is skipped, so running it again finishes an interrupted copy.
+    /// Damaged blobs are reported and not copied; the exit status is then 1.
+    StoreCopy(store_copy::StoreCopyArgs),
     /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
     Import(import::ImportArgs),
     /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
@@ -500,6 +510,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Migrate(args) => migrate::run(args),
+        Command::StoreCopy(args) => store_copy::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Healthcheck { addr } => match healthcheck(addr) {

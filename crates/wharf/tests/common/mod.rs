@@ -219,6 +219,8 @@ pub struct Registry {
     small_fs: Option<String>,
     /// Key prefix of this server's data in the test bucket (S3 runs).
     s3_prefix: String,
+    /// On the filesystem backend even in S3 runs.
+    force_fs: bool,
 }
 
 /// The S3 backend for the whole suite: `WHARF_TEST_S3_ENV` names the env
@@ -412,6 +414,7 @@ impl Registry {
                 scheme: "http",
                 small_fs: None,
                 s3_prefix: String::new(),
+                force_fs: false,
             };
             let r = reg.get("/v2/").await;
             assert_eq!(
@@ -528,6 +531,7 @@ impl Registry {
             scheme: "http",
             small_fs: None,
             s3_prefix: unique_prefix(),
+            force_fs: false,
         }
     }
 
@@ -567,6 +571,7 @@ impl Registry {
                 .args(&self.args);
             if let Some(s3) = s3_settings()
                 && self.small_fs.is_none()
+                && !self.force_fs
             {
                 s3.apply(&mut cmd, &self.s3_prefix, &data);
             }
@@ -620,6 +625,33 @@ impl Registry {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// A locally spawned wharf on the filesystem backend, in S3 runs too.
+    pub async fn start_fs(args: &[&str]) -> Option<Registry> {
+        if external_url().is_some() {
+            return None;
+        }
+        let mut reg = Self::prepare(args.iter().map(|s| s.to_string()).collect());
+        reg.force_fs = true;
+        reg.launch().await;
+        Some(reg)
+    }
+
+    /// Is this server's storage the test bucket (an S3 run)?
+    pub fn on_s3(&self) -> bool {
+        on_s3() && self.small_fs.is_none() && !self.force_fs && !self.external
+    }
+
+    /// `s3:<bucket>/<prefix>` of this server's data, for `wharf store-copy`.
+    pub fn s3_store(&self) -> String {
+        let s3 = s3_settings().expect("an S3 run");
+        format!("s3:{}/{}", s3.get("WHARF_S3_BUCKET"), self.s3_prefix)
+    }
+
+    /// Stop the server (kill); [`Registry::restart`] starts it again.
+    pub fn stop(&mut self) {
+        self.kill();
     }
 
     /// Another `wharf serve` over the same bucket and prefix (S3 runs
