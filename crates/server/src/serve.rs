@@ -18,7 +18,7 @@ use axum::response::Response;
 use oci::{ErrorCode, RegistryError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::fs::FsBackend;
+use store::fs::{DirInUse, FsBackend};
 use store::source::{SourceSpec, Sources};
 use store::{Registry, RegistryConfig};
 use tokio::net::TcpListener;
@@ -61,10 +61,12 @@ pub async fn run_on(
         None
     };
     let backend = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open data directory {}: {e}",
-            config.data_dir.display()
-        )
+        let dir = config.data_dir.display();
+        match DirInUse::of(&e) {
+            // Says it all: the directory, the holder, what to do.
+            Some(busy) => anyhow::anyhow!("{busy}"),
+            None => anyhow::anyhow!("cannot open data directory {dir}: {e}"),
+        }
     })?;
     // Upload slots are freed only when the registry reports a session's end.
     let upload_slots = Arc::new(UploadSlots::new(
