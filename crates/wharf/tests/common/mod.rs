@@ -520,8 +520,19 @@ impl Registry {
         }
     }
 
-    /// Kill the server and start it again on the same data directory (and
-    /// same extra args).
+    /// The server's process id (local only, while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kill the server with SIGKILL, as a crash would, and reap it; it
+    /// leaves what it had on disk as is. [`Registry::restart`] starts it
+    /// again.
+    pub fn kill_hard(&mut self) {
+        assert!(!self.external, "kill_hard() needs a locally spawned wharf");
+        self.kill();
+    }
+
     /// Has the server logged, after byte `from` of its log, that it listens
     /// on `listen`? (It does so before it serves its first request.)
     fn logged_listening(log: &Path, from: usize, listen: &str) -> bool {
@@ -531,6 +542,8 @@ impl Registry {
             .any(|l| l.contains("wharf registry listening") && l.contains(listen))
     }
 
+    /// Kill the server and start it again on the same data directory (and
+    /// same extra args).
     pub async fn restart(&mut self) {
         assert!(!self.external, "restart() needs a locally spawned wharf");
         self.kill();
