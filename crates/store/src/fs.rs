@@ -14,6 +14,8 @@
 //!   every new inode is searched for past the ones freed in the last
 //!   minutes, so freeing fewer keeps pushes fast. (Directories left by the
 //!   earlier `_uploads/<id>/` layout are expired like any other session.)
+//! - `.lock` — locked (`flock`, exclusive) by the process that has the
+//!   directory open, and holding its pid; see [`FsBackend::open`].
 //!
 //! Every write that a caller is told about is durable: the file is fsynced
 //! before the rename and the directory after it (unless fsync is disabled).
@@ -34,6 +36,9 @@ use tokio_util::io::ReaderStream;
 
 const OBJECT_SUFFIX: char = '~';
 const TMP_DIR: &str = ".tmp";
+/// Locked by the process that has the directory open. Not a key: names
+/// starting with `.` are neither valid keys nor listing entries.
+const LOCK_FILE: &str = ".lock";
 const UPLOADS_DIR: &str = "_uploads";
 /// Objects up to this size are read on the calling worker thread. Opening
 /// and reading a small file on a local filesystem costs a few microseconds,
@@ -56,12 +61,98 @@ struct Inner {
     root: PathBuf,
     fsync: bool,
     index: DirIndex,
+    /// `.lock`, locked for as long as the backend lives (closing the file,
+    /// or the end of the process, releases it).
+    _lock: std::fs::File,
+}
+
+/// Why [`FsBackend::open`] failed when another process (or another open
+/// backend) has the data directory: carried by an [`io::Error`] of kind
+/// [`ErrorKind::WouldBlock`]; its message is meant for the user as is.
+#[derive(Debug)]
+pub struct DirInUse {
+    /// The data directory (canonical).
+    pub dir: PathBuf,
+    /// The holder's pid, as it wrote it in `.lock` (if readable).
+    pub pid: Option<u32>,
+}
+
+impl DirInUse {
+    /// The [`DirInUse`] that an error of [`FsBackend::open`] carries, if
+    /// that is why it failed.
+    pub fn of(e: &io::Error) -> Option<&DirInUse> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for DirInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data directory {} is in use by another Wharf process",
+            self.dir.display()
+        )?;
+        if let Some(pid) = self.pid {
+            write!(f, " (pid {pid})")?;
+        }
+        write!(
+            f,
+            ": the filesystem backend allows one process per directory; \
+             stop it or use another --data-dir"
+        )
+    }
+}
+
+impl std::error::Error for DirInUse {}
+
+/// Take the data directory `root` for this backend: an exclusive,
+/// non-blocking `flock` on `root/.lock`, into which the pid is written for
+/// the message another process gets. The lock, not the file's existence, is
+/// what counts: the kernel releases it when the file is closed or the
+/// process ends, however it ends, so a `.lock` left by a crash or a
+/// `kill -9` does not block. Two opens in one process conflict as well
+/// (each has its own open file description).
+fn lock_dir(root: &Path) -> io::Result<std::fs::File> {
+    use std::io::{Read, Write};
+    let path = root.join(LOCK_FILE);
+    let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(at)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // Empty if the holder has not written it yet: no pid then.
+            let mut text = String::new();
+            let pid = match file.read_to_string(&mut text) {
+                Ok(_) => text.trim().parse().ok(),
+                Err(_) => None,
+            };
+            return Err(io::Error::new(
+                ErrorKind::WouldBlock,
+                DirInUse {
+                    dir: root.to_owned(),
+                    pid,
+                },
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(at(e)),
+    }
+    file.set_len(0).map_err(at)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(at)?;
+    Ok(file)
 }
 
 /// Sorted entries of the directories that have been listed, kept current by
 /// this process's writes, so a page of a listing costs O(log n + page) and
 /// not a `readdir` and sort of the whole directory. Valid because one
-/// process owns a data directory. Each directory has its own lock.
+/// process owns a data directory (enforced by `.lock`: see
+/// [`FsBackend::open`]). Each directory has its own lock.
 #[derive(Default)]
 struct DirIndex {
     dirs: DashMap<PathBuf, Arc<Mutex<Option<NameSet>>>>,
@@ -150,10 +241,18 @@ fn object_entry(path: &Path) -> Option<(&Path, String)> {
 impl FsBackend {
     /// Open (creating if needed) a data directory. Leftover temporary files
     /// from an earlier crash are removed.
+    ///
+    /// One backend at a time has a directory, for as long as it lives: the
+    /// listing index and the start-up cleanup assume one writer. Fails with
+    /// [`ErrorKind::WouldBlock`] carrying a [`DirInUse`] if another process
+    /// (or another backend of this one) has it.
     pub fn open(root: impl Into<PathBuf>, fsync: bool) -> io::Result<FsBackend> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         let root = root.canonicalize()?;
+        // Before anything else: `.tmp` holds the writes in flight of the
+        // process that has the directory.
+        let lock = lock_dir(&root)?;
         let tmp = root.join(TMP_DIR);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -165,6 +264,7 @@ impl FsBackend {
                 root,
                 fsync,
                 index: DirIndex::default(),
+                _lock: lock,
             }),
         })
     }
@@ -1106,7 +1206,7 @@ mod tests {
     /// page by page, whatever the interleaving of puts, deletes and lists.
     #[tokio::test]
     async fn listing_index_stays_current() {
-        let (dir, b) = backend().await;
+        let (_dir, b) = backend().await;
         let parts = ["a", "a-b", "a.c", "b", "z"];
         let mut seed = 12345u64;
         let mut next = move || {
@@ -1127,8 +1227,9 @@ mod tests {
                 b.put(&key, Bytes::new()).await.unwrap();
             }
             if round % 10 == 0 {
-                let fresh = FsBackend::open(dir.path(), false).unwrap();
-                let all = fresh.list("cat/", None, usize::MAX).await.unwrap();
+                // What a fresh backend would list (one cannot be opened
+                // beside `b`: the directory is locked): a new index.
+                let all = fresh_listing(&b.root().join("cat"));
                 let mut sorted = all.clone();
                 sorted.sort();
                 assert_eq!(all, sorted, "fresh listing not in byte order");
@@ -1153,6 +1254,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every key under `dir`, read from the disk by an empty index.
+    fn fresh_listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&DirIndex::default(), dir, "", None, usize::MAX, &mut out).unwrap();
+        out
+    }
+
+    /// One backend at a time has a directory: another open fails, naming
+    /// the directory and the holder's pid, and touches nothing (not even
+    /// `.tmp`); once the holder and all its clones are gone the directory
+    /// opens again, whatever `.lock` still holds.
+    #[tokio::test]
+    async fn one_backend_per_directory() {
+        let (dir, b) = backend().await;
+        let root = b.root().to_owned();
+        b.put("a", Bytes::from_static(b"x")).await.unwrap();
+        let in_flight = root.join(TMP_DIR).join("in-flight");
+        std::fs::write(&in_flight, b"being written").unwrap();
+        let pid = std::process::id();
+        assert_eq!(
+            std::fs::read_to_string(root.join(LOCK_FILE)).unwrap(),
+            format!("{pid}\n")
+        );
+
+        let clone = b.clone();
+        drop(b);
+        let Err(e) = FsBackend::open(dir.path(), true) else {
+            panic!("a second backend opened a directory in use");
+        };
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        let busy = DirInUse::of(&e).expect("a DirInUse");
+        assert_eq!((busy.dir.as_path(), busy.pid), (root.as_path(), Some(pid)));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("data directory {} is in use", root.display()))
+                && msg.contains(&format!("(pid {pid})")),
+            "{msg}"
+        );
+        assert!(in_flight.exists(), "the failed open cleared .tmp");
+
+        // `.lock` is neither a key nor a listing entry.
+        assert!(clone.head(LOCK_FILE).await.is_err());
+        assert_eq!(fresh_listing(&root), ["a"]);
+
+        // Released with the last clone; a stale `.lock` (here naming another
+        // pid) does not block.
+        drop(clone);
+        std::fs::write(root.join(LOCK_FILE), b"4194304\n").unwrap();
+        let b = FsBackend::open(dir.path(), true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join(LOCK_FILE)).unwrap(),
+            format!("{pid}\n")
+        );
+        assert!(!in_flight.exists(), "debris of .tmp is cleared at open");
+        assert_eq!(&b.read("a").await.unwrap().unwrap()[..], b"x");
     }
 
     #[tokio::test]

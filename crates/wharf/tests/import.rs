@@ -174,7 +174,8 @@ fn layout_image(dir: &Path) -> (String, Vec<u8>) {
     (d, bytes)
 }
 
-/// Every file under `dir` with its contents.
+/// Every file under `dir` with its contents, but the data directory's
+/// `.lock`, which holds the pid of the last process that had it.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
@@ -182,6 +183,9 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let p = e.path();
+            if p == dir.join(".lock") {
+                continue;
+            }
             if e.file_type().unwrap().is_dir() {
                 stack.push(p);
             } else {

@@ -122,14 +122,14 @@ async fn a_directory_copied_to_another_serves_the_same() {
     let mut a = local_only!(Registry::start_fs(&[]).await);
     let s = seed(&a).await;
     let mut b = Registry::start_fs(&[]).await.unwrap();
-    a.stop();
-    b.stop();
+    a.kill_hard();
+    b.kill_hard();
     let out = store_copy(&dir(&a), &dir(&b));
     assert!(out.contains("verified"), "{out}");
     b.restart().await;
     check(&b, &s).await;
     // Again: everything is already there.
-    b.stop();
+    b.kill_hard();
     let out = store_copy(&dir(&a), &dir(&b));
     assert!(out.contains("copied 0 blobs"), "{out}");
 }
@@ -139,8 +139,8 @@ async fn a_damaged_blob_is_reported_and_not_copied() {
     let mut a = local_only!(Registry::start_fs(&[]).await);
     let s = seed(&a).await;
     let mut b = Registry::start_fs(&[]).await.unwrap();
-    a.stop();
-    b.stop();
+    a.kill_hard();
+    b.kill_hard();
     // Rot one layer in the source.
     let layer = &s.image.layers[0].digest;
     let hex = layer.trim_start_matches("sha256:");
@@ -185,17 +185,17 @@ async fn a_bucket_to_a_directory_and_back() {
     let mut a = Registry::start_with(&[]).await.expect("a local server");
     assert!(a.on_s3());
     let s = seed(&a).await;
-    a.stop();
+    a.kill_hard();
     // Bucket -> directory.
     let mut b = Registry::start_fs(&[]).await.unwrap();
-    b.stop();
+    b.kill_hard();
     store_copy(&a.s3_store(), &dir(&b));
     b.restart().await;
     check(&b, &s).await;
     // Directory -> another prefix of the bucket.
     let mut c = Registry::start_with(&[]).await.unwrap();
-    c.stop();
-    b.stop();
+    c.kill_hard();
+    b.kill_hard();
     store_copy(&dir(&b), &c.s3_store());
     c.restart().await;
     check(&c, &s).await;

@@ -649,11 +649,6 @@ impl Registry {
         format!("s3:{}/{}", s3.get("WHARF_S3_BUCKET"), self.s3_prefix)
     }
 
-    /// Stop the server (kill); [`Registry::restart`] starts it again.
-    pub fn stop(&mut self) {
-        self.kill();
-    }
-
     /// Another `wharf serve` over the same bucket and prefix (S3 runs
     /// only): a replica of this registry, with its own data directory.
     pub async fn start_replica(&self) -> Registry {
@@ -673,6 +668,19 @@ impl Registry {
         }
         reg.launch().await;
         reg
+    }
+
+    /// The server's process id (local only, while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kill the server with SIGKILL, as a crash would, and reap it; it
+    /// leaves what it had on disk as is. [`Registry::restart`] starts it
+    /// again.
+    pub fn kill_hard(&mut self) {
+        assert!(!self.external, "kill_hard() needs a locally spawned wharf");
+        self.kill();
     }
 
     /// Has the server logged, after byte `from` of its log, that it listens
