@@ -44,11 +44,9 @@ async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
             Ok(Arc::new(b))
         }
         BackendKind::S3 => {
-            let s3 = s3_config(config);
-            let what = s3.describe();
-            let b = S3Backend::connect(s3)
+            let b = S3Backend::connect(s3_config(config))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot use S3 {what}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot start on S3: {e}"))?;
             Ok(Arc::new(b))
         }
     }

@@ -104,10 +104,9 @@ async fn open(spec: &str, args: &StoreCopyArgs) -> anyhow::Result<Arc<dyn Backen
             timeout: Duration::from_secs(30),
             ..S3Config::default()
         };
-        let what = config.describe();
         let s3 = S3Backend::connect(config)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot use S3 {what}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot use {spec}: {e}"))?;
         return Ok(Arc::new(s3));
     }
     anyhow::bail!("{spec:?}: a store is dir:PATH or s3:BUCKET[/PREFIX]")

@@ -90,7 +90,18 @@ impl S3Backend {
     /// startup with a message naming them.
     pub async fn connect(config: S3Config) -> io::Result<S3Backend> {
         let backend = S3Backend::new(config)?;
-        backend.ready().await?;
+        if let Err(e) = backend.ready().await {
+            let c = &backend.inner.config;
+            let from_env = std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty());
+            if c.access_key_id.is_none() && !from_env {
+                // Without a key, the AWS chain ends at the instance metadata
+                // service, whose error says nothing about keys.
+                return Err(unavailable(format!(
+                    "{e} (no access key was given: set storage.s3.access_key_id, WHARF_S3_ACCESS_KEY_ID or AWS_ACCESS_KEY_ID, unless this runs where AWS provides credentials)"
+                )));
+            }
+            return Err(e);
+        }
         Ok(backend)
     }
 
@@ -251,7 +262,7 @@ impl Backend for S3Backend {
         match self.inner.store.list_with_delimiter(Some(&probe)).await {
             Ok(_) => Ok(()),
             Err(e) => Err(unavailable(format!(
-                "cannot use S3 {}: {e}",
+                "S3 {}: {e}",
                 self.inner.config.describe()
             ))),
         }
