@@ -10,6 +10,7 @@ root=$HOME/.cache/wharf-garage/$version
 bin=$root/bin/garage
 if [[ ! -x $bin ]] || ! "$bin" --version >/dev/null 2>&1; then
     echo "building garage $version into $root (once; 15-45 minutes on two cores)" >&2
-    cargo install --locked "garage@$version" --root "$root" >&2
+    # Its own temporary target directory, not the project's (CARGO_TARGET_DIR).
+    env -u CARGO_TARGET_DIR cargo install --locked "garage@$version" --root "$root" >&2
 fi
 echo "$bin"

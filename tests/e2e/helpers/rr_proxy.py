@@ -19,6 +19,7 @@ from aiohttp import web
 
 HOP = {
     "connection",
+    "expect",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
