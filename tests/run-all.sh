@@ -128,6 +128,23 @@ else
     cargo_failed=$((cargo_failed + 1))
 fi
 
+# e2e_script NAME LABEL SCRIPT ARGS...: run an end-to-end script whose
+# last line is "LABEL: N passed, M failed"; add to the e2e totals. A script
+# that stops before printing its total counts as one failure.
+e2e_passed=0 e2e_failed=0
+e2e_script() {
+    local name=$1 label=$2 status=0 p f
+    shift 2
+    bash "$@" 2>&1 | tee "$work/$name.log" || status=$?
+    read -r p f < <(sed -n "s/^$label: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p" "$work/$name.log" | tail -n 1)
+    p=${p:-0} f=${f:-0}
+    if [[ $status != 0 && $f == 0 ]]; then
+        echo "FAIL $name: $1 stopped before its scenarios ran (exit $status)"
+        f=1
+    fi
+    e2e_passed=$((e2e_passed + p)) e2e_failed=$((e2e_failed + f))
+}
+
 # 2. End-to-end tests against a fresh server on a free loopback port.
 cargo build --bin wharf
 
@@ -182,22 +199,10 @@ export WHARF_E2E_TLS_HOST=127.0.0.1:$tls_port WHARF_E2E_TLS_CA_DIR=$tls_dir/clie
 WHARF_E2E_WHARF_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/wharf")
 export WHARF_E2E_WHARF_BIN
 
-e2e_status=0
-bash tests/e2e/run.sh "127.0.0.1:$port" 2>&1 | tee "$work/e2e.log" || e2e_status=$?
-read -r e2e_passed e2e_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/e2e.log" | tail -n 1)
-e2e_passed=${e2e_passed:-0}
-e2e_failed=${e2e_failed:-0}
-if [[ $e2e_status != 0 && $e2e_failed == 0 ]]; then e2e_failed=1; fi
+e2e_script e2e e2e tests/e2e/run.sh "127.0.0.1:$port"
 
 # 3. End-to-end tests of authentication (their own server, the token flow).
-auth_status=0
-bash tests/e2e/auth.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/e2e-auth.log" || auth_status=$?
-read -r auth_passed auth_failed < <(sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/e2e-auth.log" | tail -n 1)
-auth_passed=${auth_passed:-0}
-auth_failed=${auth_failed:-0}
-if [[ $auth_status != 0 && $auth_failed == 0 ]]; then auth_failed=1; fi
-e2e_passed=$((e2e_passed + auth_passed))
-e2e_failed=$((e2e_failed + auth_failed))
+e2e_script e2e-auth e2e tests/e2e/auth.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 if [[ $e2e_failed != 0 ]]; then
     echo "--- wharf log (tail) ---"
     tail -n 40 "$work/wharf.log"
@@ -206,52 +211,29 @@ if [[ $e2e_failed != 0 ]]; then
 fi
 
 # 3. `wharf serve --from` end to end (starts its own server with sources).
-from_status=0
-bash tests/e2e/serve-from.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/from.log" || from_status=$?
-read -r from_passed from_failed < <(sed -n 's/^serve-from: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/from.log" | tail -n 1)
-from_passed=${from_passed:-0}
-from_failed=${from_failed:-0}
-if [[ $from_status != 0 && $from_failed == 0 ]]; then from_failed=1; fi
-e2e_passed=$((e2e_passed + from_passed + readme_passed))
-e2e_failed=$((e2e_failed + from_failed + readme_failed))
+e2e_script from serve-from tests/e2e/serve-from.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+e2e_passed=$((e2e_passed + readme_passed))
+e2e_failed=$((e2e_failed + readme_failed))
 
 # 4. The Docker daemon as a client (starts its own servers).
-docker_status=0
-bash tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" 2>&1 | tee "$work/docker.log" || docker_status=$?
-read -r docker_passed docker_failed < <(sed -n 's/^docker: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/docker.log" | tail -n 1)
-docker_passed=${docker_passed:-0}
-docker_failed=${docker_failed:-0}
-if [[ $docker_status != 0 && $docker_failed == 0 ]]; then
-    echo "FAIL docker: tests/e2e/docker.sh stopped before its scenarios ran (exit $docker_status)"
-    docker_failed=1
-fi
-e2e_passed=$((e2e_passed + docker_passed))
-e2e_failed=$((e2e_failed + docker_failed))
+e2e_script docker docker tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
 # 5. Three replicas over the Garage cluster, through a round-robin proxy:
 # the client suite again, the wharf client, and faults (a Garage node
-# killed, a replica killed mid-upload, the cluster stopped and restarted).
+# killed during a push and a pull, a replica killed mid-upload, the cluster
+# stopped and started again).
 if [[ -r $garage_dir/env ]]; then
-    replicas_status=0
-    bash tests/e2e/replicas.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" "$garage_dir" 2>&1 | tee "$work/replicas.log" || replicas_status=$?
-    read -r replicas_passed replicas_failed < <(sed -n 's/^replicas: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$work/replicas.log" | tail -n 1)
-    replicas_passed=${replicas_passed:-0}
-    replicas_failed=${replicas_failed:-0}
-    if [[ $replicas_status != 0 && $replicas_failed == 0 ]]; then
-        echo "FAIL replicas: tests/e2e/replicas.sh stopped before its scenarios ran (exit $replicas_status)"
-        replicas_failed=1
-    fi
+    e2e_script replicas replicas tests/e2e/replicas.sh "${CARGO_TARGET_DIR:-target}/debug/wharf" "$garage_dir"
 else
     echo "FAIL replicas: no Garage cluster, so the replica tests did not run"
-    replicas_passed=0 replicas_failed=1
+    e2e_failed=$((e2e_failed + 1))
 fi
-e2e_passed=$((e2e_passed + replicas_passed))
-e2e_failed=$((e2e_failed + replicas_failed))
 
 not_run=$cargo_not_run
 echo "cargo test (fs and s3): $cargo_passed passed, $cargo_failed failed, $cargo_skipped ignored, $cargo_not_run not run"
 echo "e2e: $e2e_passed passed, $e2e_failed failed"
 total="all: $((cargo_passed + e2e_passed)) passed, $((cargo_failed + e2e_failed)) failed"
+# Ignored in the fs run are the S3-only tests, which the S3 run runs.
 ((cargo_skipped == 0)) || total+=", $cargo_skipped skipped"
 ((not_run == 0)) || total+=", $not_run not run"
 echo "$total"
