@@ -12,6 +12,7 @@ use crate::keys;
 use bytes::Bytes;
 use dashmap::{DashMap, DashSet};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use oci::manifest::{self, Descriptor, Kind, Manifest};
 use oci::{
     Algorithm, ChunkRange, Digest, Digester, ErrorCode, Reference, RegistryError, RepoName, Tag,
@@ -21,6 +22,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
+
+/// Reference checks of one manifest PUT run this many at a time.
+const REFERENCE_CHECKS_IN_FLIGHT: usize = 8;
+
+/// A referenced descriptor and the size of what the repository holds for it.
+type SizeOf<'a> = (&'a Descriptor, Option<u64>);
 
 /// Errors of the registry core: client-visible domain errors, kept apart
 /// from storage failures.
@@ -292,15 +299,16 @@ impl Registry {
 
     /// Size of a blob if it is in the repository.
     pub async fn blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
-        if self
-            .backend
-            .head(&keys::repo_blob(name, d))
-            .await?
-            .is_none()
-        {
+        // Both at once: one round trip to a remote store instead of two.
+        let (link_key, blob_key) = (keys::repo_blob(name, d), keys::blob(d));
+        let (link, content) = tokio::join!(
+            self.backend.head(&link_key),
+            self.backend.head(&blob_key)
+        );
+        if link?.is_none() {
             return Ok(None);
         }
-        Ok(self.backend.head(&keys::blob(d)).await?.map(|m| m.size))
+        Ok(content?.map(|m| m.size))
     }
 
     /// Open a blob of the repository, whole or the half-open range `start..end`.
@@ -897,28 +905,39 @@ impl Registry {
     async fn check_references(&self, name: &RepoName, m: &Manifest) -> Result<()> {
         let mut missing = Vec::new();
         let mut wrong_size = Vec::new();
-        match m.kind {
-            Kind::Image => {
-                for desc in m.required_blobs() {
-                    match self.blob_size(name, &desc.digest).await? {
-                        None => missing.push(desc.digest.to_string()),
-                        Some(size) if size != desc.size => wrong_size.push(desc.digest.to_string()),
-                        Some(_) => {}
-                    }
-                }
-            }
-            Kind::Index => {
-                for desc in &m.manifests {
-                    let size = match self.manifest_link(name, &desc.digest).await? {
-                        Some(link) => Some(link.size),
-                        None => self.blob_size(name, &desc.digest).await?,
+        // The checks are independent: a few at a time, so that a remote
+        // store's latency is paid once per batch rather than per reference.
+        let descs: Vec<&Descriptor> = match m.kind {
+            Kind::Image => m.required_blobs().collect(),
+            Kind::Index => m.manifests.iter().collect(),
+        };
+        // Boxed with an explicit `Send`: the compiler cannot prove it for
+        // the closure's anonymous futures inside the server's handler.
+        let checks: Vec<BoxFuture<'_, Result<SizeOf<'_>>>> = descs
+            .into_iter()
+            .map(|desc| {
+                Box::pin(async move {
+                    let size = match m.kind {
+                        Kind::Image => self.blob_size(name, &desc.digest).await?,
+                        Kind::Index => match self.manifest_link(name, &desc.digest).await? {
+                            Some(link) => Some(link.size),
+                            None => self.blob_size(name, &desc.digest).await?,
+                        },
                     };
-                    match size {
-                        None => missing.push(desc.digest.to_string()),
-                        Some(size) if size != desc.size => wrong_size.push(desc.digest.to_string()),
-                        Some(_) => {}
-                    }
-                }
+                    Ok((desc, size))
+                }) as BoxFuture<'_, _>
+            })
+            .collect();
+        let sizes = futures_util::stream::iter(checks)
+            .buffered(REFERENCE_CHECKS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        for found in sizes {
+            let (desc, size) = found?;
+            match size {
+                None => missing.push(desc.digest.to_string()),
+                Some(size) if size != desc.size => wrong_size.push(desc.digest.to_string()),
+                Some(_) => {}
             }
         }
         if !missing.is_empty() {
