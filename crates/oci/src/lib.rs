@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 pub mod path;
+pub mod pattern;
 pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestStateError, Digester};

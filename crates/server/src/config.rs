@@ -25,6 +25,47 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Authentication and authorization (off unless configured).
     pub auth: AuthConfig,
+    /// Tags that, once set, are never moved or deleted (`[[immutable_tags]]`).
+    pub immutable_tags: Vec<ImmutableTagsRule>,
+}
+
+/// One `[[immutable_tags]]` rule: tags matching `tags` (default: every tag)
+/// in repositories matching `repos` keep their first digest for good.
+/// Patterns as in `[[auth.policy]]`: `*` within a component, `**` across.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImmutableTagsRule {
+    pub repos: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl ImmutableTagsRule {
+    /// The rule for the registry; `index` (from 0) names it in errors.
+    pub fn compile(&self, index: usize) -> anyhow::Result<store::ImmutableTags> {
+        let at = format!("immutable_tags #{}", index + 1);
+        if self.repos.is_empty() {
+            anyhow::bail!("{at}: repos is empty (use [\"**\"] for every repository)");
+        }
+        let tags = if self.tags.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            self.tags.clone()
+        };
+        let parse = |ps: &[String]| {
+            ps.iter()
+                .map(|p| oci::pattern::Pattern::parse(p).map_err(|e| anyhow::anyhow!("{at}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        Ok(store::ImmutableTags {
+            name: format!(
+                "{at}: repos {}, tags {}",
+                self.repos.join(" "),
+                tags.join(" ")
+            ),
+            repos: parse(&self.repos)?,
+            tags: parse(&tags)?,
+        })
+    }
 }
 
 /// `[auth]`: who may do what. Auth is on when any user source is given
@@ -339,6 +380,7 @@ impl Default for Config {
             delete_enabled: true,
             sources: Vec::new(),
             auth: AuthConfig::default(),
+            immutable_tags: Vec::new(),
         }
     }
 }
@@ -427,6 +469,9 @@ impl Config {
             anyhow::bail!("limits.max_url_length must be at least 256");
         }
         self.public_origin()?;
+        for (i, rule) in self.immutable_tags.iter().enumerate() {
+            rule.compile(i)?;
+        }
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {

@@ -136,6 +136,12 @@ pub async fn run_on(
         backend.clone(),
         RegistryConfig {
             delete_enabled: config.delete_enabled,
+            immutable_tags: config
+                .immutable_tags
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.compile(i))
+                .collect::<anyhow::Result<_>>()?,
         },
     )
     .with_session_observer(upload_slots.clone());

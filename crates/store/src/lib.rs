@@ -21,4 +21,4 @@ pub mod s3;
 pub mod source;
 
 pub use backend::{Backend, ByteStream, ObjectMeta, UploadStat};
-pub use registry::{Error, Registry, RegistryConfig, SessionEnd, SessionObserver};
+pub use registry::{Error, ImmutableTags, Registry, RegistryConfig, SessionEnd, SessionObserver};

@@ -14,6 +14,7 @@ use dashmap::{DashMap, DashSet};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use oci::manifest::{self, Descriptor, Kind, Manifest};
+use oci::pattern::Pattern;
 use oci::{
     Algorithm, ChunkRange, Digest, Digester, ErrorCode, Reference, RegistryError, RepoName, Tag,
 };
@@ -22,6 +23,29 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::Mutex;
+
+/// A rule of immutable tags: a tag matching `tags` in a repository matching
+/// `repos`, once set, keeps its digest for good: pushing another manifest
+/// to it and deleting it (or the manifest it names) are refused with
+/// `DENIED`, whoever asks. Pushing the same manifest again is fine.
+#[derive(Clone, Debug)]
+pub struct ImmutableTags {
+    /// How errors name the rule, e.g. `immutable_tags[0]`.
+    pub name: String,
+    pub repos: Vec<Pattern>,
+    pub tags: Vec<Pattern>,
+}
+
+impl ImmutableTags {
+    fn covers(&self, name: &RepoName, tag: &Tag) -> bool {
+        self.repos.iter().any(|p| p.matches(name.as_str()))
+            && self.tags.iter().any(|p| p.matches(tag.as_str()))
+    }
+}
+
+/// Stripes of the lock that makes "is this immutable tag set?" and
+/// setting it one step within this process.
+const TAG_LOCK_STRIPES: usize = 64;
 
 /// Reference checks of one manifest PUT run this many at a time.
 const REFERENCE_CHECKS_IN_FLIGHT: usize = 8;
@@ -52,12 +76,15 @@ fn err(code: ErrorCode, message: impl Into<String>) -> Error {
 pub struct RegistryConfig {
     /// Whether deletes (manifests, tags, blobs) are allowed.
     pub delete_enabled: bool,
+    /// Tags that, once set, are never moved or deleted.
+    pub immutable_tags: Vec<ImmutableTags>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             delete_enabled: true,
+            immutable_tags: Vec::new(),
         }
     }
 }
@@ -149,6 +176,8 @@ pub struct Registry {
     manifests: ContentCache,
     /// Told when a session ends.
     observer: Option<Arc<dyn SessionObserver>>,
+    /// Serialises check-and-set of immutable tags (by stripe of the key).
+    tag_locks: Vec<Mutex<()>>,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -223,6 +252,24 @@ fn digest_mismatch(expected: &Digest, actual: &Digest) -> Error {
     )
 }
 
+/// A push or delete an immutable-tags rule refuses.
+fn immutable(name: &RepoName, tag: &Tag, rule: &ImmutableTags, what: &str) -> Error {
+    Error::Registry(
+        RegistryError::new(
+            ErrorCode::Denied,
+            format!(
+                "tag {tag} of {name} is immutable (rule {}): it cannot be {what}",
+                rule.name
+            ),
+        )
+        .with_detail(serde_json::json!({
+            "rule": rule.name,
+            "repository": name.as_str(),
+            "tag": tag.as_str(),
+        })),
+    )
+}
+
 fn manifest_unknown(r: &dyn std::fmt::Display) -> Error {
     Error::Registry(
         RegistryError::new(ErrorCode::ManifestUnknown, "manifest unknown to registry")
@@ -239,6 +286,7 @@ impl Registry {
             known_repos: DashSet::new(),
             manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
             observer: None,
+            tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
 
@@ -301,10 +349,8 @@ impl Registry {
     pub async fn blob_size(&self, name: &RepoName, d: &Digest) -> Result<Option<u64>> {
         // Both at once: one round trip to a remote store instead of two.
         let (link_key, blob_key) = (keys::repo_blob(name, d), keys::blob(d));
-        let (link, content) = tokio::join!(
-            self.backend.head(&link_key),
-            self.backend.head(&blob_key)
-        );
+        let (link, content) =
+            tokio::join!(self.backend.head(&link_key), self.backend.head(&blob_key));
         if link?.is_none() {
             return Ok(None);
         }
@@ -841,6 +887,27 @@ impl Registry {
         let m = manifest::parse(content_type, &body)
             .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
         self.check_references(name, &m).await?;
+        let mut tags: Vec<Tag> = Vec::new();
+        if let Reference::Tag(t) = reference {
+            tags.push(t.clone());
+        }
+        for t in extra_tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        // Immutable tags: checked and set under this process's lock. (Two
+        // replicas setting one new immutable tag at the same instant are
+        // not serialised: S3 offers no compare-and-swap that Garage keeps.)
+        let _held = self.lock_immutable_tags(name, &tags).await;
+        for t in &tags {
+            if let Some(rule) = self.immutable_rule(name, t)
+                && let Some(current) = self.backend.read(&keys::tag(name, t)).await?
+                && current.as_ref() != digest.to_string().as_bytes()
+            {
+                return Err(immutable(name, t, rule, "moved to another manifest"));
+            }
+        }
 
         let blob_key = keys::blob(&digest);
         // Kept if present with the right size; a damaged (truncated) copy
@@ -879,15 +946,6 @@ impl Registry {
             }
             None => None,
         };
-        let mut tags: Vec<Tag> = Vec::new();
-        if let Reference::Tag(t) = reference {
-            tags.push(t.clone());
-        }
-        for t in extra_tags {
-            if !tags.contains(t) {
-                tags.push(t.clone());
-            }
-        }
         let value = Bytes::from(digest.to_string());
         for t in &tags {
             self.backend.put(&keys::tag(name, t), value.clone()).await?;
@@ -898,6 +956,41 @@ impl Registry {
             subject,
             tags,
         })
+    }
+
+    /// The first immutable-tags rule covering `tag` in `name`.
+    fn immutable_rule(&self, name: &RepoName, tag: &Tag) -> Option<&ImmutableTags> {
+        self.config
+            .immutable_tags
+            .iter()
+            .find(|r| r.covers(name, tag))
+    }
+
+    /// Lock the stripes of the immutable ones among `tags`, in stripe
+    /// order (so two pushes never wait on each other in a cycle).
+    async fn lock_immutable_tags(
+        &self,
+        name: &RepoName,
+        tags: &[Tag],
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let mut stripes: Vec<usize> = tags
+            .iter()
+            .filter(|t| self.immutable_rule(name, t).is_some())
+            .map(|t| {
+                let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(keys::tag(name, t));
+                (h % TAG_LOCK_STRIPES as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            if let Some(lock) = self.tag_locks.get(i) {
+                held.push(lock.lock().await);
+            }
+        }
+        held
     }
 
     /// Every blob and child manifest a manifest names must be in the
@@ -972,6 +1065,11 @@ impl Registry {
         self.check_delete()?;
         match reference {
             Reference::Tag(t) => {
+                if let Some(rule) = self.immutable_rule(name, t)
+                    && self.backend.head(&keys::tag(name, t)).await?.is_some()
+                {
+                    return Err(immutable(name, t, rule, "deleted"));
+                }
                 if !self.backend.delete(&keys::tag(name, t)).await? {
                     return Err(manifest_unknown(t));
                 }
@@ -981,16 +1079,26 @@ impl Registry {
                 if self.manifest_link(name, d).await?.is_none() {
                     return Err(manifest_unknown(d));
                 }
-                // Tags first, so no tag ever points at a missing manifest.
+                // The tags pointing at it go with it: none may be immutable.
                 let value = d.to_string();
                 let prefix = keys::tags_prefix(name);
+                let mut pointing = Vec::new();
                 for tag in self.backend.list(&prefix, None, usize::MAX).await? {
                     let key = format!("{prefix}{tag}");
                     if let Some(v) = self.backend.read(&key).await?
                         && v.as_ref() == value.as_bytes()
                     {
-                        self.backend.delete(&key).await?;
+                        if let Ok(t) = Tag::parse(&tag)
+                            && let Some(rule) = self.immutable_rule(name, &t)
+                        {
+                            return Err(immutable(name, &t, rule, "deleted with its manifest"));
+                        }
+                        pointing.push(key);
                     }
+                }
+                // Tags first, so no tag ever points at a missing manifest.
+                for key in pointing {
+                    self.backend.delete(&key).await?;
                 }
                 if let Some(body) = self.backend.read(&keys::blob(d)).await?
                     && let Ok(m) = manifest::parse(None, &body)
