@@ -12,6 +12,7 @@ pub mod backend;
 mod content_cache;
 pub mod copy;
 pub mod fs;
+pub mod gc;
 mod hashing;
 pub mod keys;
 pub mod migrate;

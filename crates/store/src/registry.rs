@@ -7,6 +7,7 @@
 
 use crate::backend::{Backend, ByteStream, ObjectReader};
 use crate::content_cache::ContentCache;
+use crate::gc;
 use crate::hashing::StreamHasher;
 use crate::keys;
 use bytes::Bytes;
@@ -252,6 +253,17 @@ fn digest_mismatch(expected: &Digest, actual: &Digest) -> Error {
     )
 }
 
+/// A blob a collector is deleting at this moment: the client uploads it again.
+fn being_collected(d: &Digest) -> Error {
+    Error::Registry(
+        RegistryError::new(
+            ErrorCode::BlobUnknown,
+            "blob is being garbage collected; upload it again",
+        )
+        .with_detail(serde_json::json!({ "digest": d.to_string() })),
+    )
+}
+
 /// A push or delete an immutable-tags rule refuses.
 fn immutable(name: &RepoName, tag: &Tag, rule: &ImmutableTags, what: &str) -> Error {
     Error::Registry(
@@ -422,6 +434,14 @@ impl Registry {
         let key = keys::repo_blob(name, d);
         if self.backend.head(&key).await?.is_none() {
             self.backend.put(&key, Bytes::new()).await?;
+        }
+        // The link is written; now make sure no collector is about to take
+        // the content away (docs/gc.md).
+        if gc::fence::collector_active(self.backend.as_ref()).await?
+            && (gc::fence::content_doomed(self.backend.as_ref(), d).await?
+                || self.backend.head(&keys::blob(d)).await?.is_none())
+        {
+            return Err(being_collected(d));
         }
         self.ensure_repo(name).await
     }
@@ -946,6 +966,40 @@ impl Registry {
             }
             None => None,
         };
+        // The manifest link is written; now make sure no collector is about
+        // to take what it names away (docs/gc.md). If one is, undo.
+        if gc::fence::collector_active(self.backend.as_ref()).await? {
+            let mut gone = Vec::new();
+            for desc in m.required_blobs() {
+                let d = &desc.digest;
+                if gc::fence::link_doomed(self.backend.as_ref(), name, d).await?
+                    || gc::fence::content_doomed(self.backend.as_ref(), d).await?
+                    || self.blob_size(name, d).await?.is_none()
+                {
+                    gone.push(d.to_string());
+                }
+            }
+            if !gone.is_empty() {
+                if let Some(s) = &subject {
+                    self.backend
+                        .delete(&keys::referrer(name, s, &digest))
+                        .await?;
+                }
+                self.backend
+                    .delete(&keys::repo_manifest(name, &digest))
+                    .await?;
+                return Err(Error::Registry(
+                    RegistryError::new(
+                        ErrorCode::ManifestBlobUnknown,
+                        format!(
+                            "manifest references content being garbage collected: {}; push it again",
+                            gone.join(", ")
+                        ),
+                    )
+                    .with_detail(serde_json::json!({ "digests": gone })),
+                ));
+            }
+        }
         let value = Bytes::from(digest.to_string());
         for t in &tags {
             self.backend.put(&keys::tag(name, t), value.clone()).await?;

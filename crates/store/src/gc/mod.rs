@@ -1,0 +1,553 @@
+//! Online garbage collection over any [`Backend`]: blob links no manifest
+//! of their repository references, content no link names, and expired
+//! upload sessions — while pushes and pulls go on, on any number of
+//! replicas. The protocol and why it is safe: docs/gc.md.
+//!
+//! A run: (1) per repository, find its blob links that none of its
+//! manifests reference and that are older than the grace period, mark
+//! them, look again, delete those still unreferenced; spill every digest
+//! still linked to disk; (2) walk the content and mark what no link names
+//! and is older than the grace period; (3) walk the links again and delete
+//! the marked content still unnamed. Memory: one repository's references
+//! and a 256th of the live digests at a time.
+
+pub(crate) mod fence;
+pub mod keys;
+
+use crate::backend::Backend;
+use crate::keys as rk;
+use crate::registry::{Error, Registry};
+use bytes::Bytes;
+use oci::manifest;
+use oci::{Digest, RepoName};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+pub use fence::MARKER_TTL;
+
+/// Keys listed per request.
+const PAGE: usize = 1000;
+/// Deleted items named in the report, at most.
+const REPORT_ITEMS: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Unreferenced links and content younger than this are kept: an
+    /// upload's manifest may still be on its way.
+    pub grace: Duration,
+    /// Upload sessions idle for longer than this are removed.
+    pub upload_expiry: Duration,
+    /// Report what would be deleted, delete nothing.
+    pub dry_run: bool,
+    /// Where the live digests are spilled (default: the system's temp dir).
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(3600),
+            upload_expiry: Duration::from_secs(86_400),
+            dry_run: false,
+            spill_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: u64,
+    pub manifests: u64,
+    /// Blob links deleted (or that would be).
+    pub links_deleted: u64,
+    /// Content objects deleted (or that would be), and their bytes.
+    pub blobs_deleted: u64,
+    pub bytes_reclaimed: u64,
+    /// Candidates a writer referenced between the two looks: kept.
+    pub kept_after_recheck: u64,
+    pub uploads_expired: usize,
+    /// Markers of dead collector runs removed.
+    pub stale_markers_removed: u64,
+    /// The first deleted items, `repo@digest` for links, digests for content.
+    pub deleted: Vec<String>,
+}
+
+impl GcReport {
+    fn note(&mut self, item: String) {
+        if self.deleted.len() < REPORT_ITEMS {
+            self.deleted.push(item);
+        }
+    }
+}
+
+/// Hooks for tests that inject races between the two looks.
+#[doc(hidden)]
+#[derive(Default)]
+pub struct GcHooks {
+    /// After a repository's link markers are written, before the second look.
+    pub after_link_marks: Option<Hook>,
+    /// After a repository's second look, before its links are deleted.
+    pub after_link_recheck: Option<Hook>,
+    /// After the content markers are written, before the second walk.
+    pub after_content_marks: Option<Hook>,
+    /// After the second walk of the links, before content is deleted.
+    pub after_content_recheck: Option<Hook>,
+}
+
+#[doc(hidden)]
+pub type Hook = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// One collection run.
+pub async fn collect(reg: &Registry, opts: &GcOptions) -> Result<GcReport, Error> {
+    collect_with(reg, opts, &GcHooks::default()).await
+}
+
+#[doc(hidden)]
+pub async fn collect_with(
+    reg: &Registry,
+    opts: &GcOptions,
+    hooks: &GcHooks,
+) -> Result<GcReport, Error> {
+    let b = reg.backend().as_ref();
+    let run = run_id();
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        ..GcReport::default()
+    };
+    report.stale_markers_removed = remove_stale_markers(b, opts.dry_run).await?;
+    let active = format!("{}{run}", keys::ACTIVE_PREFIX);
+    if !opts.dry_run {
+        b.put(&active, Bytes::from(run.clone())).await?;
+    }
+    let result = run_phases(b, opts, hooks, &run, &mut report).await;
+    if !opts.dry_run {
+        b.delete(&active).await?;
+    }
+    result?;
+    report.uploads_expired = if opts.dry_run {
+        0
+    } else {
+        reg.expire_uploads(opts.upload_expiry).await?
+    };
+    Ok(report)
+}
+
+async fn run_phases(
+    b: &dyn Backend,
+    opts: &GcOptions,
+    hooks: &GcHooks,
+    run: &str,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    // 1. Links, repository by repository.
+    let mut live = Spill::new(opts.spill_dir.as_ref())?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list(rk::CATALOG_PREFIX, after.as_deref(), PAGE).await?;
+        for name in &page {
+            let Ok(name) = RepoName::parse(name, usize::MAX) else {
+                continue;
+            };
+            report.repositories += 1;
+            collect_links(b, &name, opts, hooks, run, &mut live, report).await?;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    live.finish()?;
+
+    // 2. Content that no link names: marked (or counted, in a dry run).
+    let mut marked = 0u64;
+    let mut shard = ShardCursor::new(&live);
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list("blobs/", after.as_deref(), PAGE).await?;
+        for rel in &page {
+            let Some(d) = content_digest(rel) else {
+                continue;
+            };
+            if shard.contains(&d)? {
+                continue;
+            }
+            let key = rk::blob(&d);
+            let Some(meta) = b.head(&key).await? else {
+                continue;
+            };
+            if !older_than(meta.modified, opts.grace) {
+                continue;
+            }
+            if opts.dry_run {
+                report.blobs_deleted += 1;
+                report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
+                report.note(d.to_string());
+            } else {
+                b.put(&marker(&keys::content_markers(&d), run), Bytes::new())
+                    .await?;
+                marked += 1;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    if opts.dry_run || marked == 0 {
+        return Ok(());
+    }
+    if let Some(hook) = &hooks.after_content_marks {
+        hook().await;
+    }
+
+    // 3. The second look: every link again, then the marked content that
+    // no link names now is deleted.
+    let marked_at = SystemTime::now();
+    let mut live = Spill::new(opts.spill_dir.as_ref())?;
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list(rk::CATALOG_PREFIX, after.as_deref(), PAGE).await?;
+        for name in &page {
+            if let Ok(name) = RepoName::parse(name, usize::MAX) {
+                spill_links(b, &name, &mut live).await?;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    live.finish()?;
+    if let Some(hook) = &hooks.after_content_recheck {
+        hook().await;
+    }
+    let mut shard = ShardCursor::new(&live);
+    let mut after: Option<String> = None;
+    loop {
+        let page = b
+            .list(keys::CONTENT_MARKERS, after.as_deref(), PAGE)
+            .await?;
+        for rel in &page {
+            // <alg>/<hex>/<run>
+            let mut parts = rel.split('/');
+            let (Some(alg), Some(hex), Some(r)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if r != run {
+                continue;
+            }
+            let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            let marker_key = format!("{}{rel}", keys::CONTENT_MARKERS);
+            // Too late: writers may have stopped honouring the marker.
+            let in_time = marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
+            if shard.contains(&d)? || !in_time {
+                report.kept_after_recheck += 1;
+            } else {
+                let key = rk::blob(&d);
+                if let Some(meta) = b.head(&key).await? {
+                    b.delete(&key).await?;
+                    report.blobs_deleted += 1;
+                    report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
+                    report.note(d.to_string());
+                }
+            }
+            b.delete(&marker_key).await?;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Phase 1 for one repository.
+async fn collect_links(
+    b: &dyn Backend,
+    name: &RepoName,
+    opts: &GcOptions,
+    hooks: &GcHooks,
+    run: &str,
+    live: &mut Spill,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    let (manifests, refs) = referenced(b, name).await?;
+    report.manifests += manifests.len() as u64;
+    let prefix = format!("repositories/{name}/_blobs/");
+    let mut candidates = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+        for rel in &page {
+            let Some(d) = link_digest(rel) else {
+                continue;
+            };
+            if refs.contains(&d) {
+                live.add(&d)?;
+                continue;
+            }
+            let old = b
+                .head(&rk::repo_blob(name, &d))
+                .await?
+                .is_some_and(|m| older_than(m.modified, opts.grace));
+            if old {
+                candidates.push(d);
+            } else {
+                live.add(&d)?;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    // What the manifests name counts as live even without a link (it
+    // should have one): never delete on an inconsistency.
+    for d in manifests.iter().chain(&refs) {
+        live.add(d)?;
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    if opts.dry_run {
+        for d in candidates {
+            report.links_deleted += 1;
+            report.note(format!("{name}@{d}"));
+        }
+        return Ok(());
+    }
+    for d in &candidates {
+        b.put(&marker(&keys::link_markers(name, d), run), Bytes::new())
+            .await?;
+    }
+    let marked_at = SystemTime::now();
+    if let Some(hook) = &hooks.after_link_marks {
+        hook().await;
+    }
+    // The second look: a manifest pushed meanwhile keeps its links.
+    let (manifests, refs) = referenced(b, name).await?;
+    for d in manifests.iter().chain(&refs) {
+        live.add(d)?;
+    }
+    if let Some(hook) = &hooks.after_link_recheck {
+        hook().await;
+    }
+    for d in candidates {
+        let in_time = marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
+        if refs.contains(&d) || !in_time {
+            report.kept_after_recheck += 1;
+            live.add(&d)?;
+        } else {
+            b.delete(&rk::repo_blob(name, &d)).await?;
+            report.links_deleted += 1;
+            report.note(format!("{name}@{d}"));
+        }
+        b.delete(&marker(&keys::link_markers(name, &d), run))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The manifests linked in `name` and every digest they reference.
+async fn referenced(
+    b: &dyn Backend,
+    name: &RepoName,
+) -> io::Result<(Vec<Digest>, HashSet<Digest>)> {
+    let prefix = format!("repositories/{name}/_manifests/");
+    let mut manifests = Vec::new();
+    let mut refs = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+        for rel in &page {
+            let Some(d) = link_digest(rel) else {
+                continue;
+            };
+            if let Some(body) = b.read(&rk::blob(&d)).await?
+                && let Ok(m) = manifest::parse(None, &body)
+            {
+                for desc in m.config.iter().chain(&m.layers).chain(&m.manifests) {
+                    refs.insert(desc.digest.clone());
+                }
+            }
+            manifests.push(d);
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.clone()),
+            _ => break,
+        }
+    }
+    Ok((manifests, refs))
+}
+
+/// Every digest linked in `name` (blob links and manifest links) to `live`.
+async fn spill_links(b: &dyn Backend, name: &RepoName, live: &mut Spill) -> io::Result<()> {
+    for dir in ["_blobs", "_manifests"] {
+        let prefix = format!("repositories/{name}/{dir}/");
+        let mut after: Option<String> = None;
+        loop {
+            let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+            for rel in &page {
+                if let Some(d) = link_digest(rel) {
+                    live.add(&d)?;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove markers (and active flags) of collector runs that died: older
+/// than [`MARKER_TTL`], writers ignore them already.
+async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64> {
+    let mut removed = 0;
+    for prefix in [
+        keys::ACTIVE_PREFIX,
+        keys::CONTENT_MARKERS,
+        keys::LINK_MARKERS,
+    ] {
+        let mut after: Option<String> = None;
+        loop {
+            let page = b.list(prefix, after.as_deref(), PAGE).await?;
+            for rel in &page {
+                let key = format!("{prefix}{rel}");
+                let stale = b
+                    .head(&key)
+                    .await?
+                    .is_some_and(|m| older_than(m.modified, fence::MARKER_TTL));
+                if stale {
+                    if !dry_run {
+                        b.delete(&key).await?;
+                    }
+                    removed += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn marker(prefix: &str, run: &str) -> String {
+    format!("{prefix}{run}")
+}
+
+fn run_id() -> String {
+    let b: [u8; 8] = rand::random();
+    hex::encode(b)
+}
+
+fn older_than(modified: Option<SystemTime>, age: Duration) -> bool {
+    // Without a time, an object counts as new: never deleted on a guess.
+    modified.is_some_and(|m| SystemTime::now().duration_since(m).is_ok_and(|a| a >= age))
+}
+
+/// `<alg>/<hex>` (a link key below `_blobs/` or `_manifests/`).
+fn link_digest(rel: &str) -> Option<Digest> {
+    let (alg, hex) = rel.split_once('/')?;
+    format!("{alg}:{hex}").parse().ok()
+}
+
+/// `<alg>/<2 hex>/<hex>` (a content key below `blobs/`).
+fn content_digest(rel: &str) -> Option<Digest> {
+    let mut parts = rel.split('/');
+    let (alg, dir, hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !hex.starts_with(dir) {
+        return None;
+    }
+    format!("{alg}:{hex}").parse().ok()
+}
+
+/// Live digests on local disk, one file per algorithm and first byte, so
+/// that a 256th of them is in memory at a time.
+struct Spill {
+    dir: tempfile::TempDir,
+    writers: BTreeMap<String, BufWriter<std::fs::File>>,
+}
+
+fn shard_of(d: &Digest) -> String {
+    format!("{}-{}", d.algorithm(), &d.hex()[..2])
+}
+
+impl Spill {
+    fn new(base: Option<&PathBuf>) -> io::Result<Spill> {
+        let dir = match base {
+            Some(b) => tempfile::Builder::new().prefix("wharf-gc-").tempdir_in(b)?,
+            None => tempfile::Builder::new().prefix("wharf-gc-").tempdir()?,
+        };
+        Ok(Spill {
+            dir,
+            writers: BTreeMap::new(),
+        })
+    }
+
+    fn add(&mut self, d: &Digest) -> io::Result<()> {
+        let shard = shard_of(d);
+        let w = match self.writers.get_mut(&shard) {
+            Some(w) => w,
+            None => {
+                let f = std::fs::File::create(self.dir.path().join(&shard))?;
+                self.writers.entry(shard).or_insert(BufWriter::new(f))
+            }
+        };
+        writeln!(w, "{}", d.hex())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        for w in self.writers.values_mut() {
+            w.flush()?;
+        }
+        self.writers.clear();
+        Ok(())
+    }
+
+    fn load(&self, shard: &str) -> io::Result<HashSet<String>> {
+        match std::fs::File::open(self.dir.path().join(shard)) {
+            Ok(f) => std::io::BufReader::new(f).lines().collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashSet::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Membership tests in key order, loading each shard once.
+struct ShardCursor<'a> {
+    spill: &'a Spill,
+    shard: String,
+    set: HashSet<String>,
+}
+
+impl<'a> ShardCursor<'a> {
+    fn new(spill: &'a Spill) -> Self {
+        ShardCursor {
+            spill,
+            shard: String::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    fn contains(&mut self, d: &Digest) -> io::Result<bool> {
+        let shard = shard_of(d);
+        if shard != self.shard {
+            self.set = self.spill.load(&shard)?;
+            self.shard = shard;
+        }
+        Ok(self.set.contains(d.hex()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! The collector on the filesystem backend, and the races of docs/gc.md
+//! injected between its two looks.
+
+use super::*;
+use crate::RegistryConfig;
+use crate::backend::ByteStream;
+use crate::fs::FsBackend;
+use oci::{Reference, Tag};
+use std::sync::Arc;
+
+fn name(s: &str) -> RepoName {
+    RepoName::parse(s, 255).unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Arc<Registry> {
+    Arc::new(Registry::new(
+        Arc::new(FsBackend::open(dir, false).unwrap()),
+        RegistryConfig::default(),
+    ))
+}
+
+fn body(data: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::from(data))]))
+}
+
+/// No grace: everything unreferenced is collectable at once.
+fn now_opts() -> GcOptions {
+    GcOptions {
+        grace: Duration::ZERO,
+        ..GcOptions::default()
+    }
+}
+
+async fn push_blob(r: &Registry, repo: &RepoName, data: &[u8]) -> Digest {
+    let d = Digest::sha256_of(data);
+    r.upload_whole(repo, body(data.to_vec()), &d).await.unwrap();
+    d
+}
+
+fn image(config: &Digest, layers: &[(&Digest, usize)], note: &str) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, size)| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": d.to_string(), "size": size })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config.to_string(), "size": 2},
+        "layers": layers,
+        "annotations": {"note": note},
+    }))
+    .unwrap()
+}
+
+/// Push `{}` as config, `layer` as the one layer, and a manifest tagged `tag`.
+async fn push_image(r: &Registry, repo: &RepoName, tag: &str, layer: &[u8]) -> (Digest, Digest) {
+    let config = push_blob(r, repo, b"{}").await;
+    let l = push_blob(r, repo, layer).await;
+    let m = image(&config, &[(&l, layer.len())], &format!("{repo}:{tag}"));
+    let put = r
+        .manifest_put(
+            repo,
+            &Reference::Tag(Tag::parse(tag).unwrap()),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            Bytes::from(m),
+            &[],
+        )
+        .await
+        .unwrap();
+    (put.digest, l)
+}
+
+async fn present(r: &Registry, d: &Digest) -> bool {
+    r.backend().head(&rk::blob(d)).await.unwrap().is_some()
+}
+
+#[tokio::test]
+async fn reclaims_what_a_deleted_image_held_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let (a, repo_b) = (name("team/a"), name("team/b"));
+    let (m1, l1) = push_image(&r, &a, "old", b"layer one").await;
+    let (_m2, l2) = push_image(&r, &a, "new", b"layer two").await;
+    // The same layer in another repository keeps its content alive.
+    let (_m3, l3) = push_image(&r, &repo_b, "x", b"layer one").await;
+    assert_eq!(l1, l3);
+    // A layer only team/b has, then deleted there.
+    let (m4, l4) = push_image(&r, &repo_b, "gone", b"layer four").await;
+    r.manifest_delete(&a, &Reference::Digest(m1.clone()))
+        .await
+        .unwrap();
+    r.manifest_delete(&repo_b, &Reference::Digest(m4.clone()))
+        .await
+        .unwrap();
+
+    let dry = collect(
+        &r,
+        &GcOptions {
+            dry_run: true,
+            ..now_opts()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(dry.dry_run);
+    assert!(
+        present(&r, &l4).await && present(&r, &m4).await,
+        "a dry run deletes nothing"
+    );
+    let rep = collect(&r, &now_opts()).await.unwrap();
+    assert_eq!(rep.links_deleted, dry.links_deleted, "{rep:?} vs {dry:?}");
+    assert_eq!(rep.blobs_deleted, dry.blobs_deleted, "{rep:?} vs {dry:?}");
+    // l1's link in team/a went; its content stays (team/b still links it).
+    assert!(r.blob_size(&a, &l1).await.unwrap().is_none());
+    assert!(present(&r, &l1).await);
+    // l4 and the deleted manifests' bodies are gone; l2 stays.
+    assert!(!present(&r, &l4).await);
+    assert!(!present(&r, &m4).await);
+    assert!(!present(&r, &m1).await);
+    assert!(present(&r, &l2).await);
+    assert!(r.blob_size(&a, &l2).await.unwrap().is_some());
+    // l1 in team/a and l4 in team/b (the config is still referenced in both).
+    assert_eq!(rep.links_deleted, 2, "{rep:?}");
+    // l4, m1 and m4.
+    assert_eq!(rep.blobs_deleted, 3, "{rep:?}");
+    // Nothing left to do.
+    let again = collect(&r, &now_opts()).await.unwrap();
+    assert_eq!(
+        (again.links_deleted, again.blobs_deleted),
+        (0, 0),
+        "{again:?}"
+    );
+    // No marker or active flag left behind.
+    for p in [
+        keys::ACTIVE_PREFIX,
+        keys::CONTENT_MARKERS,
+        keys::LINK_MARKERS,
+    ] {
+        assert!(
+            r.backend().list(p, None, 10).await.unwrap().is_empty(),
+            "{p}"
+        );
+    }
+}
+
+/// Every tag's manifest is readable and every blob it needs is there.
+async fn assert_tagged_images_complete(r: &Registry) {
+    let repos = r.catalog(None, None).await.unwrap().items;
+    for repo in repos {
+        let repo = name(&repo);
+        let tags = match r.tags(&repo, None, None).await {
+            Ok(p) => p.items,
+            Err(_) => continue,
+        };
+        for t in tags {
+            let got = r
+                .manifest_get(&repo, &Reference::Tag(Tag::parse(&t).unwrap()))
+                .await
+                .unwrap_or_else(|e| panic!("{repo}:{t} does not resolve: {e:?}"));
+            let m = manifest::parse(None, &got.body).unwrap();
+            for desc in m.required_blobs() {
+                assert!(
+                    r.blob_size(&repo, &desc.digest).await.unwrap().is_some(),
+                    "{repo}:{t} lost {}",
+                    desc.digest
+                );
+                assert!(
+                    present(r, &desc.digest).await,
+                    "{repo}:{t} lost the content of {}",
+                    desc.digest
+                );
+            }
+        }
+    }
+}
+
+/// When the racing writer runs.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// After the markers, before the second look: the look sees it.
+    BeforeRecheck,
+    /// After the second look, before the delete: the fence stops it.
+    AfterRecheck,
+}
+
+/// A manifest pushed during a run, naming a doomed link: the push is
+/// refused; never a tagged manifest without its layer.
+async fn push_during_link_collection(when: When) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("race/links");
+    let (m, layer) = push_image(&r, &a, "v1", b"contested layer").await;
+    r.manifest_delete(&a, &Reference::Digest(m)).await.unwrap();
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let hook: Hook = Box::new({
+        let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+        move || {
+            let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+            Box::pin(async move {
+                let config = Digest::sha256_of(b"{}");
+                let m = image(&config, &[(&layer, 15)], "again");
+                let res = r
+                    .manifest_put(
+                        &a,
+                        &Reference::Tag(Tag::parse("v2").unwrap()),
+                        Some("application/vnd.oci.image.manifest.v1+json"),
+                        Bytes::from(m),
+                        &[],
+                    )
+                    .await;
+                *outcome.lock().unwrap() = Some(res.is_ok());
+            })
+        }
+    });
+    let hooks = match when {
+        When::BeforeRecheck => GcHooks {
+            after_link_marks: Some(hook),
+            ..GcHooks::default()
+        },
+        When::AfterRecheck => GcHooks {
+            after_link_recheck: Some(hook),
+            ..GcHooks::default()
+        },
+    };
+    collect_with(&r, &now_opts(), &hooks).await.unwrap();
+    assert_tagged_images_complete(&r).await;
+    let pushed = outcome.lock().unwrap().expect("the hook ran");
+    assert!(!pushed, "{when:?}: the push saw the marker and was refused");
+    // The refused push left no manifest behind.
+    assert!(
+        r.tags(&a, None, None)
+            .await
+            .map(|p| p.items)
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_push_before_the_second_look_at_links() {
+    push_during_link_collection(When::BeforeRecheck).await;
+}
+
+#[tokio::test]
+async fn a_push_after_the_second_look_at_links() {
+    push_during_link_collection(When::AfterRecheck).await;
+}
+
+/// A blob uploaded to another repository (its link written) during the
+/// content phase: the upload is refused; the content is never lost under
+/// an acknowledged upload.
+async fn upload_during_content_collection(when: When) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("race/content");
+    let layer = push_blob(&r, &a, b"contested content").await;
+    r.blob_delete(&a, &layer).await.unwrap();
+    let b = name("race/other");
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let hook: Hook = Box::new({
+        let (r, b, layer, outcome) = (r.clone(), b.clone(), layer.clone(), outcome.clone());
+        move || {
+            let (r, b, layer, outcome) = (r.clone(), b.clone(), layer.clone(), outcome.clone());
+            Box::pin(async move {
+                let res = r
+                    .upload_whole(&b, body(b"contested content".to_vec()), &layer)
+                    .await;
+                *outcome.lock().unwrap() = Some(res.is_ok());
+            })
+        }
+    });
+    let hooks = match when {
+        When::BeforeRecheck => GcHooks {
+            after_content_marks: Some(hook),
+            ..GcHooks::default()
+        },
+        When::AfterRecheck => GcHooks {
+            after_content_recheck: Some(hook),
+            ..GcHooks::default()
+        },
+    };
+    let rep = collect_with(&r, &now_opts(), &hooks).await.unwrap();
+    let uploaded = outcome.lock().unwrap().expect("the hook ran");
+    if uploaded {
+        assert!(
+            present(&r, &layer).await,
+            "{when:?}: an acknowledged upload lost its content ({rep:?})"
+        );
+    }
+    assert!(
+        !uploaded,
+        "{when:?}: the upload saw the marker and was refused ({rep:?})"
+    );
+    // Refused cleanly; uploading again works, and the upload stays for
+    // the grace period though no manifest names it yet.
+    push_blob(&r, &b, b"contested content").await;
+    collect(&r, &GcOptions::default()).await.unwrap();
+    assert!(r.blob_size(&b, &layer).await.unwrap().is_some());
+    assert!(present(&r, &layer).await);
+}
+
+#[tokio::test]
+async fn an_upload_before_the_second_walk() {
+    upload_during_content_collection(When::BeforeRecheck).await;
+}
+
+#[tokio::test]
+async fn an_upload_after_the_second_walk() {
+    upload_during_content_collection(When::AfterRecheck).await;
+}
+
+/// Two collectors at once and writers pushing, deleting and re-pushing
+/// images that share layers: every tagged image stays complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_collectors_and_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut collectors = Vec::new();
+    for _ in 0..2 {
+        let (r, stop) = (r.clone(), stop.clone());
+        collectors.push(tokio::spawn(async move {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || runs == 0 {
+                collect(&r, &now_opts()).await.unwrap();
+                runs += 1;
+            }
+            runs
+        }));
+    }
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let r = r.clone();
+        writers.push(tokio::spawn(async move {
+            let repo = name(&format!("hammer/w{w}"));
+            for i in 0..25 {
+                let layer = format!("shared layer {}", i % 3).into_bytes();
+                let config = Digest::sha256_of(b"{}");
+                let ok = async {
+                    r.upload_whole(&repo, body(b"{}".to_vec()), &config).await?;
+                    let l = Digest::sha256_of(&layer);
+                    r.upload_whole(&repo, body(layer.clone()), &l).await?;
+                    let m = image(&config, &[(&l, layer.len())], &format!("{w}-{i}"));
+                    let tag = Reference::Tag(Tag::parse(&format!("t{}", i % 5)).unwrap());
+                    r.manifest_put(&repo, &tag, Some("application/vnd.oci.image.manifest.v1+json"), Bytes::from(m), &[])
+                        .await?;
+                    if i % 4 == 3 {
+                        r.manifest_delete(&repo, &tag).await?;
+                    }
+                    Ok::<_, Error>(())
+                }
+                .await;
+                // A refusal (content being collected) is fine; anything
+                // else is not.
+                if let Err(e) = ok {
+                    assert!(
+                        matches!(&e, Error::Registry(re) if matches!(re.code, oci::ErrorCode::BlobUnknown | oci::ErrorCode::ManifestBlobUnknown)),
+                        "{e:?}"
+                    );
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in collectors {
+        assert!(c.await.unwrap() >= 1);
+    }
+    assert_tagged_images_complete(&r).await;
+    collect(&r, &now_opts()).await.unwrap();
+    assert_tagged_images_complete(&r).await;
+}
