@@ -27,6 +27,29 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Tags that, once set, are never moved or deleted (`[[immutable_tags]]`).
     pub immutable_tags: Vec<ImmutableTagsRule>,
+    /// Background garbage collection (`[gc]`).
+    pub gc: Gc,
+}
+
+/// `[gc]`: garbage collection in the background of `wharf serve`
+/// (docs/gc.md). Off by default: its cost on request latency is not yet
+/// measured, and `wharf gc` does the same on demand.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gc {
+    /// Seconds between runs; 0: no background collection.
+    pub interval_secs: u64,
+    /// Unreferenced links and content younger than this are kept.
+    pub grace_secs: u64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            interval_secs: 0,
+            grace_secs: 3600,
+        }
+    }
 }
 
 /// One `[[immutable_tags]]` rule: tags matching `tags` (default: every tag)
@@ -381,6 +404,7 @@ impl Default for Config {
             sources: Vec::new(),
             auth: AuthConfig::default(),
             immutable_tags: Vec::new(),
+            gc: Gc::default(),
         }
     }
 }

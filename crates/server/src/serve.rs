@@ -188,6 +188,18 @@ pub async fn run_on(
 
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
+    let collector = (config.gc.interval_secs > 0).then(|| {
+        let opts = store::gc::GcOptions {
+            grace: Duration::from_secs(config.gc.grace_secs),
+            upload_expiry: expiry,
+            ..store::gc::GcOptions::default()
+        };
+        tokio::spawn(collect_garbage(
+            state.clone(),
+            Duration::from_secs(config.gc.interval_secs),
+            opts,
+        ))
+    });
 
     let max_url_length = config.limits.max_url_length;
     let app = Router::new()
@@ -213,6 +225,9 @@ pub async fn run_on(
     ready();
     listener::serve(listener, app, Arc::new(settings), shutdown).await;
     sweeper.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     for t in [key_refresher, htpasswd_watcher].into_iter().flatten() {
         t.abort();
     }
@@ -248,6 +263,28 @@ fn exposure(config: &Config, addr: std::net::SocketAddr, auth: bool) -> Option<S
         missing.push("TLS");
     }
     (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// A garbage collection run every `every` (the first after one interval).
+/// A run stopped half-way (shutdown) leaves markers that writers honour
+/// for an hour at most and the next run removes.
+async fn collect_garbage(state: Arc<AppState>, every: Duration, opts: store::gc::GcOptions) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store::gc::collect(&state.registry, &opts).await {
+            Ok(r) => tracing::info!(
+                links_deleted = r.links_deleted,
+                blobs_deleted = r.blobs_deleted,
+                bytes_reclaimed = r.bytes_reclaimed,
+                kept_after_recheck = r.kept_after_recheck,
+                uploads_expired = r.uploads_expired,
+                "garbage collection done"
+            ),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
 }
 
 async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {

@@ -23,11 +23,13 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod cli;
+mod gc;
 mod import;
 mod memory;
 mod migrate;
 mod passwd;
 mod store_copy;
+mod stores;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use server::Config;
@@ -74,6 +76,13 @@ enum Command {
     /// holds is skipped, so running it again finishes an interrupted copy.
     /// Damaged blobs are reported and not copied; the exit status is then 1.
     StoreCopy(store_copy::StoreCopyArgs),
+    /// Garbage collection: delete blob links no manifest references and
+    /// content no link names (older than --grace), and expired uploads.
+    ///
+    /// Online and safe with pushes going on (docs/gc.md). On S3 it may run
+    /// anywhere while replicas serve the bucket; a data directory is
+    /// locked by its server, which collects its own with [gc] interval_secs.
+    Gc(gc::GcArgs),
     /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
     Import(import::ImportArgs),
     /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
@@ -511,6 +520,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate(args) => migrate::run(args),
         Command::StoreCopy(args) => store_copy::run(args),
+        Command::Gc(args) => gc::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Healthcheck { addr } => match healthcheck(addr) {

@@ -2,14 +2,8 @@
 //! S3 bucket (either way, or bucket to bucket), verifying every blob.
 
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
-use store::backend::Backend;
 use store::copy::{self, CopyReport};
-use store::fs::FsBackend;
-use store::s3::{S3Backend, S3Config};
 use store::{Registry, RegistryConfig};
 
 #[derive(Args)]
@@ -21,14 +15,8 @@ pub struct StoreCopyArgs {
     /// Where to copy it, in the same form. Content already there is kept.
     #[arg(long, value_name = "STORE")]
     to: String,
-    /// S3 API endpoint for s3: stores, http(s)://host:port (empty: AWS).
-    /// Credentials: WHARF_S3_ACCESS_KEY_ID / WHARF_S3_SECRET_ACCESS_KEY,
-    /// else the AWS_* environment.
-    #[arg(long, env = "WHARF_S3_ENDPOINT", value_name = "URL")]
-    s3_endpoint: Option<String>,
-    /// S3 region for s3: stores.
-    #[arg(long, env = "WHARF_S3_REGION", value_name = "REGION")]
-    s3_region: Option<String>,
+    #[command(flatten)]
+    s3: crate::stores::S3Args,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -77,37 +65,8 @@ pub fn run(args: StoreCopyArgs) -> ExitCode {
 }
 
 async fn copy_cmd(args: &StoreCopyArgs) -> anyhow::Result<CopyReport> {
-    let src = open(&args.from, args).await?;
-    let dst = open(&args.to, args).await?;
+    let src = crate::stores::open(&args.from, &args.s3).await?;
+    let dst = crate::stores::open(&args.to, &args.s3).await?;
     let dst = Registry::new(dst, RegistryConfig::default());
     Ok(copy::copy_store(src.as_ref(), &dst, !args.quiet).await?)
-}
-
-/// Open `dir:PATH` or `s3:BUCKET[/PREFIX]`.
-async fn open(spec: &str, args: &StoreCopyArgs) -> anyhow::Result<Arc<dyn Backend>> {
-    if let Some(path) = spec.strip_prefix("dir:") {
-        let path = PathBuf::from(path);
-        let fs = FsBackend::open(&path, true)
-            .map_err(|e| anyhow::anyhow!("cannot open data directory {}: {e}", path.display()))?;
-        return Ok(Arc::new(fs));
-    }
-    if let Some(rest) = spec.strip_prefix("s3:") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let config = S3Config {
-            endpoint: args.s3_endpoint.clone().unwrap_or_default(),
-            region: args.s3_region.clone().unwrap_or_default(),
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-            access_key_id: env("WHARF_S3_ACCESS_KEY_ID"),
-            secret_access_key: env("WHARF_S3_SECRET_ACCESS_KEY"),
-            timeout: Duration::from_secs(30),
-            ..S3Config::default()
-        };
-        let s3 = S3Backend::connect(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot use {spec}: {e}"))?;
-        return Ok(Arc::new(s3));
-    }
-    anyhow::bail!("{spec:?}: a store is dir:PATH or s3:BUCKET[/PREFIX]")
 }

@@ -1,0 +1,87 @@
+//! `wharf gc`: one garbage collection run against a store (docs/gc.md).
+
+use clap::Args;
+use std::process::ExitCode;
+use std::time::Duration;
+use store::gc::{self, GcOptions, GcReport};
+use store::{Registry, RegistryConfig};
+
+#[derive(Args)]
+pub struct GcArgs {
+    /// The store: dir:PATH (a data directory no server is using; a running
+    /// server collects its own with [gc] interval_secs) or
+    /// s3:BUCKET[/PREFIX] (safe while replicas serve it).
+    #[arg(long, value_name = "STORE", default_value = "dir:./wharf-data")]
+    store: String,
+    #[command(flatten)]
+    s3: crate::stores::S3Args,
+    /// Keep unreferenced links and content younger than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    grace: u64,
+    /// Remove upload sessions idle for longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    upload_expiry: u64,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: GcArgs) -> ExitCode {
+    let Some(rt) = crate::runtime(None) else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(gc_cmd(&args)) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => outln!("{s}"),
+                    Err(e) => {
+                        eprintln!("wharf gc: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print_report(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wharf gc: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
+    let backend = crate::stores::open(&args.store, &args.s3).await?;
+    let reg = Registry::new(backend, RegistryConfig::default());
+    let opts = GcOptions {
+        grace: Duration::from_secs(args.grace),
+        upload_expiry: Duration::from_secs(args.upload_expiry),
+        dry_run: args.dry_run,
+        spill_dir: None,
+    };
+    gc::collect(&reg, &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn print_report(r: &GcReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    outln!(
+        "{verb} {} blob links and {} blobs ({} bytes) in {} repositories ({} manifests); {} kept after a second look; {} upload sessions expired",
+        r.links_deleted,
+        r.blobs_deleted,
+        r.bytes_reclaimed,
+        r.repositories,
+        r.manifests,
+        r.kept_after_recheck,
+        r.uploads_expired
+    );
+    for item in &r.deleted {
+        outln!("  {item}");
+    }
+}

@@ -1,0 +1,52 @@
+//! `dir:PATH` and `s3:BUCKET[/PREFIX]`: a whole store named on the command
+//! line (`wharf store-copy`, `wharf gc`).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::backend::Backend;
+use store::fs::FsBackend;
+use store::s3::{S3Backend, S3Config};
+
+/// Where s3: stores are.
+#[derive(Args)]
+pub struct S3Args {
+    /// S3 API endpoint for s3: stores, http(s)://host:port (empty: AWS).
+    /// Credentials: WHARF_S3_ACCESS_KEY_ID / WHARF_S3_SECRET_ACCESS_KEY,
+    /// else the AWS_* environment.
+    #[arg(long, env = "WHARF_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region for s3: stores.
+    #[arg(long, env = "WHARF_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+/// Open `dir:PATH` or `s3:BUCKET[/PREFIX]`.
+pub async fn open(spec: &str, args: &S3Args) -> anyhow::Result<Arc<dyn Backend>> {
+    if let Some(path) = spec.strip_prefix("dir:") {
+        let path = PathBuf::from(path);
+        let fs = FsBackend::open(&path, true)
+            .map_err(|e| anyhow::anyhow!("cannot open data directory {}: {e}", path.display()))?;
+        return Ok(Arc::new(fs));
+    }
+    if let Some(rest) = spec.strip_prefix("s3:") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let config = S3Config {
+            endpoint: args.s3_endpoint.clone().unwrap_or_default(),
+            region: args.s3_region.clone().unwrap_or_default(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            access_key_id: env("WHARF_S3_ACCESS_KEY_ID"),
+            secret_access_key: env("WHARF_S3_SECRET_ACCESS_KEY"),
+            timeout: Duration::from_secs(30),
+            ..S3Config::default()
+        };
+        let s3 = S3Backend::connect(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot use {spec}: {e}"))?;
+        return Ok(Arc::new(s3));
+    }
+    anyhow::bail!("{spec:?}: a store is dir:PATH or s3:BUCKET[/PREFIX]")
+}

@@ -1,0 +1,248 @@
+//! Garbage collection through the real server and the `wharf gc` command,
+//! on the filesystem and (in S3 runs) on the bucket: what a deleted image
+//! held is reclaimed, what a tagged image needs never is, also while many
+//! clients push, delete and re-push images sharing layers as the server
+//! collects in a loop.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A server collecting every second with no grace period.
+async fn collecting() -> Option<(Registry, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").unwrap();
+    let reg = Registry::start_with(&["--config", config.to_str().unwrap()]).await?;
+    Some((reg, dir))
+}
+
+/// Every blob of `img` is served in `repo`.
+async fn assert_complete(reg: &Registry, repo: &str, tag: &str, img: &Image) {
+    let r = reg.get_m(&format!("/v2/{repo}/manifests/{tag}")).await;
+    assert_eq!(r.status(), 200, "{repo}:{tag}");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    for d in std::iter::once(&img.config).chain(&img.layers) {
+        let r = reg.get_blob(repo, &d.digest).await;
+        assert_eq!(r.status(), 200, "{repo}:{tag} lost {}", d.digest);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), d.digest);
+    }
+}
+
+#[tokio::test]
+async fn the_server_reclaims_a_deleted_image_and_keeps_the_rest() {
+    let (reg, _dir) = local_only!(collecting().await);
+    let repo = repo("gc/app");
+    let keep = reg.push_image(&repo, "keep").await;
+    let gone = reg.push_image(&repo, "gone").await;
+    let d = reg
+        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
+        .await;
+    assert_eq!(d.status(), 202);
+    // The server collects in the background; give it a generous while.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let layer = &gone.layers[0].digest;
+    while reg
+        .head(&format!("/v2/{repo}/blobs/{layer}"))
+        .await
+        .status()
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted image's layer is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reg.logs().contains("garbage collection done"));
+    assert_complete(&reg, &repo, "keep", &keep).await;
+}
+
+/// `wharf gc` on the store of a stopped server: a dry run reports and
+/// deletes nothing, the run reclaims, the server then serves what is kept.
+#[tokio::test]
+async fn the_gc_command_with_a_dry_run_first() {
+    let mut reg = local_only!(Registry::start_with(&[]).await);
+    let repo = repo("gc/cmd");
+    let keep = reg.push_image(&repo, "keep").await;
+    let gone = reg.push_image(&repo, "gone").await;
+    let d = reg
+        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
+        .await;
+    assert_eq!(d.status(), 202);
+    reg.kill_hard();
+    let store = if reg.on_s3() {
+        reg.s3_store()
+    } else {
+        format!("dir:{}", reg.data_dir().unwrap().display())
+    };
+    let gc = |extra: &[&str]| -> Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.args(["gc", "--store", &store, "--grace", "0", "--json"])
+            .args(extra);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WHARF_") {
+                cmd.env_remove(&k);
+            }
+        }
+        if let Some(s3) = s3_settings() {
+            cmd.env("WHARF_S3_ENDPOINT", s3.get("WHARF_S3_ENDPOINT"))
+                .env("WHARF_S3_REGION", s3.get("WHARF_S3_REGION"))
+                .env("WHARF_S3_ACCESS_KEY_ID", s3.get("AWS_ACCESS_KEY_ID"))
+                .env(
+                    "WHARF_S3_SECRET_ACCESS_KEY",
+                    s3.get("AWS_SECRET_ACCESS_KEY"),
+                );
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "wharf gc {extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let dry = gc(&["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    // The links of its config and layer (each image has its own), then
+    // those two blobs and the manifest body.
+    assert_eq!(dry["links_deleted"], 2, "{dry}");
+    assert_eq!(dry["blobs_deleted"], 3, "{dry}");
+    let done = gc(&[]);
+    assert_eq!(done["links_deleted"], 2, "{done}");
+    assert_eq!(done["blobs_deleted"], 3, "{done}");
+    assert!(
+        done["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == gone.layers[0].digest.as_str()),
+        "{done}"
+    );
+    let again = gc(&[]);
+    assert_eq!(
+        (
+            again["links_deleted"].as_u64(),
+            again["blobs_deleted"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    reg.restart().await;
+    assert_complete(&reg, &repo, "keep", &keep).await;
+    let layer = &gone.layers[0].digest;
+    assert_eq!(
+        reg.head(&format!("/v2/{repo}/blobs/{layer}"))
+            .await
+            .status(),
+        404
+    );
+}
+
+/// A single-POST upload; `None` when refused because a collector holds
+/// the blob (404 BLOB_UNKNOWN: the client uploads again).
+async fn try_push(reg: &Registry, repo: &str, media_type: &str, data: &[u8]) -> Option<Desc> {
+    let r = reg.post_blob(repo, data).await;
+    match r.status().as_u16() {
+        201 => Some(Desc::new(media_type, data)),
+        404 => {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["errors"][0]["code"], "BLOB_UNKNOWN", "{body}");
+            None
+        }
+        s => panic!(
+            "blob upload answered {s}: {}",
+            r.text().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// Eight clients push images sharing layers, move and delete tags and push
+/// again while the server collects every second with no grace period (on
+/// S3: two replicas, both collecting, the clients spread over them).
+/// A push may be refused while a collector holds what it needs (the
+/// client pushes again, as clients do); nothing acknowledged and still
+/// tagged may lose a byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_and_deletes_while_collecting() {
+    let (reg, _dir) = local_only!(collecting().await);
+    // On S3: two replicas over the bucket, both collecting, clients on both.
+    let other = if reg.on_s3() {
+        Some(std::sync::Arc::new(reg.start_replica().await))
+    } else {
+        None
+    };
+    let reg = std::sync::Arc::new(reg);
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let reg = match &other {
+            Some(o) if c % 2 == 1 => o.clone(),
+            _ => reg.clone(),
+        };
+        clients.push(tokio::spawn(async move {
+            let repo = format!("gc/hammer{}", c % 3);
+            let mut kept: Vec<(String, Image)> = Vec::new();
+            for i in 0..12 {
+                let tag = format!("c{c}-t{}", i % 4);
+                // Shared layers across clients and rounds.
+                let shared = format!("shared layer {}", i % 3).into_bytes();
+                let mut pushed = None;
+                for _attempt in 0..20 {
+                    let (Some(cfg), Some(layer), Some(own)) = (
+                        try_push(&reg, &repo, OCI_CONFIG, format!("{{\"c\":{c}}}").as_bytes())
+                            .await,
+                        try_push(&reg, &repo, OCI_LAYER, &shared).await,
+                        try_push(&reg, &repo, OCI_LAYER, &unique_bytes(&format!("{c}-{i}"))).await,
+                    ) else {
+                        continue;
+                    };
+                    let manifest = oci_manifest(&cfg, &[layer.clone(), own.clone()]);
+                    let r = reg.put_manifest(&repo, &tag, OCI_MANIFEST, &manifest).await;
+                    match r.status().as_u16() {
+                        201 => {
+                            pushed = Some(Image {
+                                digest: sha256(&manifest),
+                                config: cfg,
+                                layers: vec![layer, own],
+                                manifest,
+                            });
+                            break;
+                        }
+                        400 => {
+                            let body: Value = r.json().await.unwrap();
+                            assert_eq!(
+                                body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN",
+                                "{body}"
+                            );
+                        }
+                        s => panic!("manifest PUT answered {s}"),
+                    }
+                }
+                let img = pushed.expect("pushed within 20 attempts");
+                kept.retain(|(t, _)| *t != tag);
+                if i % 3 == 2 {
+                    let d = reg.delete(&format!("/v2/{repo}/manifests/{tag}")).await;
+                    assert_eq!(d.status(), 202);
+                } else {
+                    kept.push((tag, img));
+                }
+            }
+            (repo, kept)
+        }));
+    }
+    let mut all = Vec::new();
+    for c in clients {
+        all.push(c.await.unwrap());
+    }
+    // Let a few more runs go by, then check everything acknowledged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (repo, kept) in &all {
+        for (tag, img) in kept {
+            // Another client may have moved the same tag name? No: tags
+            // carry the client's number.
+            assert_complete(&reg, repo, tag, img).await;
+        }
+    }
+}
