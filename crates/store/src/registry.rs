@@ -970,6 +970,13 @@ impl Registry {
         // to take what it names away (docs/gc.md). If one is, undo.
         if gc::fence::collector_active(self.backend.as_ref()).await? {
             let mut gone = Vec::new();
+            // The manifest's own body too: pushed again after a delete, it
+            // may be content a collector is about to take.
+            if gc::fence::content_doomed(self.backend.as_ref(), &digest).await?
+                || self.backend.head(&blob_key).await?.is_none()
+            {
+                gone.push(digest.to_string());
+            }
             for desc in m.required_blobs() {
                 let d = &desc.digest;
                 if gc::fence::link_doomed(self.backend.as_ref(), name, d).await?

@@ -377,3 +377,79 @@ async fn two_collectors_and_writers() {
     collect(&r, &now_opts()).await.unwrap();
     assert_tagged_images_complete(&r).await;
 }
+
+/// A manifest deleted, then pushed again (its body is still stored, so
+/// the push does not rewrite it) during the content phase: the push is
+/// refused, or the body survives.
+async fn repush_during_content_collection(when: When) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("race/repush");
+    let config = push_blob(&r, &a, b"{}").await;
+    let layer = push_blob(&r, &a, b"kept layer").await;
+    let m = image(&config, &[(&layer, 10)], "repush");
+    let tag = Reference::Tag(Tag::parse("v1").unwrap());
+    let mt = Some("application/vnd.oci.image.manifest.v1+json");
+    let put = r
+        .manifest_put(&a, &tag, mt, Bytes::from(m.clone()), &[])
+        .await
+        .unwrap();
+    // Another manifest keeps the config and layer referenced.
+    let other = image(&config, &[(&layer, 10)], "keeper");
+    r.manifest_put(
+        &a,
+        &Reference::Tag(Tag::parse("keeper").unwrap()),
+        mt,
+        Bytes::from(other),
+        &[],
+    )
+    .await
+    .unwrap();
+    r.manifest_delete(&a, &Reference::Digest(put.digest.clone()))
+        .await
+        .unwrap();
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let hook: Hook = Box::new({
+        let (r, a, outcome) = (r.clone(), a.clone(), outcome.clone());
+        move || {
+            let (r, a, m, outcome) = (r.clone(), a.clone(), m.clone(), outcome.clone());
+            Box::pin(async move {
+                let tag = Reference::Tag(Tag::parse("v1").unwrap());
+                let res = r
+                    .manifest_put(
+                        &a,
+                        &tag,
+                        Some("application/vnd.oci.image.manifest.v1+json"),
+                        Bytes::from(m),
+                        &[],
+                    )
+                    .await;
+                *outcome.lock().unwrap() = Some(res.is_ok());
+            })
+        }
+    });
+    let hooks = match when {
+        When::BeforeRecheck => GcHooks {
+            after_content_marks: Some(hook),
+            ..GcHooks::default()
+        },
+        When::AfterRecheck => GcHooks {
+            after_content_recheck: Some(hook),
+            ..GcHooks::default()
+        },
+    };
+    collect_with(&r, &now_opts(), &hooks).await.unwrap();
+    assert_tagged_images_complete(&r).await;
+    let pushed = outcome.lock().unwrap().expect("the hook ran");
+    assert!(!pushed, "{when:?}: the push saw the marker and was refused");
+}
+
+#[tokio::test]
+async fn a_manifest_pushed_again_before_the_second_walk() {
+    repush_during_content_collection(When::BeforeRecheck).await;
+}
+
+#[tokio::test]
+async fn a_manifest_pushed_again_after_the_second_walk() {
+    repush_during_content_collection(When::AfterRecheck).await;
+}
