@@ -431,14 +431,17 @@ impl Registry {
     }
 
     async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
-        let key = keys::repo_blob(name, d);
-        if self.backend.head(&key).await?.is_none() {
-            self.backend.put(&key, Bytes::new()).await?;
-        }
+        // Written even when it exists: its time is what the grace period of
+        // garbage collection counts from, and a collector that looked at the
+        // old time sees the new one when it looks again (docs/gc.md).
+        self.backend
+            .put(&keys::repo_blob(name, d), Bytes::new())
+            .await?;
         // The link is written; now make sure no collector is about to take
-        // the content away (docs/gc.md).
+        // it or the content away.
         if gc::fence::collector_active(self.backend.as_ref()).await?
-            && (gc::fence::content_doomed(self.backend.as_ref(), d).await?
+            && (gc::fence::link_doomed(self.backend.as_ref(), name, d).await?
+                || gc::fence::content_doomed(self.backend.as_ref(), d).await?
                 || self.backend.head(&keys::blob(d)).await?.is_none())
         {
             return Err(being_collected(d));

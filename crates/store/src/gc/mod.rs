@@ -88,6 +88,8 @@ impl GcReport {
 #[doc(hidden)]
 #[derive(Default)]
 pub struct GcHooks {
+    /// After a repository's first look, before its link markers are written.
+    pub before_link_marks: Option<Hook>,
     /// After a repository's link markers are written, before the second look.
     pub after_link_marks: Option<Hook>,
     /// After a repository's second look, before its links are deleted.
@@ -292,12 +294,12 @@ async fn collect_links(
                 live.add(&d)?;
                 continue;
             }
-            let old = b
+            let modified = b
                 .head(&rk::repo_blob(name, &d))
                 .await?
-                .is_some_and(|m| older_than(m.modified, opts.grace));
-            if old {
-                candidates.push(d);
+                .and_then(|m| m.modified);
+            if older_than(modified, opts.grace) {
+                candidates.push((d, modified));
             } else {
                 live.add(&d)?;
             }
@@ -316,13 +318,16 @@ async fn collect_links(
         return Ok(());
     }
     if opts.dry_run {
-        for d in candidates {
+        for (d, _) in candidates {
             report.links_deleted += 1;
             report.note(format!("{name}@{d}"));
         }
         return Ok(());
     }
-    for d in &candidates {
+    if let Some(hook) = &hooks.before_link_marks {
+        hook().await;
+    }
+    for (d, _) in &candidates {
         b.put(&marker(&keys::link_markers(name, d), run), Bytes::new())
             .await?;
     }
@@ -338,9 +343,15 @@ async fn collect_links(
     if let Some(hook) = &hooks.after_link_recheck {
         hook().await;
     }
-    for d in candidates {
+    for (d, first_seen) in candidates {
         let in_time = marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
-        if refs.contains(&d) || !in_time {
+        // Written again since the first look (an upload or mount of the
+        // blob): it starts a new grace period.
+        let rewritten = b
+            .head(&rk::repo_blob(name, &d))
+            .await?
+            .is_some_and(|m| m.modified != first_seen);
+        if refs.contains(&d) || rewritten || !in_time {
             report.kept_after_recheck += 1;
             live.add(&d)?;
         } else {

@@ -453,3 +453,44 @@ async fn a_manifest_pushed_again_before_the_second_walk() {
 async fn a_manifest_pushed_again_after_the_second_walk() {
     repush_during_content_collection(When::AfterRecheck).await;
 }
+
+/// A blob uploaded again into its repository between the collector's
+/// first look and its markers: the upload is acknowledged (no marker yet),
+/// so its link must survive the run.
+#[tokio::test]
+async fn an_upload_before_the_link_markers_keeps_its_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("race/touch");
+    let layer = push_blob(&r, &a, b"uploaded twice").await;
+    // Let the link's time pass the (zero) grace period for sure.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let hook: Hook = Box::new({
+        let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+        move || {
+            let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+            Box::pin(async move {
+                let res = r
+                    .upload_whole(&a, body(b"uploaded twice".to_vec()), &layer)
+                    .await;
+                *outcome.lock().unwrap() = Some(res.is_ok());
+            })
+        }
+    });
+    let hooks = GcHooks {
+        before_link_marks: Some(hook),
+        ..GcHooks::default()
+    };
+    let rep = collect_with(&r, &now_opts(), &hooks).await.unwrap();
+    assert_eq!(
+        *outcome.lock().unwrap(),
+        Some(true),
+        "no marker yet: the upload succeeds"
+    );
+    assert!(
+        r.blob_size(&a, &layer).await.unwrap().is_some(),
+        "an acknowledged upload lost its link ({rep:?})"
+    );
+    assert_eq!(rep.kept_after_recheck, 1, "{rep:?}");
+}
