@@ -23,6 +23,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod cli;
+mod fsck;
 mod gc;
 mod import;
 mod memory;
@@ -83,6 +84,12 @@ enum Command {
     /// anywhere while replicas serve the bucket; a data directory is
     /// locked by its server, which collects its own with [gc] interval_secs.
     Gc(gc::GcArgs),
+    /// Check a store: tags, manifests and links lead to content that is
+    /// there, and every blob's bytes match its digest (exit 1 if not).
+    ///
+    /// --repair removes links to missing content and corrupt content (both
+    /// lost already) and reports the rest.
+    Fsck(fsck::FsckArgs),
     /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
     Import(import::ImportArgs),
     /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
@@ -521,6 +528,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(args),
         Command::StoreCopy(args) => store_copy::run(args),
         Command::Gc(args) => gc::run(args),
+        Command::Fsck(args) => fsck::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Healthcheck { addr } => match healthcheck(addr) {

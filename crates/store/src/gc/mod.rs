@@ -12,6 +12,7 @@
 //! and a 256th of the live digests at a time.
 
 pub(crate) mod fence;
+pub mod fsck;
 pub mod keys;
 
 use crate::backend::Backend;

@@ -494,3 +494,87 @@ async fn an_upload_before_the_link_markers_keeps_its_link() {
     );
     assert_eq!(rep.kept_after_recheck, 1, "{rep:?}");
 }
+
+#[tokio::test]
+async fn fsck_finds_damage_and_repairs_what_loses_nothing() {
+    use super::fsck::{FsckOptions, check};
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("fsck/app");
+    let (m, layer) = push_image(&r, &a, "v1", b"a layer").await;
+    let clean = check(&r, &FsckOptions::default()).await.unwrap();
+    assert!(clean.clean(), "{clean:?}");
+    assert_eq!(
+        (clean.repositories, clean.manifests, clean.blobs_hashed),
+        (1, 1, 3)
+    );
+    // Damage: the layer's bytes rot, the config's content vanishes, a tag
+    // names a manifest the repository does not have.
+    let b = r.backend();
+    b.put(&rk::blob(&layer), Bytes::from_static(b"rotten"))
+        .await
+        .unwrap();
+    let config = Digest::sha256_of(b"{}");
+    b.delete(&rk::blob(&config)).await.unwrap();
+    let nowhere = Digest::sha256_of(b"nowhere");
+    b.put(
+        &rk::tag(&a, &Tag::parse("broken").unwrap()),
+        Bytes::from(nowhere.to_string()),
+    )
+    .await
+    .unwrap();
+    let found = check(&r, &FsckOptions::default()).await.unwrap();
+    assert_eq!(found.corrupt_blobs, vec![layer.to_string()], "{found:?}");
+    assert_eq!(
+        found.dangling_links,
+        vec![format!("{a}@{config}")],
+        "{found:?}"
+    );
+    assert_eq!(
+        found.broken_tags,
+        vec![format!("{a}:broken -> {nowhere}")],
+        "{found:?}"
+    );
+    assert_eq!(
+        found.incomplete_manifests,
+        vec![format!("{a}@{m} -> {config}")],
+        "{found:?}"
+    );
+    assert_eq!(found.repaired, 0);
+    // Repair: the dangling link and the corrupt content go; the rest is
+    // reported again, never guessed at.
+    let fixed = check(
+        &r,
+        &FsckOptions {
+            repair: true,
+            ..FsckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The corrupt layer, then its link and the config's (both dangling).
+    assert_eq!(fixed.repaired, 3, "{fixed:?}");
+    assert!(!present(&r, &layer).await);
+    assert!(r.blob_size(&a, &config).await.unwrap().is_none());
+    assert!(r.blob_size(&a, &layer).await.unwrap().is_none());
+    let after = check(&r, &FsckOptions::default()).await.unwrap();
+    assert!(
+        after.corrupt_blobs.is_empty() && after.dangling_links.is_empty(),
+        "{after:?}"
+    );
+    assert_eq!(after.broken_tags.len(), 1);
+    // Sampling hashes fewer blobs.
+    let sampled = check(
+        &r,
+        &FsckOptions {
+            sample: 2,
+            ..FsckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        sampled.blobs_hashed < after.blobs_hashed.max(2),
+        "{sampled:?} vs {after:?}"
+    );
+}

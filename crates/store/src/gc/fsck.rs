@@ -1,0 +1,233 @@
+//! `wharf fsck`: check a store while it serves. Every repository's tags,
+//! manifests and links are followed to the content they need; every blob
+//! is hashed (or one in `sample`). Repairs, with `repair`, only what loses
+//! nothing: a link whose content is gone is removed (the repository never
+//! had the bytes then), and content whose bytes do not match its digest is
+//! removed (the bytes are lost already; removing them makes clients upload
+//! them again instead of getting corrupt data). Everything else is reported.
+
+use super::{PAGE, content_digest, link_digest};
+use crate::backend::Backend;
+use crate::keys as rk;
+use crate::registry::Registry;
+use futures_util::StreamExt;
+use oci::manifest;
+use oci::{Digest, RepoName};
+use serde::Serialize;
+use std::io;
+
+#[derive(Clone, Debug, Default)]
+pub struct FsckOptions {
+    /// Hash one blob in this many (1 or 0: every blob).
+    pub sample: u64,
+    /// Remove dangling links and corrupt content.
+    pub repair: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub blobs_hashed: u64,
+    pub bytes_hashed: u64,
+    /// Content whose bytes do not match its digest.
+    pub corrupt_blobs: Vec<String>,
+    /// `repo@digest`: a blob link whose content is missing.
+    pub dangling_links: Vec<String>,
+    /// `repo:tag -> digest`: a tag naming a manifest the repository lacks.
+    pub broken_tags: Vec<String>,
+    /// `repo@manifest -> digest`: a manifest needing a blob the repository lacks.
+    pub incomplete_manifests: Vec<String>,
+    /// `repo@digest`: a manifest link whose body is missing or unreadable.
+    pub unreadable_manifests: Vec<String>,
+    /// Items repaired (removed), when asked to.
+    pub repaired: u64,
+}
+
+impl FsckReport {
+    pub fn clean(&self) -> bool {
+        self.corrupt_blobs.is_empty()
+            && self.dangling_links.is_empty()
+            && self.broken_tags.is_empty()
+            && self.incomplete_manifests.is_empty()
+            && self.unreadable_manifests.is_empty()
+    }
+}
+
+pub async fn check(reg: &Registry, opts: &FsckOptions) -> io::Result<FsckReport> {
+    let b = reg.backend().as_ref();
+    let mut report = FsckReport::default();
+    // Content first: corrupt content removed by a repair then shows as a
+    // dangling link below, which the same run removes too.
+    let mut n = 0u64;
+    for_each_key(
+        b,
+        "blobs/",
+        async |rel: String, report: &mut FsckReport| {
+            let Some(d) = content_digest(&rel) else {
+                return Ok(());
+            };
+            n += 1;
+            if opts.sample > 1 && !(n - 1).is_multiple_of(opts.sample) {
+                return Ok(());
+            }
+            let key = rk::blob(&d);
+            let Some(obj) = b.get(&key, None).await? else {
+                return Ok(());
+            };
+            let mut h = d.algorithm().digester();
+            let mut body = obj.body;
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                size = size.saturating_add(chunk.len() as u64);
+                h.update(&chunk);
+            }
+            report.blobs_hashed += 1;
+            report.bytes_hashed = report.bytes_hashed.saturating_add(size);
+            if h.finish() != d {
+                report.corrupt_blobs.push(d.to_string());
+                if opts.repair {
+                    b.delete(&key).await?;
+                    report.repaired += 1;
+                }
+            }
+            Ok(())
+        },
+        &mut report,
+    )
+    .await?;
+    for_each_key(
+        b,
+        rk::CATALOG_PREFIX,
+        async |name: String, report: &mut FsckReport| {
+            if let Ok(name) = RepoName::parse(&name, usize::MAX) {
+                report.repositories += 1;
+                check_repository(b, &name, opts, report).await?;
+            }
+            Ok(())
+        },
+        &mut report,
+    )
+    .await?;
+    Ok(report)
+}
+
+async fn check_repository(
+    b: &dyn Backend,
+    name: &RepoName,
+    opts: &FsckOptions,
+    report: &mut FsckReport,
+) -> io::Result<()> {
+    // Blob links to content.
+    let prefix = format!("repositories/{name}/_blobs/");
+    for_each_key(
+        b,
+        &prefix,
+        async |rel: String, report: &mut FsckReport| {
+            if let Some(d) = link_digest(&rel)
+                && b.head(&rk::blob(&d)).await?.is_none()
+            {
+                report.dangling_links.push(format!("{name}@{d}"));
+                if opts.repair {
+                    b.delete(&rk::repo_blob(name, &d)).await?;
+                    report.repaired += 1;
+                }
+            }
+            Ok(())
+        },
+        report,
+    )
+    .await?;
+    // Manifests to their bodies and the blobs they need.
+    let prefix = format!("repositories/{name}/_manifests/");
+    for_each_key(
+        b,
+        &prefix,
+        async |rel: String, report: &mut FsckReport| {
+            let Some(d) = link_digest(&rel) else {
+                return Ok(());
+            };
+            report.manifests += 1;
+            let parsed = match b.read(&rk::blob(&d)).await? {
+                Some(body) => manifest::parse(None, &body).ok(),
+                None => None,
+            };
+            let Some(m) = parsed else {
+                report.unreadable_manifests.push(format!("{name}@{d}"));
+                return Ok(());
+            };
+            for desc in m.required_blobs() {
+                let linked = b.head(&rk::repo_blob(name, &desc.digest)).await?.is_some();
+                let stored = b.head(&rk::blob(&desc.digest)).await?.is_some();
+                if !(linked && stored) {
+                    report
+                        .incomplete_manifests
+                        .push(format!("{name}@{d} -> {}", desc.digest));
+                }
+            }
+            for desc in &m.manifests {
+                if b.head(&rk::repo_manifest(name, &desc.digest))
+                    .await?
+                    .is_none()
+                {
+                    report
+                        .incomplete_manifests
+                        .push(format!("{name}@{d} -> {}", desc.digest));
+                }
+            }
+            Ok(())
+        },
+        report,
+    )
+    .await?;
+    // Tags to manifests.
+    let prefix = rk::tags_prefix(name);
+    for_each_key(
+        b,
+        &prefix,
+        async |tag: String, report: &mut FsckReport| {
+            let value = b.read(&format!("{prefix}{tag}")).await?;
+            let target = value
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<Digest>().ok());
+            let ok = match &target {
+                Some(d) => b.head(&rk::repo_manifest(name, d)).await?.is_some(),
+                None => false,
+            };
+            if !ok {
+                let to = target.map_or_else(|| "(unreadable)".to_owned(), |d| d.to_string());
+                report.broken_tags.push(format!("{name}:{tag} -> {to}"));
+            }
+            Ok(())
+        },
+        report,
+    )
+    .await
+}
+
+/// Call `f` on every key below `prefix`, a page at a time.
+async fn for_each_key<F>(
+    b: &dyn Backend,
+    prefix: &str,
+    mut f: F,
+    report: &mut FsckReport,
+) -> io::Result<()>
+where
+    F: AsyncFnMut(String, &mut FsckReport) -> io::Result<()>,
+{
+    let mut after: Option<String> = None;
+    loop {
+        let page = b.list(prefix, after.as_deref(), PAGE).await?;
+        let more = page.len() == PAGE;
+        let last = page.last().cloned();
+        for key in page {
+            f(key, report).await?;
+        }
+        match last {
+            Some(last) if more => after = Some(last),
+            _ => return Ok(()),
+        }
+    }
+}
