@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 /// `DENIED`, whoever asks. Pushing the same manifest again is fine.
 #[derive(Clone, Debug)]
 pub struct ImmutableTags {
-    /// How errors name the rule, e.g. `immutable_tags[0]`.
+    /// How errors name the rule, e.g. `immutable_tags #1: repos release/**, tags v*`.
     pub name: String,
     pub repos: Vec<Pattern>,
     pub tags: Vec<Pattern>,
