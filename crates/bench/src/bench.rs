@@ -350,7 +350,7 @@ impl Bench {
     }
 
     fn cpu(&self) -> CpuSnap {
-        CpuSnap::now(self.args.pid)
+        CpuSnap::now(self.args.pid, &self.args.storage_pids)
     }
 
     pub async fn run(mut self) -> Result<()> {
@@ -497,7 +497,7 @@ impl Bench {
                 "secs": round3(secs),
                 "mb_s": round1(size as f64 / 1e6 / secs),
                 "digest_precompute_s": round3(pre),
-                "cpu": cpu.since(self.args.pid, secs),
+                "cpu": cpu.since(self.args.pid, &self.args.storage_pids, secs),
             }),
         );
         Ok(())
@@ -555,7 +555,7 @@ impl Bench {
                 "secs": round3(secs),
                 "mb_s": round1(size as f64 / 1e6 / secs),
                 "verified": if verified { "content" } else { "length only" },
-                "cpu": cpu.since(self.args.pid, secs),
+                "cpu": cpu.since(self.args.pid, &self.args.storage_pids, secs),
             }),
         );
         Ok(())
@@ -650,7 +650,7 @@ impl Bench {
             secs,
             lat_us,
             first_error,
-            cpu: cpu.since(self.args.pid, secs),
+            cpu: cpu.since(self.args.pid, &self.args.storage_pids, secs),
         })
     }
 
@@ -913,13 +913,13 @@ impl Bench {
         let t = Instant::now();
         push_mono(&mut c, "bench/big", &pat, size, &d).await?;
         let push_secs = t.elapsed().as_secs_f64();
-        let push_cpu = cpu.since(self.args.pid, push_secs);
+        let push_cpu = cpu.since(self.args.pid, &self.args.storage_pids, push_secs);
         let max_push = s.map_or(0, |s| s.window_max_kib());
         let after_push = s.map_or(0, |s| s.window_reset());
         now_sync();
         let cpu = self.cpu();
         let (pull_secs, verified) = self.pull(&mut c, &pat, &d, size).await?;
-        let pull_cpu = cpu.since(self.args.pid, pull_secs);
+        let pull_cpu = cpu.since(self.args.pid, &self.args.storage_pids, pull_secs);
         let max_pull = s.map_or(0, |s| s.window_max_kib());
         let after = s.map_or(0, |s| s.rss_now_kib());
         self.emit(
