@@ -20,7 +20,8 @@
 # BENCH_WHARF_PORT (5391), BENCH_REF_PORT (5392), BENCH_DATA_ROOT ($TMPDIR or
 # /tmp), BENCH_OUT (target/bench-results/<time>), BENCH_NO_BUILD=1,
 # BENCH_VERIFY_PULL=1, BENCH_KEEP_DATA=1, BENCH_REF_CACHE (inmemory; "none" drops the
-# reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags).
+# reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags),
+# CARGO_TARGET_DIR (where the binaries are built and looked for; target/).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,7 +50,9 @@ per_registry_timeout=${BENCH_TIMEOUT:-420}
 wharf_port=${BENCH_WHARF_PORT:-5391}
 ref_port=${BENCH_REF_PORT:-5392}
 data_root=${BENCH_DATA_ROOT:-${TMPDIR:-/tmp}}
-out=${BENCH_OUT:-$root/target/bench-results/$(date +%Y%m%d-%H%M%S)}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$root/$target_dir
+out=${BENCH_OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}
 ref_cache=${BENCH_REF_CACHE:-inmemory}
 registry_bin=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 mkdir -p "$out"
@@ -62,8 +65,8 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     cargo build --profile dist -q -p wharf -p wharf-bench
 fi
 t_built=$(date +%s)
-wharf_bin=$root/target/dist/wharf
-bench_bin=$root/target/dist/wharf-bench
+wharf_bin=$target_dir/dist/wharf
+bench_bin=$target_dir/dist/wharf-bench
 
 if [[ " $registries " == *" reference "* && ! -x $registry_bin ]]; then
     say "installing docker-registry with apt"
@@ -221,7 +224,7 @@ for reg in $registries; do
         --duration "$duration" --tag-sizes "$tag_sizes" --repo-sizes "$repo_sizes" \
         --tag-seed-secs "$tag_seed_secs" --repo-seed-secs "$repo_seed_secs" \
         --page-samples "$page_samples" --threads "$threads" \
-        --cache-dir "$root/target/bench-cache" "${extra[@]}" \
+        --cache-dir "$target_dir/bench-cache" "${extra[@]}" \
         >"$out/$reg.jsonl" || rc=$?
     [[ $rc == 0 ]] || say "$reg: wharf-bench exited with $rc (124: timed out after ${per_registry_timeout}s)"
     kill -0 "$pid" 2>/dev/null || say "$reg: the server died during the run (see $out/$reg.log)"
