@@ -140,6 +140,12 @@ pub struct RunArgs {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Mixed into every content seed (blobs, manifests), so that registries
+    /// sharing one store push different bytes: S3 stores such as Garage
+    /// deduplicate identical blocks, which would make the second registry's
+    /// pushes cheaper. 0: the default content.
+    #[arg(long, default_value_t = 0)]
+    pub content_seed: u64,
 }
 
 fn main() -> Result<()> {

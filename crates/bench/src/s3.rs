@@ -40,9 +40,14 @@ pub struct CeilingArgs {
     /// Parts in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// Upload and download this many times; the best of each is reported.
+    /// Upload and download this many times (new content each time: Garage
+    /// deduplicates identical blocks); the best of each is reported.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Content seed of the first object (the next ones: +1, +2...); to be
+    /// kept apart from the registries' (`run --content-seed`).
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
     /// Pids of the storage's processes, whose CPU is reported.
     #[arg(long, value_delimiter = ',')]
     pub storage_pids: Vec<u32>,
@@ -119,12 +124,13 @@ pub async fn ceiling(a: CeilingArgs) -> Result<()> {
     }
     let store = b.build().context("S3 client")?;
     let prefix = a.prefix.trim_matches('/');
-    let path = Path::parse(format!("{prefix}/big-{}", a.size)).context("object path")?;
-    let pat = Pattern::new(11);
 
     let mut puts = Vec::new();
     let mut gets = Vec::new();
-    for _ in 0..a.repeat.max(1) {
+    for rep in 0..a.repeat.max(1) as u64 {
+        let seed = a.seed.wrapping_add(rep);
+        let path = Path::parse(format!("{prefix}/big-{}-{seed}", a.size)).context("object path")?;
+        let pat = Pattern::new(seed);
         let _ = std::process::Command::new("sync").status();
         let cpu = CpuSnap::now(None, &a.storage_pids);
         let t = Instant::now();
@@ -156,8 +162,8 @@ pub async fn ceiling(a: CeilingArgs) -> Result<()> {
             bail!("S3 GET: {n} bytes, wanted {}", a.size);
         }
         gets.push((secs, cpu_json(&cpu, &a.storage_pids, secs)));
+        store.delete(&path).await.context("S3 DELETE")?;
     }
-    store.delete(&path).await.context("S3 DELETE")?;
 
     let mb_s = |secs: f64| round1(a.size as f64 / 1e6 / secs);
     for (scenario, runs) in [("s3_put", &puts), ("s3_get", &gets)] {
