@@ -200,6 +200,12 @@ cluster=
 stop_cluster() {
     if [[ -n $cluster ]]; then
         bash "$root/tests/s3/garage-cluster.sh" stop "$cluster" >&2 || true
+        # Garage logs every S3 request it serves (node 1's endpoint takes
+        # them all): the request pattern of each registry, kept.
+        local n
+        for n in 1 2 3; do
+            gzip -c "$cluster/node$n/log" >"$out/garage-node$n.log.gz" 2>/dev/null || true
+        done
         leftovers+=("$cluster")
         cluster=
     fi
@@ -321,7 +327,11 @@ for reg in $registries; do
     esac
     extra=()
     [[ ${BENCH_VERIFY_PULL:-0} == 1 ]] && extra+=(--verify-pull)
-    [[ -n $storage_pids ]] && extra+=(--storage-pids "$storage_pids")
+    if [[ $storage == s3 ]]; then
+        # Garage deduplicates identical blocks: each registry pushes its own
+        # bytes, or the second would store little of what it is sent.
+        extra+=(--storage-pids "$storage_pids" --content-seed "$([[ $reg == wharf ]] && echo 1 || echo 2)")
+    fi
     rc=0
     timeout --kill-after=10 "$per_registry_timeout" "$bench_bin" run \
         --url "http://$addr" --name "$reg" --pid "$pid" \
