@@ -6,7 +6,8 @@
 #                                 # build and 1-3 minutes deleting the data directories
 #   BENCH_QUICK=1 bench/run.sh    # smoke run with small sizes, about 1 minute
 #   BENCH_STORAGE=s3 bench/run.sh # both registries on one three-node Garage cluster
-#                                 # (issue 14), with a plain S3 client as the ceiling
+#                                 # (issue 14), with a plain S3 client as the ceiling:
+#                                 # about 5.5 minutes on 2 cores
 #
 # Builds wharf and wharf-bench (profile dist), installs docker-registry with apt
 # if it is missing, then for each registry in turn: a fresh data directory,
@@ -18,8 +19,10 @@
 # measures a plain S3 client's multipart PUT and GET of a big-blob-sized
 # object on it, then each registry runs against the same bucket under its own
 # prefix ("wharf", "reference"); the cluster is stopped and removed at the
-# end. Default scenarios there: the big blob, GET/HEAD, small and manifest
-# pushes (no tag/catalog paging, no huge blob); the goals are issue 14's.
+# end (Garage's request logs are kept in the results). Each registry pushes
+# its own bytes (Garage deduplicates identical blocks). Default scenarios
+# there: the big blob, GET/HEAD, small and manifest pushes (no tag/catalog
+# paging, no huge blob); the goals are issue 14's.
 #
 # Overrides (environment): BENCH_BIG_SIZE (1G), BENCH_CHUNK_SIZE (16M),
 # BENCH_HUGE_SIZE (4G, 0 skips), BENCH_DURATION (10 s per load scenario),
@@ -28,7 +31,7 @@
 # BENCH_SCENARIOS (all), BENCH_THREADS (2, load generator threads),
 # BENCH_REGISTRIES ("wharf reference"), BENCH_TIMEOUT (420 s per registry),
 # BENCH_WHARF_PORT (5391), BENCH_REF_PORT (5392), BENCH_DATA_ROOT ($TMPDIR or
-# /tmp), BENCH_OUT (target/bench-results/<time>), BENCH_NO_BUILD=1,
+# /tmp), BENCH_OUT ($CARGO_TARGET_DIR/bench-results/<time>), BENCH_NO_BUILD=1,
 # BENCH_VERIFY_PULL=1, BENCH_KEEP_DATA=1, BENCH_REF_CACHE (inmemory; "none" drops the
 # reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags),
 # CARGO_TARGET_DIR (where the binaries are built and looked for; target/).
