@@ -5,11 +5,24 @@
 #   bench/run.sh                  # full run: about 6 minutes on 2 cores, plus the
 #                                 # build and 1-3 minutes deleting the data directories
 #   BENCH_QUICK=1 bench/run.sh    # smoke run with small sizes, about 1 minute
+#   BENCH_STORAGE=s3 bench/run.sh # both registries on one three-node Garage cluster
+#                                 # (issue 14), with a plain S3 client as the ceiling:
+#                                 # about 5.5 minutes on 2 cores
 #
 # Builds wharf and wharf-bench (profile dist), installs docker-registry with apt
 # if it is missing, then for each registry in turn: a fresh data directory,
 # the server on loopback, every scenario, the server stopped. Prints the
 # machine and a table (Wharf, reference, ratio, goal, pass/fail).
+#
+# BENCH_STORAGE=s3: tests/s3/garage-cluster.sh starts a three-node Garage
+# cluster on loopback (data under BENCH_DATA_ROOT), `wharf-bench s3-ceiling`
+# measures a plain S3 client's multipart PUT and GET of a big-blob-sized
+# object on it, then each registry runs against the same bucket under its own
+# prefix ("wharf", "reference"); the cluster is stopped and removed at the
+# end (Garage's request logs are kept in the results). Each registry pushes
+# its own bytes (Garage deduplicates identical blocks). Default scenarios
+# there: the big blob, GET/HEAD, small and manifest pushes (no tag/catalog
+# paging, no huge blob); the goals are issue 14's.
 #
 # Overrides (environment): BENCH_BIG_SIZE (1G), BENCH_CHUNK_SIZE (16M),
 # BENCH_HUGE_SIZE (4G, 0 skips), BENCH_DURATION (10 s per load scenario),
@@ -18,14 +31,31 @@
 # BENCH_SCENARIOS (all), BENCH_THREADS (2, load generator threads),
 # BENCH_REGISTRIES ("wharf reference"), BENCH_TIMEOUT (420 s per registry),
 # BENCH_WHARF_PORT (5391), BENCH_REF_PORT (5392), BENCH_DATA_ROOT ($TMPDIR or
-# /tmp), BENCH_OUT (target/bench-results/<time>), BENCH_NO_BUILD=1,
+# /tmp), BENCH_OUT ($CARGO_TARGET_DIR/bench-results/<time>), BENCH_NO_BUILD=1,
 # BENCH_VERIFY_PULL=1, BENCH_KEEP_DATA=1, BENCH_REF_CACHE (inmemory; "none" drops the
-# reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags).
+# reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags),
+# CARGO_TARGET_DIR (where the binaries are built and looked for; target/).
+# S3 mode: BENCH_STORAGE (fs; s3), BENCH_S3_PART_SIZE (8M) and
+# BENCH_S3_CONCURRENCY (4): the S3 client's multipart parts and parts in
+# flight, BENCH_S3_CEILING_REPEAT (2, the best is the ceiling), GARAGE_BIN
+# (see tests/s3/garage-cluster.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 t_start=$(date +%s)
+
+storage=${BENCH_STORAGE:-fs}
+case $storage in
+    fs) ;;
+    s3)
+        # Issue 14's scenarios; listing pages and the huge blob are issue
+        # 3's (add them with BENCH_SCENARIOS / BENCH_HUGE_SIZE).
+        : "${BENCH_SCENARIOS:=push_mono,push_chunked,pull,manifest_get,blob_head,small_push,manifest_push}"
+        : "${BENCH_HUGE_SIZE:=0}"
+        ;;
+    *) echo "bench: BENCH_STORAGE must be fs or s3 (got $storage)" >&2; exit 2 ;;
+esac
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
     : "${BENCH_BIG_SIZE:=64M}" "${BENCH_HUGE_SIZE:=256M}" "${BENCH_DURATION:=2}"
@@ -49,9 +79,16 @@ per_registry_timeout=${BENCH_TIMEOUT:-420}
 wharf_port=${BENCH_WHARF_PORT:-5391}
 ref_port=${BENCH_REF_PORT:-5392}
 data_root=${BENCH_DATA_ROOT:-${TMPDIR:-/tmp}}
-out=${BENCH_OUT:-$root/target/bench-results/$(date +%Y%m%d-%H%M%S)}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$root/$target_dir
+out=${BENCH_OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}
 ref_cache=${BENCH_REF_CACHE:-inmemory}
 registry_bin=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
+# As tests/s3/garage-cluster.sh finds it.
+garage_bin=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cache/wharf-garage/2.5.0/bin/garage")}
+s3_part=${BENCH_S3_PART_SIZE:-8M}
+s3_conc=${BENCH_S3_CONCURRENCY:-4}
+s3_repeat=${BENCH_S3_CEILING_REPEAT:-2}
 mkdir -p "$out"
 
 say() { printf '== [%4ds] %s\n' "$(( $(date +%s) - t_start ))" "$*" >&2; }
@@ -62,8 +99,8 @@ if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
     cargo build --profile dist -q -p wharf -p wharf-bench
 fi
 t_built=$(date +%s)
-wharf_bin=$root/target/dist/wharf
-bench_bin=$root/target/dist/wharf-bench
+wharf_bin=$target_dir/dist/wharf
+bench_bin=$target_dir/dist/wharf-bench
 
 if [[ " $registries " == *" reference "* && ! -x $registry_bin ]]; then
     say "installing docker-registry with apt"
@@ -118,9 +155,18 @@ mem_line=${mem_line%; }
     echo "data dir:   $data_root on $fs_type"
     echo "page cache: ${pc_steps[*]} MB/s for each 256 MiB of 1 GiB of new data (dd, no fsync; bare metal: several GB/s each)"
     echo "memory:     ${mem_line:-no page reporting or DAMON reclaim found}"
-    echo "wharf:      $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), profile dist (full LTO, one codegen unit), fsync on (as shipped)"
-    echo "reference:  $("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}'), filesystem, delete enabled, blobdescriptor cache: $ref_cache"
-    echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"
+    wharf_rev="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), profile dist (full LTO, one codegen unit)"
+    ref_version=$("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}')
+    if [[ $storage == s3 ]]; then
+        echo "storage:    S3: Garage $("$garage_bin" --version 2>/dev/null | awk '{sub(/^cargo:/, "", $2); print $2; exit}'), three nodes on loopback (replication 3, sqlite metadata), data on this machine's disk"
+        echo "wharf:      $wharf_rev, --storage s3 (prefix wharf; blob GETs streamed, no redirect: as shipped)"
+        echo "reference:  $ref_version, s3 driver (rootdirectory /reference; defaults: 10 MiB chunks; redirect disabled so blobs stream through it like Wharf's), delete enabled, blobdescriptor cache: $ref_cache"
+        echo "sizes:      blob $big (chunks $chunk), ${duration}s per load; scenarios $scenarios"
+    else
+        echo "wharf:      $wharf_rev, fsync on (as shipped)"
+        echo "reference:  $ref_version, filesystem, delete enabled, blobdescriptor cache: $ref_cache"
+        echo "sizes:      blob $big (chunks $chunk), huge $huge, ${duration}s per load, tags $tag_sizes (≤${tag_seed_secs}s seeding), repos $repo_sizes (≤${repo_seed_secs}s seeding)"
+    fi
 } >"$out/machine.txt"
 
 # ------------------------------------------------------------- registries
@@ -150,12 +196,60 @@ remove_data() {
     fi
     leftovers=()
 }
-trap 'stop_server; remove_data' EXIT
+# The Garage cluster (S3 mode): started once, both registries and the S3
+# client on the same bucket, stopped (only the PIDs the script recorded)
+# and removed at the end.
+cluster=
+stop_cluster() {
+    if [[ -n $cluster ]]; then
+        bash "$root/tests/s3/garage-cluster.sh" stop "$cluster" >&2 || true
+        # Garage logs every S3 request it serves (node 1's endpoint takes
+        # them all): the request pattern of each registry, kept.
+        local n
+        for n in 1 2 3; do
+            gzip -c "$cluster/node$n/log" >"$out/garage-node$n.log.gz" 2>/dev/null || true
+        done
+        leftovers+=("$cluster")
+        cluster=
+    fi
+}
+trap 'stop_server; stop_cluster; remove_data' EXIT
 trap 'exit 130' INT TERM
 
+storage_pids=
+s3_env=()
+if [[ $storage == s3 ]]; then
+    [[ -x $garage_bin ]] || {
+        echo "bench: no garage binary ($garage_bin); see tests/s3/README.md" >&2
+        exit 2
+    }
+    cluster=$(mktemp -d "$data_root/wharf-bench-garage.XXXXXX")
+    say "starting a three-node Garage cluster in $cluster"
+    GARAGE_BIN=$garage_bin bash "$root/tests/s3/garage-cluster.sh" start "$cluster" >/dev/null
+    # WHARF_S3_ENDPOINT, WHARF_S3_REGION, WHARF_S3_BUCKET, AWS_ACCESS_KEY_ID,
+    # AWS_SECRET_ACCESS_KEY (shell variables here, passed on explicitly).
+    # shellcheck disable=SC1091
+    source "$cluster/env"
+    storage_pids=$(cat "$cluster"/node[123]/pid | paste -sd, -)
+    s3_env=(WHARF_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" WHARF_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY")
+    say "S3 ceiling: a plain S3 client, multipart PUT ($s3_part parts, $s3_conc in flight) and GET of $big, best of $s3_repeat"
+    rc=0
+    env "${s3_env[@]}" "$bench_bin" s3-ceiling --endpoint "$WHARF_S3_ENDPOINT" \
+        --region "$WHARF_S3_REGION" --bucket "$WHARF_S3_BUCKET" --prefix s3-client \
+        --size "$big" --part-size "$s3_part" --concurrency "$s3_conc" --repeat "$s3_repeat" \
+        --storage-pids "$storage_pids" --threads "$threads" >"$out/s3-client.jsonl" || rc=$?
+    [[ $rc == 0 ]] || say "S3 ceiling: wharf-bench s3-ceiling exited with $rc"
+fi
+
 start_wharf() {
+    local s3=()
+    if [[ $storage == s3 ]]; then
+        s3=(--storage s3 --s3-endpoint "$WHARF_S3_ENDPOINT" --s3-region "$WHARF_S3_REGION"
+            --s3-bucket "$WHARF_S3_BUCKET" --s3-prefix wharf)
+    fi
     # shellcheck disable=SC2086
-    "$wharf_bin" serve --listen "127.0.0.1:$wharf_port" --data-dir "$work/data" ${BENCH_WHARF_ARGS:-} \
+    env ${s3_env[@]+"${s3_env[@]}"} "$wharf_bin" serve --listen "127.0.0.1:$wharf_port" \
+        --data-dir "$work/data" ${s3[@]+"${s3[@]}"} ${BENCH_WHARF_ARGS:-} \
         >"$out/wharf.log" 2>&1 &
     pid=$!
     addr=127.0.0.1:$wharf_port
@@ -166,16 +260,35 @@ start_reference() {
     [[ $ref_cache == none ]] || cache="  cache:
     blobdescriptor: $ref_cache"
     # Debian's shipped /etc/docker/registry/config.yml without auth, on a
-    # fresh directory and another port.
-    cat >"$work/config.yml" <<EOF
+    # fresh directory (or the S3 cluster) and another port.
+    local driver="  filesystem:
+    rootdirectory: $work/data"
+    if [[ $storage == s3 ]]; then
+        # Distribution 2.8's s3 driver with its defaults (10 MiB chunks);
+        # a regionendpoint makes it use path-style URLs and skip its AWS
+        # region check. Blob GETs would redirect to a presigned URL on
+        # Garage: disabled, so that the blob streams through the registry
+        # as Wharf's does (as shipped, no redirect).
+        driver="  s3:
+    accesskey: $AWS_ACCESS_KEY_ID
+    secretkey: $AWS_SECRET_ACCESS_KEY
+    region: $WHARF_S3_REGION
+    regionendpoint: $WHARF_S3_ENDPOINT
+    bucket: $WHARF_S3_BUCKET
+    secure: false
+    v4auth: true
+    rootdirectory: /reference
+  redirect:
+    disable: true"
+    fi
+    ( umask 077; cat >"$work/config.yml" <<EOF
 version: 0.1
 log:
   fields:
     service: registry
 storage:
 $cache
-  filesystem:
-    rootdirectory: $work/data
+$driver
   delete:
     enabled: true
 http:
@@ -188,7 +301,10 @@ health:
     interval: 10s
     threshold: 3
 EOF
-    "$registry_bin" serve "$work/config.yml" >"$out/reference.log" 2>&1 &
+    )
+    # AWS_CA_BUNDLE in the environment makes the s3 driver panic at start;
+    # nothing here uses TLS.
+    env -u AWS_CA_BUNDLE "$registry_bin" serve "$work/config.yml" >"$out/reference.log" 2>&1 &
     pid=$!
     addr=127.0.0.1:$ref_port
 }
@@ -214,6 +330,11 @@ for reg in $registries; do
     esac
     extra=()
     [[ ${BENCH_VERIFY_PULL:-0} == 1 ]] && extra+=(--verify-pull)
+    if [[ $storage == s3 ]]; then
+        # Garage deduplicates identical blocks: each registry pushes its own
+        # bytes, or the second would store little of what it is sent.
+        extra+=(--storage-pids "$storage_pids" --content-seed "$([[ $reg == wharf ]] && echo 1 || echo 2)")
+    fi
     rc=0
     timeout --kill-after=10 "$per_registry_timeout" "$bench_bin" run \
         --url "http://$addr" --name "$reg" --pid "$pid" \
@@ -221,13 +342,20 @@ for reg in $registries; do
         --duration "$duration" --tag-sizes "$tag_sizes" --repo-sizes "$repo_sizes" \
         --tag-seed-secs "$tag_seed_secs" --repo-seed-secs "$repo_seed_secs" \
         --page-samples "$page_samples" --threads "$threads" \
-        --cache-dir "$root/target/bench-cache" "${extra[@]}" \
+        --cache-dir "$target_dir/bench-cache" "${extra[@]}" \
         >"$out/$reg.jsonl" || rc=$?
     [[ $rc == 0 ]] || say "$reg: wharf-bench exited with $rc (124: timed out after ${per_registry_timeout}s)"
     kill -0 "$pid" 2>/dev/null || say "$reg: the server died during the run (see $out/$reg.log)"
-    say "$reg: done; data dir $(du -sh "$work/data" 2>/dev/null | cut -f1), log $(wc -l <"$out/$reg.log") lines"
+    if [[ $storage == s3 ]]; then
+        used="cluster dir $(du -sh "$cluster" 2>/dev/null | cut -f1) (three replicas)"
+    else
+        used="data dir $(du -sh "$work/data" 2>/dev/null | cut -f1)"
+    fi
+    say "$reg: done; $used, log $(wc -l <"$out/$reg.log") lines"
     stop_server
 done
+
+stop_cluster
 
 # ----------------------------------------------------------------- report
 echo
@@ -237,8 +365,10 @@ sed 's/^/    /' "$out/machine.txt"
 echo
 echo "## Results"
 echo
+s3_report=()
+[[ $storage == s3 ]] && s3_report=(--s3 --ceiling "$out/s3-client.jsonl")
 "$bench_bin" report --wharf "$out/wharf.jsonl" --reference "$out/reference.jsonl" \
-    --sha256-mbs "$sha_mbs" | tee "$out/table.md"
+    --sha256-mbs "$sha_mbs" ${s3_report[@]+"${s3_report[@]}"} | tee "$out/table.md"
 echo
 for reg in $registries; do
     n=$(grep -ciE ' (ERROR|WARN) |level=(error|warn)|panic' "$out/$reg.log" || true)

@@ -186,6 +186,8 @@ enum Op {
         repo: String,
         empty: String,
         layer: String,
+        /// Prefix of each manifest's annotation (the content seed).
+        note: String,
     },
     TagPut {
         repo: String,
@@ -214,8 +216,13 @@ async fn op_once(op: &Op, c: &mut Client, w: u64, n: u64) -> Result<()> {
             let d = sha256_hex(&data);
             push_bytes(c, repo, data, &d, *single).await?;
         }
-        Op::ManifestPush { repo, empty, layer } => {
-            let body = manifest(empty, 2, layer, SMALL, &format!("{w}-{n}"));
+        Op::ManifestPush {
+            repo,
+            empty,
+            layer,
+            note,
+        } => {
+            let body = manifest(empty, 2, layer, SMALL, &format!("{note}{w}-{n}"));
             put_manifest(c, repo, &format!("m{w}-{n}"), body).await?;
         }
         Op::TagPut { repo, body } => {
@@ -350,7 +357,7 @@ impl Bench {
     }
 
     fn cpu(&self) -> CpuSnap {
-        CpuSnap::now(self.args.pid)
+        CpuSnap::now(self.args.pid, &self.args.storage_pids)
     }
 
     pub async fn run(mut self) -> Result<()> {
@@ -429,7 +436,7 @@ impl Bench {
         let e = Bytes::from_static(b"{}");
         push_bytes(&mut c, BASE, e, &self.empty.clone(), false).await?;
         for i in 0..HEAD_BLOBS {
-            let data = random_bytes(1000 + i, SMALL);
+            let data = random_bytes(self.salted(1000 + i), SMALL);
             let d = sha256_hex(&data);
             push_bytes(&mut c, BASE, data.clone(), &d, false).await?;
             self.small.push((d, data));
@@ -438,7 +445,7 @@ impl Bench {
         put_manifest(&mut c, BASE, "latest", m).await?;
 
         // Single-POST detection.
-        let data = random_bytes(999, SMALL);
+        let data = random_bytes(self.salted(999), SMALL);
         let d = sha256_hex(&data);
         let p = format!("/v2/{BASE}/blobs/uploads/?digest={d}");
         let r = c
@@ -468,8 +475,13 @@ impl Bench {
         Ok(())
     }
 
+    /// A content seed, mixed with --content-seed.
+    fn salted(&self, s: u64) -> u64 {
+        blobgen::salted(s, self.args.content_seed)
+    }
+
     fn pattern_digest(&self, seed: u64, size: u64) -> Result<(Pattern, String, f64)> {
-        let pat = Pattern::new(seed);
+        let pat = Pattern::new(self.salted(seed));
         let (d, secs) = blobgen::digest_of(&self.args.cache_dir, &pat, size)?;
         Ok((pat, d, secs))
     }
@@ -497,7 +509,7 @@ impl Bench {
                 "secs": round3(secs),
                 "mb_s": round1(size as f64 / 1e6 / secs),
                 "digest_precompute_s": round3(pre),
-                "cpu": cpu.since(self.args.pid, secs),
+                "cpu": cpu.since(self.args.pid, &self.args.storage_pids, secs),
             }),
         );
         Ok(())
@@ -555,7 +567,7 @@ impl Bench {
                 "secs": round3(secs),
                 "mb_s": round1(size as f64 / 1e6 / secs),
                 "verified": if verified { "content" } else { "length only" },
-                "cpu": cpu.since(self.args.pid, secs),
+                "cpu": cpu.since(self.args.pid, &self.args.storage_pids, secs),
             }),
         );
         Ok(())
@@ -650,7 +662,7 @@ impl Bench {
             secs,
             lat_us,
             first_error,
-            cpu: cpu.since(self.args.pid, secs),
+            cpu: cpu.since(self.args.pid, &self.args.storage_pids, secs),
         })
     }
 
@@ -688,7 +700,7 @@ impl Bench {
         let op = Op::SmallPush {
             repo: "bench/small-push".into(),
             single,
-            seed: 1 << 62,
+            seed: self.salted(1 << 62),
         };
         now_sync();
         let s = self.run_workers(Arc::new(op), n, self.dur()).await?;
@@ -700,7 +712,7 @@ impl Bench {
             let op = Op::SmallPush {
                 repo: "bench/small-push".into(),
                 single: false,
-                seed: 2 << 62,
+                seed: self.salted(2 << 62),
             };
             now_sync();
             let s = self.run_workers(Arc::new(op), n, self.dur()).await?;
@@ -724,6 +736,10 @@ impl Bench {
             repo: repo.into(),
             empty: self.empty.clone(),
             layer: self.small[0].0.clone(),
+            note: match self.args.content_seed {
+                0 => String::new(),
+                s => format!("s{s}-"),
+            },
         };
         let n = self.args.manifest_conns;
         now_sync();
@@ -913,13 +929,13 @@ impl Bench {
         let t = Instant::now();
         push_mono(&mut c, "bench/big", &pat, size, &d).await?;
         let push_secs = t.elapsed().as_secs_f64();
-        let push_cpu = cpu.since(self.args.pid, push_secs);
+        let push_cpu = cpu.since(self.args.pid, &self.args.storage_pids, push_secs);
         let max_push = s.map_or(0, |s| s.window_max_kib());
         let after_push = s.map_or(0, |s| s.window_reset());
         now_sync();
         let cpu = self.cpu();
         let (pull_secs, verified) = self.pull(&mut c, &pat, &d, size).await?;
-        let pull_cpu = cpu.since(self.args.pid, pull_secs);
+        let pull_cpu = cpu.since(self.args.pid, &self.args.storage_pids, pull_secs);
         let max_pull = s.map_or(0, |s| s.window_max_kib());
         let after = s.map_or(0, |s| s.rss_now_kib());
         self.emit(

@@ -27,6 +27,16 @@ pub fn splitmix(x: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `seed` mixed with `salt` (0: `seed` itself), for content that differs
+/// from one run to another.
+pub fn salted(seed: u64, salt: u64) -> u64 {
+    if salt == 0 {
+        return seed;
+    }
+    let mut s = salt;
+    seed ^ splitmix(&mut s)
+}
+
 /// `len` pseudo-random bytes from `seed` (for small blobs).
 pub fn random_bytes(seed: u64, len: usize) -> Bytes {
     let mut s = seed ^ 0xA5A5_5A5A_0F0F_F0F0;

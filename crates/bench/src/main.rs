@@ -7,6 +7,7 @@ mod blobgen;
 mod http;
 mod procfs;
 mod report;
+mod s3;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -28,10 +29,13 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Compare two result files; a Markdown table on stdout.
     Report(report::ReportArgs),
+    /// The ceiling on S3: a plain S3 client's multipart PUT and GET of one
+    /// big object, straight to the bucket; JSON lines on stdout.
+    S3Ceiling(s3::CeilingArgs),
 }
 
 /// Sizes accept K, M, G suffixes (powers of 1024): 1G, 16M, 4096.
-fn parse_size(s: &str) -> Result<u64> {
+pub(crate) fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();
     let t = s.trim_end_matches("iB").trim_end_matches('B');
     let (num, mul) = match t.char_indices().last() {
@@ -69,6 +73,10 @@ pub struct RunArgs {
     /// The server's pid, for RSS and CPU sampling.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Pids of the storage's processes (e.g. the S3 cluster's nodes), whose
+    /// CPU is reported with the server's (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub storage_pids: Vec<u32>,
     /// Scenarios to run (comma-separated): push_mono, push_chunked, pull,
     /// manifest_get, blob_head, small_push, manifest_push, tags, catalog,
     /// huge; or all.
@@ -132,12 +140,25 @@ pub struct RunArgs {
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Mixed into every content seed (blobs, manifests), so that registries
+    /// sharing one store push different bytes: S3 stores such as Garage
+    /// deduplicate identical blocks, which would make the second registry's
+    /// pushes cheaper. 0: the default content.
+    #[arg(long, default_value_t = 0)]
+    pub content_seed: u64,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Report(a) => report::run(a),
+        Cmd::S3Ceiling(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(a.threads.max(1))
+                .enable_all()
+                .build()?;
+            rt.block_on(s3::ceiling(a))
+        }
         Cmd::Run(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(a.threads.max(1))

@@ -45,33 +45,49 @@ pub struct CpuSnap {
     pub server_user: f64,
     pub server_sys: f64,
     pub client: f64,
+    /// The storage's processes (the S3 cluster's nodes), all together.
+    pub storage: f64,
 }
 
 impl CpuSnap {
-    pub fn now(pid: Option<u32>) -> CpuSnap {
+    /// CPU used so far by the server `pid`, this process, and the storage
+    /// processes `storage` (empty: none watched).
+    pub fn now(pid: Option<u32>, storage: &[u32]) -> CpuSnap {
         let (su, ss) = pid
             .and_then(|p| cpu_secs(&p.to_string()))
             .unwrap_or_default();
         let (cu, cs) = cpu_secs("self").unwrap_or_default();
+        let st = storage
+            .iter()
+            .filter_map(|p| cpu_secs(&p.to_string()))
+            .map(|(u, s)| u + s)
+            .sum();
         CpuSnap {
             server_user: su,
             server_sys: ss,
             client: cu + cs,
+            storage: st,
         }
     }
 
     /// JSON fields for the CPU used since `self`, over `secs` of wall time.
-    pub fn since(&self, pid: Option<u32>, secs: f64) -> serde_json::Value {
-        let n = CpuSnap::now(pid);
+    pub fn since(&self, pid: Option<u32>, storage: &[u32], secs: f64) -> serde_json::Value {
+        let n = CpuSnap::now(pid, storage);
         let su = n.server_user - self.server_user;
         let ss = n.server_sys - self.server_sys;
         let c = n.client - self.client;
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "server_cpu_user_s": round3(su),
             "server_cpu_sys_s": round3(ss),
             "server_cpu_pct": round1(100.0 * (su + ss) / secs.max(1e-9)),
             "client_cpu_pct": round1(100.0 * c / secs.max(1e-9)),
-        })
+        });
+        if !storage.is_empty() {
+            let st = n.storage - self.storage;
+            v["storage_cpu_s"] = serde_json::json!(round3(st));
+            v["storage_cpu_pct"] = serde_json::json!(round1(100.0 * st / secs.max(1e-9)));
+        }
+        v
     }
 }
 

@@ -1,5 +1,6 @@
 //! The comparison table: Wharf vs the reference, ratios, the goals of
-//! issue 3 and whether each is met.
+//! issue 3 (filesystem) or issue 14 (`--s3`: both on the same S3 cluster,
+//! with a plain S3 client's figures as the ceiling) and whether each is met.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -21,7 +22,54 @@ pub struct ReportArgs {
     /// Allowed RSS growth while the 4 GiB blob streams, MB ("flat").
     #[arg(long, default_value_t = 5.0)]
     flat_mb: f64,
+    /// Both registries ran on S3: the goals of issue 14 (every figure
+    /// ≥ 1.5× the reference, big blobs ≥ 80% of the plain S3 client,
+    /// peak RSS ≤ 64 MB) instead of issue 3's.
+    #[arg(long)]
+    s3: bool,
+    /// The plain S3 client's results (`wharf-bench s3-ceiling`), with --s3.
+    #[arg(long)]
+    ceiling: Option<PathBuf>,
 }
+
+/// The goals of one mode.
+struct Goals {
+    push: f64,
+    pull: f64,
+    get_head: f64,
+    small: f64,
+    manifest: f64,
+    /// p99 of GET and HEAD, ms.
+    p99_ms: Option<f64>,
+    idle_mb: Option<f64>,
+    hwm_mb: f64,
+    /// Big-blob push and pull as a share of the plain S3 client's.
+    of_ceiling: Option<f64>,
+}
+
+const FS_GOALS: Goals = Goals {
+    push: 4.0,
+    pull: 1.0,
+    get_head: 10.0,
+    small: 6.0,
+    manifest: 2.5,
+    p99_ms: Some(5.0),
+    idle_mb: Some(10.0),
+    hwm_mb: 30.0,
+    of_ceiling: None,
+};
+
+const S3_GOALS: Goals = Goals {
+    push: 1.5,
+    pull: 1.5,
+    get_head: 1.5,
+    small: 1.5,
+    manifest: 1.5,
+    p99_ms: None,
+    idle_mb: None,
+    hwm_mb: 64.0,
+    of_ceiling: Some(0.8),
+};
 
 type Results = BTreeMap<String, Value>;
 
@@ -148,6 +196,11 @@ fn gib(bytes: Option<f64>) -> String {
 pub fn run(a: ReportArgs) -> Result<()> {
     let w = load(&a.wharf).context("wharf results")?;
     let r = load(&a.reference).context("reference results")?;
+    let ceiling = match &a.ceiling {
+        Some(p) => load(p).context("S3 client results")?,
+        None => Results::new(),
+    };
+    let goals = if a.s3 { &S3_GOALS } else { &FS_GOALS };
     let both = |s: &str, p: &str| (get(&w, s, p), get(&r, s, p));
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -172,19 +225,35 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 y,
                 Better::Higher,
             ),
-            4.0,
+            goals.push,
         );
-        if let Some(sha) = a.sha256_mbs {
+        if let (Some(sha), false) = (a.sha256_mbs, a.s3) {
             rw.goal = format!("≥ 4× ref and ≥ {:.0} MB/s (60% SHA-256)", 0.6 * sha);
             rw.pass = rw.pass.map(|p| p && x.is_some_and(|x| x >= 0.6 * sha));
         }
         rows.push(rw);
+        if let Some(min) = goals.of_ceiling {
+            rows.push(of_ceiling(
+                format!("{big} blob push, {label}, share of the S3 client's PUT"),
+                (x, y),
+                get(&ceiling, "s3_put", "mb_s"),
+                min,
+            ));
+        }
     }
     let (x, y) = both("pull", "mb_s");
     rows.push(goal_ratio(
         row(format!("{big} blob pull"), "MB/s", x, y, Better::Higher),
-        1.0,
+        goals.pull,
     ));
+    if let Some(min) = goals.of_ceiling {
+        rows.push(of_ceiling(
+            format!("{big} blob pull, share of the S3 client's GET"),
+            (x, y),
+            get(&ceiling, "s3_get", "mb_s"),
+            min,
+        ));
+    }
 
     for (s, label) in [
         ("manifest_get", "manifest GET by tag"),
@@ -194,16 +263,16 @@ pub fn run(a: ReportArgs) -> Result<()> {
         let (x, y) = both(s, "ops_s");
         rows.push(goal_ratio(
             row(format!("{label}, {c} conns"), "req/s", x, y, Better::Higher),
-            10.0,
+            goals.get_head,
         ));
         let (x, y) = both(s, "p50_ms");
         rows.push(row(format!("{label} p50"), "ms", x, y, Better::Lower));
         let (x, y) = both(s, "p99_ms");
-        rows.push(goal_max(
-            row(format!("{label} p99"), "ms", x, y, Better::Lower),
-            5.0,
-            "ms",
-        ));
+        let p99 = row(format!("{label} p99"), "ms", x, y, Better::Lower);
+        rows.push(match goals.p99_ms {
+            Some(max) => goal_max(p99, max, "ms"),
+            None => p99,
+        });
     }
 
     let mode = |res: &Results| {
@@ -227,7 +296,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
             y,
             Better::Higher,
         ),
-        6.0,
+        goals.small,
     ));
     let (x, y) = both("small_push", "p99_ms");
     rows.push(row("4 KiB blob push p99", "ms", x, y, Better::Lower));
@@ -256,7 +325,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
             y,
             Better::Higher,
         ),
-        2.5,
+        goals.manifest,
     ));
     let (x, y) = both("manifest_push", "p99_ms");
     rows.push(row("manifest+tag push p99", "ms", x, y, Better::Lower));
@@ -282,6 +351,10 @@ pub fn run(a: ReportArgs) -> Result<()> {
             ],
         ),
     ] {
+        let ran = |res: &Results| res.keys().any(|k| k.starts_with(&format!("{what}_seed_")));
+        if !ran(&w) && !ran(&r) {
+            continue;
+        }
         // Seeding rate over all steps.
         let rate = |res: &Results| {
             let (mut n, mut t) = (0.0, 0.0);
@@ -360,18 +433,70 @@ pub fn run(a: ReportArgs) -> Result<()> {
 
     // Memory.
     let (x, y) = both("idle_rss", "rss_mb");
-    rows.push(goal_max(
-        row("idle RSS after start", "MB", x, y, Better::Lower),
-        10.0,
-        "MB",
-    ));
+    let idle = row("idle RSS after start", "MB", x, y, Better::Lower);
+    rows.push(match goals.idle_mb {
+        Some(max) => goal_max(idle, max, "MB"),
+        None => idle,
+    });
     let (x, y) = both("peak_rss", "hwm_mb");
     rows.push(goal_max(
         row("peak RSS, whole run (VmHWM)", "MB", x, y, Better::Lower),
-        30.0,
+        goals.hwm_mb,
         "MB",
     ));
-    let huge = gib(get(&w, "huge", "bytes").or(get(&r, "huge", "bytes")));
+    if w.contains_key("huge") || r.contains_key("huge") {
+        huge_rows(&a, &w, &r, &mut rows);
+    }
+    if a.s3 {
+        // The ceiling: not a registry, so not a column; a line under the table.
+        for (s, label) in [("s3_put", "multipart PUT"), ("s3_get", "GET")] {
+            let Some(v) = ceiling.get(s) else {
+                notes.push(format!(
+                    "S3 client {label}: no result (ceiling not measured)."
+                ));
+                continue;
+            };
+            let mut how = String::new();
+            if let (Some(p), Some(c)) = (
+                get(&ceiling, s, "part_size"),
+                get(&ceiling, s, "concurrency"),
+            ) {
+                how = format!(", {} parts, {c} in flight", gib(Some(p)));
+            }
+            let runs: Vec<String> = v
+                .get("runs_mb_s")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|x| fmt(x.as_f64())).collect())
+                .unwrap_or_default();
+            if runs.len() > 1 {
+                how += &format!(", best of {}", runs.join(" / "));
+            }
+            notes.push(format!(
+                "Ceiling, a plain S3 client straight to the bucket: {label} of {}{how}: {} MB/s.",
+                gib(get(&ceiling, s, "bytes")),
+                fmt(get(&ceiling, s, "mb_s")),
+            ));
+        }
+    }
+
+    // Errors.
+    errors_and_print(&w, &r, rows, notes);
+    Ok(())
+}
+
+/// Big-blob throughput as a share of the plain S3 client's (in %), for
+/// both registries; the goal is Wharf's.
+fn of_ceiling(figure: String, (x, y): (Option<f64>, Option<f64>), c: Option<f64>, min: f64) -> Row {
+    let pct = |v: Option<f64>| Some(100.0 * v? / c.filter(|c| *c > 0.0)?);
+    let mut rw = row(figure, "%", pct(x), pct(y), Better::Neither);
+    rw.goal = format!("≥ {:.0}%", 100.0 * min);
+    rw.pass = rw.w.map(|p| p >= 100.0 * min);
+    rw
+}
+
+fn huge_rows(a: &ReportArgs, w: &Results, r: &Results, rows: &mut Vec<Row>) {
+    let both = |s: &str, p: &str| (get(w, s, p), get(r, s, p));
+    let huge = gib(get(w, "huge", "bytes").or(get(r, "huge", "bytes")));
     let (x, y) = both("huge", "push_mb_s");
     rows.push(row(
         format!("{huge} blob push (info)"),
@@ -394,8 +519,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
     rows.push(row(
         format!("max RSS while {huge} streams"),
         "MB",
-        maxrss(&w),
-        maxrss(&r),
+        maxrss(w),
+        maxrss(r),
         Better::Lower,
     ));
     let (x, y) = both("huge", "rss_growth_mb");
@@ -409,8 +534,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
     g.goal = format!("flat (≤ {} MB)", a.flat_mb);
     g.pass = x.map(|x| x <= a.flat_mb);
     rows.push(g);
+}
 
-    // Errors.
+fn errors_and_print(w: &Results, r: &Results, rows: Vec<Row>, mut notes: Vec<String>) {
     let errs = |res: &Results| -> Option<f64> {
         Some(
             res.values()
@@ -420,14 +546,15 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 + 0.0,
         )
     };
+    let mut rows = rows;
     rows.push(row(
         "request errors, all scenarios",
         "",
-        errs(&w),
-        errs(&r),
+        errs(w),
+        errs(r),
         Better::Neither,
     ));
-    for (res, who) in [(&w, "Wharf"), (&r, "reference")] {
+    for (res, who) in [(w, "Wharf"), (r, "reference")] {
         for (k, v) in res.iter() {
             if let Some(f) = v.get("failed").and_then(Value::as_str) {
                 notes.push(format!("{who}: scenario {k} FAILED: {f}"));
@@ -473,5 +600,4 @@ pub fn run(a: ReportArgs) -> Result<()> {
     for n in notes {
         println!("- {n}");
     }
-    Ok(())
 }
