@@ -48,6 +48,9 @@ impl ImmutableTags {
 /// setting it one step within this process.
 const TAG_LOCK_STRIPES: usize = 64;
 
+/// Content known in advance up to this size is written with one put.
+const SMALL_BLOB: usize = 256 << 10;
+
 /// Reference checks of one manifest PUT run this many at a time.
 const REFERENCE_CHECKS_IN_FLIGHT: usize = 8;
 
@@ -753,7 +756,42 @@ impl Registry {
     /// Store content whose digest is known in advance, verified while it
     /// streams, without linking it into any repository (a store copy
     /// brings the links itself). Nothing is left behind on failure.
-    pub async fn store_blob(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
+    pub async fn store_blob(&self, mut body: ByteStream, expected: &Digest) -> Result<u64> {
+        // Small content (configs, small layers) is checked in memory and
+        // written with one put: an upload session costs a dozen requests
+        // on S3. Larger content streams through a session.
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                err(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("reading the request body failed: {e}"),
+                )
+            })?;
+            buf.extend_from_slice(&chunk);
+            if buf.len() > SMALL_BLOB {
+                let head = buf.freeze();
+                let whole = futures_util::stream::once(async move { Ok(head) }).chain(body);
+                return self.store_blob_streamed(Box::pin(whole), expected).await;
+            }
+        }
+        let data = buf.freeze();
+        let actual = Digest::of(expected.algorithm(), &data);
+        if &actual != expected {
+            return Err(digest_mismatch(expected, &actual));
+        }
+        let key = keys::blob(expected);
+        let size = data.len() as u64;
+        // Kept if present with the right size (content-addressed); a
+        // damaged (truncated) copy is replaced.
+        if self.backend.head(&key).await?.map(|m| m.size) != Some(size) {
+            self.backend.put(&key, data).await?;
+        }
+        Ok(size)
+    }
+
+    /// [`Registry::store_blob`] through a private upload session.
+    async fn store_blob_streamed(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
         let id = new_upload_id();
         self.backend.upload_create(&id, None).await?;
         let result = async {
