@@ -127,6 +127,22 @@ else
     bad wharf-client "$(tail -n 3 "$work/pkg.log")"
 fi
 
+# Wait (up to two minutes) until a blob push through replica 1 succeeds:
+# after nodes come back, Garage takes a moment before it has a quorum.
+wait_writable() {
+    local i
+    for i in $(seq 600); do
+        printf 'probe %s %s' "$prefix" "$i" >"$work/probe"
+        local d=sha256:$(sha256sum "$work/probe" | cut -d' ' -f1)
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "@$work/probe" \
+            "http://127.0.0.1:${ports[1]}/v2/replicas/probe/blobs/uploads/?digest=$d") == 201 ]]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "replicas.sh: the cluster takes no writes 2 minutes after its nodes came back" >&2
+}
+
 # push_file REPO TAG FILE VIA: a one-layer artifact with curl, monolithic.
 push_file() {
     local repo=$1 tag=$2 file=$3 via=$4 d cfg loc
@@ -156,6 +172,8 @@ if (
     wait "$push"
     d=$(cat "$work/node-down.digest")
     bash "$ROOT/tests/s3/garage-cluster.sh" restart "$cluster" 3
+    # Node 3 must be a full member again before node 2 goes.
+    wait_writable
     curl -fsS "http://$proxy/v2/replicas/node-down/blobs/$d" -o "$work/node-down.out" &
     pull=$!
     sleep 0.3
@@ -168,8 +186,13 @@ if (
 else
     bad garage-node-down "$(tail -n 3 "$work/node-down.log")"
 fi
-bash "$ROOT/tests/s3/garage-cluster.sh" restart "$cluster" 2
-bash "$ROOT/tests/s3/garage-cluster.sh" restart "$cluster" 3
+# Bring back what the scenario left down (a node already back is left
+# alone: restarting it now would take a second node away at once), then
+# wait until the cluster takes writes again.
+for n in 2 3; do
+    [[ -e $cluster/node$n/pid ]] || bash "$ROOT/tests/s3/garage-cluster.sh" restart "$cluster" "$n"
+done
+wait_writable
 
 # 5. A replica killed (kill -9) in the middle of a chunked upload: another
 # replica continues the session from the state in the bucket.

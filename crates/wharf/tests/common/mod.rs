@@ -700,6 +700,13 @@ impl Registry {
         self.launch().await;
     }
 
+    /// Kill the server and start it again on the same storage with other
+    /// extra args.
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.restart().await;
+    }
+
     /// Server log contents (local only), for diagnostics.
     pub fn logs(&self) -> String {
         match &self.root {
