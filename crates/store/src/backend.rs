@@ -152,6 +152,44 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Every key below a prefix, a page of listing at a time: what a walk over
+/// the whole store holds in memory is one page.
+pub struct KeyPages<'a> {
+    backend: &'a dyn Backend,
+    prefix: String,
+    page: usize,
+    after: Option<String>,
+    done: bool,
+}
+
+impl<'a> KeyPages<'a> {
+    pub fn new(backend: &'a dyn Backend, prefix: &str, page: usize) -> KeyPages<'a> {
+        KeyPages {
+            backend,
+            prefix: prefix.to_owned(),
+            page: page.max(1),
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page of keys (relative to the prefix), `None` at the end.
+    pub async fn next(&mut self) -> io::Result<Option<Vec<String>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let keys = self
+            .backend
+            .list(&self.prefix, self.after.as_deref(), self.page)
+            .await?;
+        match keys.last() {
+            Some(last) if keys.len() == self.page => self.after = Some(last.clone()),
+            _ => self.done = true,
+        }
+        Ok(Some(keys))
+    }
+}
+
 /// Is `key` a well-formed backend key?
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()

@@ -15,7 +15,7 @@
 //! Upload sessions are not copied. Memory stays bounded: keys are listed
 //! a page at a time and blobs stream.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, KeyPages};
 use crate::keys;
 use crate::registry::{Error, Registry};
 use oci::Digest;
@@ -60,9 +60,8 @@ pub async fn copy_store(
     };
 
     // 1. Content.
-    let mut after: Option<String> = None;
-    loop {
-        let page = src.list("blobs/", after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(src, "blobs/", PAGE);
+    while let Some(page) = pages.next().await? {
         for rel in &page {
             let key = format!("blobs/{rel}");
             let Some(digest) = blob_digest(rel) else {
@@ -76,10 +75,6 @@ pub async fn copy_store(
             if n.is_multiple_of(100) {
                 note(format!("blobs: {n} done"));
             }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
         }
     }
     note(format!(
@@ -95,9 +90,8 @@ pub async fn copy_store(
         (keys::CATALOG_PREFIX, None),
     ];
     for (prefix, wanted) in passes {
-        let mut after: Option<String> = None;
-        loop {
-            let page = src.list(prefix, after.as_deref(), PAGE).await?;
+        let mut pages = KeyPages::new(src, prefix, PAGE);
+        while let Some(page) = pages.next().await? {
             let wanted = |k: &&String| wanted.is_none_or(|tags| k.contains("/_tags/") == tags);
             for rel in page.iter().filter(wanted) {
                 let key = format!("{prefix}{rel}");
@@ -111,10 +105,6 @@ pub async fn copy_store(
                         .errors
                         .push(format!("{key}: vanished during the copy")),
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.clone()),
-                _ => break,
             }
         }
     }

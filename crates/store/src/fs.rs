@@ -1158,6 +1158,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn key_pages_walk_every_key_once() {
+        let (_d, b) = backend().await;
+        let mut want: Vec<String> = (0..25).map(|i| format!("k/{i:02}")).collect();
+        for k in &want {
+            b.put(&format!("p/{k}"), Bytes::new()).await.unwrap();
+        }
+        want.sort();
+        // A page size that divides the count, one that does not, and 1.
+        for page in [5, 10, 1, 100] {
+            let mut pages = crate::backend::KeyPages::new(&b, "p/", page);
+            let mut got = Vec::new();
+            while let Some(keys) = pages.next().await.unwrap() {
+                assert!(keys.len() <= page);
+                got.extend(keys);
+            }
+            assert_eq!(got, want, "page size {page}");
+        }
+    }
+
+    #[tokio::test]
     async fn put_get_delete() {
         let (_d, b) = backend().await;
         assert_eq!(b.head("a/b").await.unwrap(), None);

@@ -256,6 +256,14 @@ fn digest_mismatch(expected: &Digest, actual: &Digest) -> Error {
     )
 }
 
+/// The client's request body broke off (or its stream failed).
+fn body_failed(e: io::Error) -> Error {
+    err(
+        ErrorCode::BlobUploadInvalid,
+        format!("reading the request body failed: {e}"),
+    )
+}
+
 /// A blob a collector is deleting at this moment: the client uploads it again.
 fn being_collected(d: &Digest) -> Error {
     Error::Registry(
@@ -660,12 +668,7 @@ impl Registry {
         let mut w = self.backend.upload_writer(id, offset).await?;
         let streamed: Result<(Digester, u64)> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    err(
-                        ErrorCode::BlobUploadInvalid,
-                        format!("reading the request body failed: {e}"),
-                    )
-                })?;
+                let chunk = chunk.map_err(body_failed)?;
                 written = u64::try_from(chunk.len())
                     .ok()
                     .and_then(|n| written.checked_add(n))
@@ -762,12 +765,7 @@ impl Registry {
         // on S3. Larger content streams through a session.
         let mut buf = bytes::BytesMut::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                err(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("reading the request body failed: {e}"),
-                )
-            })?;
+            let chunk = chunk.map_err(body_failed)?;
             buf.extend_from_slice(&chunk);
             if buf.len() > SMALL_BLOB {
                 let head = buf.freeze();

@@ -31,22 +31,8 @@ pub fn run(args: FsckArgs) -> ExitCode {
     };
     match rt.block_on(fsck_cmd(&args)) {
         Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => outln!("{s}"),
-                    Err(e) => {
-                        eprintln!("wharf fsck: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                print_report(&report);
-            }
-            if report.clean() || (args.repair && only_repaired(&report)) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            let ok = report.clean() || (args.repair && only_repaired(&report));
+            crate::finish_report("fsck", args.json, &report, print_report, ok)
         }
         Err(e) => {
             eprintln!("wharf fsck: {e}");

@@ -34,20 +34,7 @@ pub fn run(args: GcArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     match rt.block_on(gc_cmd(&args)) {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => outln!("{s}"),
-                    Err(e) => {
-                        eprintln!("wharf gc: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                print_report(&report);
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(report) => crate::finish_report("gc", args.json, &report, print_report, true),
         Err(e) => {
             eprintln!("wharf gc: {e}");
             ExitCode::from(2)

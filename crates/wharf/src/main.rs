@@ -464,6 +464,33 @@ impl ServeArgs {
 
 /// The async runtime for a command (`worker_threads`: None for one per
 /// core); reports why it could not start.
+/// Print a command's report as JSON (`--json`) or as `print` words it, and
+/// exit 0 if `ok`, else 1 (2 when the JSON cannot be written).
+pub(crate) fn finish_report<T: serde::Serialize>(
+    cmd: &str,
+    json: bool,
+    report: &T,
+    print: impl FnOnce(&T),
+    ok: bool,
+) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(s) => outln!("{s}"),
+            Err(e) => {
+                eprintln!("wharf {cmd}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        print(report);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 pub(crate) fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads {

@@ -31,31 +31,8 @@ pub fn run(args: StoreCopyArgs) -> ExitCode {
     };
     match rt.block_on(copy_cmd(&args)) {
         Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => outln!("{s}"),
-                    Err(e) => {
-                        eprintln!("wharf store-copy: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            } else {
-                outln!(
-                    "copied {} blobs ({} bytes, verified), {} already there, {} links, tags and catalog entries",
-                    report.blobs,
-                    report.blob_bytes,
-                    report.blobs_present,
-                    report.metadata
-                );
-                for e in &report.errors {
-                    outln!("not copied: {e}");
-                }
-            }
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            let ok = report.ok();
+            crate::finish_report("store-copy", args.json, &report, print_report, ok)
         }
         Err(e) => {
             eprintln!("wharf store-copy: {e}");
@@ -69,4 +46,17 @@ async fn copy_cmd(args: &StoreCopyArgs) -> anyhow::Result<CopyReport> {
     let dst = crate::stores::open(&args.to, &args.s3).await?;
     let dst = Registry::new(dst, RegistryConfig::default());
     Ok(copy::copy_store(src.as_ref(), &dst, !args.quiet).await?)
+}
+
+fn print_report(report: &CopyReport) {
+    outln!(
+        "copied {} blobs ({} bytes, verified), {} already there, {} links, tags and catalog entries",
+        report.blobs,
+        report.blob_bytes,
+        report.blobs_present,
+        report.metadata
+    );
+    for e in &report.errors {
+        outln!("not copied: {e}");
+    }
 }

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A server collecting every second with no grace period.
@@ -86,29 +85,10 @@ async fn the_gc_command_with_a_dry_run_first() {
         .await;
     assert_eq!(d.status(), 202);
     reg.kill_hard();
-    let store = if reg.on_s3() {
-        reg.s3_store()
-    } else {
-        format!("dir:{}", reg.data_dir().unwrap().display())
-    };
+    let store = store_of(&reg);
     let gc = |extra: &[&str]| -> Value {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.args(["gc", "--store", &store, "--grace", "0", "--json"])
-            .args(extra);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WHARF_") {
-                cmd.env_remove(&k);
-            }
-        }
-        if let Some(s3) = s3_settings() {
-            cmd.env("WHARF_S3_ENDPOINT", s3.get("WHARF_S3_ENDPOINT"))
-                .env("WHARF_S3_REGION", s3.get("WHARF_S3_REGION"))
-                .env("WHARF_S3_ACCESS_KEY_ID", s3.get("AWS_ACCESS_KEY_ID"))
-                .env(
-                    "WHARF_S3_SECRET_ACCESS_KEY",
-                    s3.get("AWS_SECRET_ACCESS_KEY"),
-                );
-        }
+        let mut cmd = wharf_command(&["gc", "--store", &store, "--grace", "0", "--json"]);
+        cmd.args(extra);
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
@@ -268,28 +248,10 @@ async fn fsck_checks_the_store() {
     let repo = repo("fsck/app");
     let img = reg.push_image(&repo, "v1").await;
     reg.kill_hard();
-    let store = if reg.on_s3() {
-        reg.s3_store()
-    } else {
-        format!("dir:{}", reg.data_dir().unwrap().display())
-    };
+    let store = store_of(&reg);
     let fsck = |extra: &[&str]| -> (i32, Value) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.args(["fsck", "--store", &store, "--json"]).args(extra);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WHARF_") {
-                cmd.env_remove(&k);
-            }
-        }
-        if let Some(s3) = s3_settings() {
-            cmd.env("WHARF_S3_ENDPOINT", s3.get("WHARF_S3_ENDPOINT"))
-                .env("WHARF_S3_REGION", s3.get("WHARF_S3_REGION"))
-                .env("WHARF_S3_ACCESS_KEY_ID", s3.get("AWS_ACCESS_KEY_ID"))
-                .env(
-                    "WHARF_S3_SECRET_ACCESS_KEY",
-                    s3.get("AWS_SECRET_ACCESS_KEY"),
-                );
-        }
+        let mut cmd = wharf_command(&["fsck", "--store", &store, "--json"]);
+        cmd.args(extra);
         let out = cmd.output().unwrap();
         let report = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));

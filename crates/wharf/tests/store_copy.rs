@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 
 /// What a registry holds, to compare after a copy.
 struct Seeded {
@@ -87,23 +86,9 @@ async fn check(reg: &Registry, s: &Seeded) {
 
 /// `wharf store-copy --from FROM --to TO`, asserting success; its stdout.
 fn store_copy(from: &str, to: &str) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.args(["store-copy", "-q", "--from", from, "--to", to]);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("WHARF_") {
-            cmd.env_remove(&k);
-        }
-    }
-    if let Some(s3) = s3_settings() {
-        cmd.env("WHARF_S3_ENDPOINT", s3.get("WHARF_S3_ENDPOINT"))
-            .env("WHARF_S3_REGION", s3.get("WHARF_S3_REGION"))
-            .env("WHARF_S3_ACCESS_KEY_ID", s3.get("AWS_ACCESS_KEY_ID"))
-            .env(
-                "WHARF_S3_SECRET_ACCESS_KEY",
-                s3.get("AWS_SECRET_ACCESS_KEY"),
-            );
-    }
-    let out = cmd.output().unwrap();
+    let out = wharf_command(&["store-copy", "-q", "--from", from, "--to", to])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -153,9 +138,7 @@ async fn a_damaged_blob_is_reported_and_not_copied() {
         })
         .expect("the layer's file");
     std::fs::write(&path, b"rotten").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    let out = cmd
-        .args(["store-copy", "-q", "--from", &dir(&a), "--to", &dir(&b)])
+    let out = wharf_command(&["store-copy", "-q", "--from", &dir(&a), "--to", &dir(&b)])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

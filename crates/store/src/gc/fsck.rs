@@ -7,7 +7,7 @@
 //! them again instead of getting corrupt data). Everything else is reported.
 
 use super::{PAGE, content_digest, link_digest};
-use crate::backend::Backend;
+use crate::backend::{Backend, KeyPages};
 use crate::keys as rk;
 use crate::registry::Registry;
 use futures_util::StreamExt;
@@ -217,17 +217,11 @@ async fn for_each_key<F>(
 where
     F: AsyncFnMut(String, &mut FsckReport) -> io::Result<()>,
 {
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(prefix, after.as_deref(), PAGE).await?;
-        let more = page.len() == PAGE;
-        let last = page.last().cloned();
+    let mut pages = KeyPages::new(b, prefix, PAGE);
+    while let Some(page) = pages.next().await? {
         for key in page {
             f(key, report).await?;
         }
-        match last {
-            Some(last) if more => after = Some(last),
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }

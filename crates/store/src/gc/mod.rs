@@ -15,7 +15,7 @@ pub(crate) mod fence;
 pub mod fsck;
 pub mod keys;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, KeyPages};
 use crate::keys as rk;
 use crate::registry::{Error, Registry};
 use bytes::Bytes;
@@ -148,9 +148,8 @@ async fn run_phases(
 ) -> Result<(), Error> {
     // 1. Links, repository by repository.
     let mut live = Spill::new(opts.spill_dir.as_ref())?;
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(rk::CATALOG_PREFIX, after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(b, rk::CATALOG_PREFIX, PAGE);
+    while let Some(page) = pages.next().await? {
         for name in &page {
             let Ok(name) = RepoName::parse(name, usize::MAX) else {
                 continue;
@@ -158,19 +157,14 @@ async fn run_phases(
             report.repositories += 1;
             collect_links(b, &name, opts, hooks, run, &mut live, report).await?;
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
-        }
     }
     live.finish()?;
 
     // 2. Content that no link names: marked (or counted, in a dry run).
     let mut marked = 0u64;
     let mut shard = ShardCursor::new(&live);
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list("blobs/", after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(b, "blobs/", PAGE);
+    while let Some(page) = pages.next().await? {
         for rel in &page {
             let Some(d) = content_digest(rel) else {
                 continue;
@@ -195,10 +189,6 @@ async fn run_phases(
                 marked += 1;
             }
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
-        }
     }
     if opts.dry_run || marked == 0 {
         return Ok(());
@@ -211,17 +201,12 @@ async fn run_phases(
     // no link names now is deleted.
     let marked_at = SystemTime::now();
     let mut live = Spill::new(opts.spill_dir.as_ref())?;
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(rk::CATALOG_PREFIX, after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(b, rk::CATALOG_PREFIX, PAGE);
+    while let Some(page) = pages.next().await? {
         for name in &page {
             if let Ok(name) = RepoName::parse(name, usize::MAX) {
                 spill_links(b, &name, &mut live).await?;
             }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
         }
     }
     live.finish()?;
@@ -229,11 +214,8 @@ async fn run_phases(
         hook().await;
     }
     let mut shard = ShardCursor::new(&live);
-    let mut after: Option<String> = None;
-    loop {
-        let page = b
-            .list(keys::CONTENT_MARKERS, after.as_deref(), PAGE)
-            .await?;
+    let mut pages = KeyPages::new(b, keys::CONTENT_MARKERS, PAGE);
+    while let Some(page) = pages.next().await? {
         for rel in &page {
             // <alg>/<hex>/<run>
             let mut parts = rel.split('/');
@@ -262,10 +244,6 @@ async fn run_phases(
             }
             b.delete(&marker_key).await?;
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
-        }
     }
     Ok(())
 }
@@ -284,9 +262,8 @@ async fn collect_links(
     report.manifests += manifests.len() as u64;
     let prefix = format!("repositories/{name}/_blobs/");
     let mut candidates = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(b, &prefix, PAGE);
+    while let Some(page) = pages.next().await? {
         for rel in &page {
             let Some(d) = link_digest(rel) else {
                 continue;
@@ -304,10 +281,6 @@ async fn collect_links(
             } else {
                 live.add(&d)?;
             }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
         }
     }
     // What the manifests name counts as live even without a link (it
@@ -374,9 +347,8 @@ async fn referenced(
     let prefix = format!("repositories/{name}/_manifests/");
     let mut manifests = Vec::new();
     let mut refs = HashSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+    let mut pages = KeyPages::new(b, &prefix, PAGE);
+    while let Some(page) = pages.next().await? {
         for rel in &page {
             let Some(d) = link_digest(rel) else {
                 continue;
@@ -390,10 +362,6 @@ async fn referenced(
             }
             manifests.push(d);
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.clone()),
-            _ => break,
-        }
     }
     Ok((manifests, refs))
 }
@@ -402,17 +370,12 @@ async fn referenced(
 async fn spill_links(b: &dyn Backend, name: &RepoName, live: &mut Spill) -> io::Result<()> {
     for dir in ["_blobs", "_manifests"] {
         let prefix = format!("repositories/{name}/{dir}/");
-        let mut after: Option<String> = None;
-        loop {
-            let page = b.list(&prefix, after.as_deref(), PAGE).await?;
+        let mut pages = KeyPages::new(b, &prefix, PAGE);
+        while let Some(page) = pages.next().await? {
             for rel in &page {
                 if let Some(d) = link_digest(rel) {
                     live.add(&d)?;
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.clone()),
-                _ => break,
             }
         }
     }
@@ -428,9 +391,8 @@ async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64>
         keys::CONTENT_MARKERS,
         keys::LINK_MARKERS,
     ] {
-        let mut after: Option<String> = None;
-        loop {
-            let page = b.list(prefix, after.as_deref(), PAGE).await?;
+        let mut pages = KeyPages::new(b, prefix, PAGE);
+        while let Some(page) = pages.next().await? {
             for rel in &page {
                 let key = format!("{prefix}{rel}");
                 let stale = b
@@ -443,10 +405,6 @@ async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64>
                     }
                     removed += 1;
                 }
-            }
-            match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.clone()),
-                _ => break,
             }
         }
     }

@@ -302,6 +302,39 @@ impl S3Settings {
     }
 }
 
+/// The `wharf` binary with `args`, none of the caller's `WHARF_*`
+/// settings, and in S3 runs the bucket's endpoint and key (for the
+/// commands that take `--store s3:...`).
+pub fn wharf_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WHARF_") {
+            cmd.env_remove(&k);
+        }
+    }
+    if let Some(s3) = s3_settings() {
+        cmd.env("WHARF_S3_ENDPOINT", s3.get("WHARF_S3_ENDPOINT"))
+            .env("WHARF_S3_REGION", s3.get("WHARF_S3_REGION"))
+            .env("WHARF_S3_ACCESS_KEY_ID", s3.get("AWS_ACCESS_KEY_ID"))
+            .env(
+                "WHARF_S3_SECRET_ACCESS_KEY",
+                s3.get("AWS_SECRET_ACCESS_KEY"),
+            );
+    }
+    cmd
+}
+
+/// `dir:<data dir>` or `s3:<bucket>/<prefix>`: the store of `reg`, for
+/// `wharf gc`, `fsck` and `store-copy`.
+pub fn store_of(reg: &Registry) -> String {
+    if reg.on_s3() {
+        reg.s3_store()
+    } else {
+        format!("dir:{}", reg.data_dir().unwrap().display())
+    }
+}
+
 /// A prefix no other server of any test process uses.
 pub fn unique_prefix() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
