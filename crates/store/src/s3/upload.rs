@@ -41,6 +41,11 @@ const PARTS_IN_FLIGHT: usize = 2;
 const MAX_PART: u64 = 5 << 30;
 
 /// The size of the part that starts after `sent` bytes.
+/// An upload past 2^64 bytes (the counters would overflow).
+fn too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "upload larger than 2^64 bytes")
+}
+
 pub(super) fn part_size(sent: u64) -> u64 {
     (sent / 1024).clamp(MIN_PART, MAX_PART)
 }
@@ -395,7 +400,7 @@ impl S3Writer {
                 .map(|p| p.content_id)
                 .map_err(|e| backend.error("PUT part", &format!("_uploads/{id}/data"), e))
         }));
-        self.sent += len;
+        self.sent = self.sent.checked_add(len).ok_or_else(too_large)?;
         Ok(())
     }
 
@@ -416,7 +421,10 @@ impl S3Writer {
 #[async_trait]
 impl UploadWriter for S3Writer {
     async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        self.buffered += data.len() as u64;
+        self.buffered = self
+            .buffered
+            .checked_add(data.len() as u64)
+            .ok_or_else(too_large)?;
         self.buf.push(data);
         loop {
             let size = part_size(self.sent);
@@ -433,7 +441,7 @@ impl UploadWriter for S3Writer {
         }
         let old_tail = self.state.tail;
         self.state.in_parts = self.sent;
-        self.state.size = self.sent + self.buffered;
+        self.state.size = self.sent.checked_add(self.buffered).ok_or_else(too_large)?;
         if self.buffered > 0 {
             let generation = old_tail.map_or(0, |g| g.wrapping_add(1));
             let k = tail_key(&self.id, generation)?;
