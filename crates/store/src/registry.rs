@@ -182,6 +182,8 @@ pub struct Registry {
     observer: Option<Arc<dyn SessionObserver>>,
     /// Serialises check-and-set of immutable tags (by stripe of the key).
     tag_locks: Vec<Mutex<()>>,
+    /// When this process last saw no garbage collector at work.
+    gc_idle: gc::fence::IdleSeen,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -310,6 +312,7 @@ impl Registry {
             manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
             observer: None,
             tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            gc_idle: gc::fence::IdleSeen::default(),
         }
     }
 
@@ -450,7 +453,7 @@ impl Registry {
             .await?;
         // The link is written; now make sure no collector is about to take
         // it or the content away.
-        if gc::fence::collector_active(self.backend.as_ref()).await?
+        if gc::fence::collector_active(self.backend.as_ref(), &self.gc_idle).await?
             && (gc::fence::link_doomed(self.backend.as_ref(), name, d).await?
                 || gc::fence::content_doomed(self.backend.as_ref(), d).await?
                 || self.backend.head(&keys::blob(d)).await?.is_none())
@@ -1007,7 +1010,7 @@ impl Registry {
         };
         // The manifest link is written; now make sure no collector is about
         // to take what it names away (docs/gc.md). If one is, undo.
-        if gc::fence::collector_active(self.backend.as_ref()).await? {
+        if gc::fence::collector_active(self.backend.as_ref(), &self.gc_idle).await? {
             let mut gone = Vec::new();
             // The manifest's own body too: pushed again after a delete, it
             // may be content a collector is about to take.

@@ -7,16 +7,44 @@ use super::keys as gck;
 use crate::backend::Backend;
 use oci::{Digest, RepoName};
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Markers older than this are a dead collector's and are ignored; a
 /// collector gives up on a candidate well before (a quarter of it).
 pub const MARKER_TTL: Duration = Duration::from_secs(3600);
 
-/// Is any collector between marking and deleting right now? One listing:
-/// when none is, the writer needs no other check.
-pub(crate) async fn collector_active(b: &dyn Backend) -> io::Result<bool> {
-    live_marker(b, gck::ACTIVE_PREFIX).await
+/// How long a writer may rely on having seen no collector at work. A
+/// collector waits [`COLLECTOR_START_DELAY`] (longer) after announcing
+/// itself before its first look, so a writer that saw none at most this
+/// long ago wrote its reference before any look that could miss it.
+pub const IDLE_CACHE: Duration = Duration::from_secs(2);
+
+/// What a collector waits after announcing itself, before its first look.
+pub const COLLECTOR_START_DELAY: Duration = Duration::from_secs(3);
+
+/// When this process last saw no collector at work (taken before the
+/// listing started, so the age is never under-counted).
+#[derive(Default)]
+pub(crate) struct IdleSeen(Mutex<Option<Instant>>);
+
+/// Is any collector between announcing itself and finishing? One listing
+/// at most every [`IDLE_CACHE`] while none is; when none is, the writer
+/// needs no other check.
+pub(crate) async fn collector_active(b: &dyn Backend, seen: &IdleSeen) -> io::Result<bool> {
+    let fresh = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < IDLE_CACHE);
+    if fresh(&seen.0.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(false);
+    }
+    let asked = Instant::now();
+    let active = live_marker(b, gck::ACTIVE_PREFIX).await?;
+    if !active {
+        let mut at = seen.0.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_none_or(|t| t < asked) {
+            *at = Some(asked);
+        }
+    }
+    Ok(active)
 }
 
 /// Is `d`'s content doomed by a collector run?

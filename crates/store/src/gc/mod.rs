@@ -125,6 +125,9 @@ pub async fn collect_with(
     let active = format!("{}{run}", keys::ACTIVE_PREFIX);
     if !opts.dry_run {
         b.put(&active, Bytes::from(run.clone())).await?;
+        // Writers that saw no collector rely on it for a moment: let that
+        // pass before looking at anything (docs/gc.md).
+        tokio::time::sleep(fence::COLLECTOR_START_DELAY).await;
     }
     let result = run_phases(b, opts, hooks, &run, &mut report).await;
     if !opts.dry_run {
