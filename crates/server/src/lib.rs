@@ -21,4 +21,4 @@ pub mod tls;
 mod upload_slots;
 
 pub use config::Config;
-pub use serve::{init_logging, run, run_on};
+pub use serve::{init_logging, run, run_on, s3_config};

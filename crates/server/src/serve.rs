@@ -19,7 +19,7 @@ use oci::{ErrorCode, RegistryError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::Backend;
-use store::fs::{DirInUse, FsBackend};
+use store::fs::{FsBackend, open_failure};
 use store::s3::{S3Backend, S3Config};
 use store::source::{SourceSpec, Sources};
 use store::{Registry, RegistryConfig};
@@ -31,16 +31,8 @@ use tokio::net::TcpListener;
 async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
     match config.storage.backend {
         BackendKind::Fs => {
-            let b = FsBackend::open(&config.data_dir, config.storage.fsync).map_err(|e| {
-                match DirInUse::of(&e) {
-                    // Says it all: the directory, the holder, what to do.
-                    Some(busy) => anyhow::anyhow!("{busy}"),
-                    None => anyhow::anyhow!(
-                        "cannot open data directory {}: {e}",
-                        config.data_dir.display()
-                    ),
-                }
-            })?;
+            let b = FsBackend::open(&config.data_dir, config.storage.fsync)
+                .map_err(|e| anyhow::anyhow!("{}", open_failure(&config.data_dir, &e)))?;
             Ok(Arc::new(b))
         }
         BackendKind::S3 => {

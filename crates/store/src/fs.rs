@@ -85,6 +85,16 @@ impl DirInUse {
     }
 }
 
+/// What to tell the user when [`FsBackend::open`] fails on `dir`: a
+/// directory in use says so in full (directory, holder, what to do);
+/// anything else names the directory.
+pub fn open_failure(dir: &Path, e: &io::Error) -> String {
+    match DirInUse::of(e) {
+        Some(busy) => busy.to_string(),
+        None => format!("cannot open data directory {}: {e}", dir.display()),
+    }
+}
+
 impl std::fmt::Display for DirInUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

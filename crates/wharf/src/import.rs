@@ -18,7 +18,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use store::fs::{DirInUse, FsBackend};
+use store::fs::{FsBackend, open_failure};
 use store::source::names::split_name;
 use store::{Registry, RegistryConfig};
 
@@ -314,10 +314,8 @@ async fn import_cmd(args: &ImportArgs) -> anyhow::Result<Report> {
     }
 
     // Phase 2: blobs.
-    let fs = FsBackend::open(&data_dir, !args.no_fsync).map_err(|e| match DirInUse::of(&e) {
-        Some(busy) => anyhow!("{busy}"),
-        None => anyhow!("cannot open {}: {e}", data_dir.display()),
-    })?;
+    let fs = FsBackend::open(&data_dir, !args.no_fsync)
+        .map_err(|e| anyhow::anyhow!("{}", open_failure(&data_dir, &e)))?;
     let registry = Registry::new(Arc::new(fs), RegistryConfig::default());
     let mut report = Report::default();
     let mut done: HashSet<(String, Digest)> = HashSet::new();

@@ -5,7 +5,7 @@ use clap::{ArgGroup, Args};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use store::fs::{DirInUse, FsBackend};
+use store::fs::{FsBackend, open_failure};
 use store::migrate::{self, BlobMode, Options, Report, Target};
 use store::{Registry, RegistryConfig};
 
@@ -105,10 +105,8 @@ async fn migrate_cmd(args: &MigrateArgs) -> anyhow::Result<Report> {
         }
         return Ok(migrate::migrate(None, &opts).await?);
     }
-    let fs = FsBackend::open(&data_dir, !args.no_fsync).map_err(|e| match DirInUse::of(&e) {
-        Some(busy) => anyhow::anyhow!("{busy}"),
-        None => anyhow::anyhow!("cannot open {}: {e}", data_dir.display()),
-    })?;
+    let fs = FsBackend::open(&data_dir, !args.no_fsync)
+        .map_err(|e| anyhow::anyhow!("{}", open_failure(&data_dir, &e)))?;
     let registry = Registry::new(Arc::new(fs.clone()), RegistryConfig::default());
     let target = Target {
         registry: &registry,

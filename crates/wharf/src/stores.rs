@@ -4,10 +4,9 @@
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use store::backend::Backend;
-use store::fs::FsBackend;
-use store::s3::{S3Backend, S3Config};
+use store::fs::{FsBackend, open_failure};
+use store::s3::S3Backend;
 
 /// Where s3: stores are.
 #[derive(Args)]
@@ -27,23 +26,21 @@ pub async fn open(spec: &str, args: &S3Args) -> anyhow::Result<Arc<dyn Backend>>
     if let Some(path) = spec.strip_prefix("dir:") {
         let path = PathBuf::from(path);
         let fs = FsBackend::open(&path, true)
-            .map_err(|e| anyhow::anyhow!("cannot open data directory {}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}", open_failure(&path, &e)))?;
         return Ok(Arc::new(fs));
     }
     if let Some(rest) = spec.strip_prefix("s3:") {
+        // The server's own reading of [storage.s3] and WHARF_S3_* keys.
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let config = S3Config {
-            endpoint: args.s3_endpoint.clone().unwrap_or_default(),
-            region: args.s3_region.clone().unwrap_or_default(),
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-            access_key_id: env("WHARF_S3_ACCESS_KEY_ID"),
-            secret_access_key: env("WHARF_S3_SECRET_ACCESS_KEY"),
-            timeout: Duration::from_secs(30),
-            ..S3Config::default()
-        };
-        let s3 = S3Backend::connect(config)
+        let mut config = server::Config::default();
+        let s3 = &mut config.storage.s3;
+        s3.endpoint = args.s3_endpoint.clone().unwrap_or_default();
+        s3.region = args.s3_region.clone().unwrap_or_default();
+        s3.bucket = bucket.to_owned();
+        s3.prefix = prefix.to_owned();
+        // A whole-store walk may wait on a busy store longer than a request.
+        s3.timeout_secs = 30;
+        let s3 = S3Backend::connect(server::s3_config(&config))
             .await
             .map_err(|e| anyhow::anyhow!("cannot use {spec}: {e}"))?;
         return Ok(Arc::new(s3));
