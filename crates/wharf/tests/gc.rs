@@ -10,13 +10,31 @@ use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// A config (in `dir`) collecting every second with no grace period.
+fn collecting_config(dir: &tempfile::TempDir) -> String {
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
 /// A server collecting every second with no grace period.
 async fn collecting() -> Option<(Registry, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").unwrap();
-    let reg = Registry::start_with(&["--config", config.to_str().unwrap()]).await?;
+    let reg = Registry::start_with(&["--config", &collecting_config(&dir)]).await?;
     Some((reg, dir))
+}
+
+/// Two images in a new repository `<prefix>-...`, the second one deleted:
+/// (repository, kept image, deleted image).
+async fn one_kept_one_deleted(reg: &Registry, prefix: &str) -> (String, Image, Image) {
+    let repo = repo(prefix);
+    let keep = reg.push_image(&repo, "keep").await;
+    let gone = reg.push_image(&repo, "gone").await;
+    let d = reg
+        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
+        .await;
+    assert_eq!(d.status(), 202);
+    (repo, keep, gone)
 }
 
 /// Every blob of `img` is served in `repo`.
@@ -37,17 +55,9 @@ async fn the_server_reclaims_a_deleted_image_and_keeps_the_rest() {
     // may take a blob between its upload and its manifest (the client then
     // pushes again; the hammer test below does that).
     let mut reg = local_only!(Registry::start_with(&[]).await);
-    let repo = repo("gc/app");
-    let keep = reg.push_image(&repo, "keep").await;
-    let gone = reg.push_image(&repo, "gone").await;
-    let d = reg
-        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
-        .await;
-    assert_eq!(d.status(), 202);
+    let (repo, keep, gone) = one_kept_one_deleted(&reg, "gc/app").await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").unwrap();
-    reg.restart_with(&["--config", config.to_str().unwrap()])
+    reg.restart_with(&["--config", &collecting_config(&dir)])
         .await;
     // The server collects in the background; give it a generous while.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -77,13 +87,7 @@ async fn the_server_reclaims_a_deleted_image_and_keeps_the_rest() {
 #[tokio::test]
 async fn the_gc_command_with_a_dry_run_first() {
     let mut reg = local_only!(Registry::start_with(&[]).await);
-    let repo = repo("gc/cmd");
-    let keep = reg.push_image(&repo, "keep").await;
-    let gone = reg.push_image(&repo, "gone").await;
-    let d = reg
-        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
-        .await;
-    assert_eq!(d.status(), 202);
+    let (repo, keep, gone) = one_kept_one_deleted(&reg, "gc/cmd").await;
     reg.kill_hard();
     let store = store_of(&reg);
     let gc = |extra: &[&str]| -> Value {

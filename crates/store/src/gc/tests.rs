@@ -179,6 +179,44 @@ async fn assert_tagged_images_complete(r: &Registry) {
     }
 }
 
+/// A hook that runs a writer when called and records whether the write
+/// was acknowledged.
+fn recording<F>(write: F) -> (Hook, Arc<std::sync::Mutex<Option<bool>>>)
+where
+    F: Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static,
+{
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let seen = outcome.clone();
+    let hook: Hook = Box::new(move || {
+        let (write, seen) = (write(), seen.clone());
+        Box::pin(async move {
+            let ok = write.await;
+            *seen.lock().unwrap() = Some(ok);
+        })
+    });
+    (hook, outcome)
+}
+
+/// Which phase of a run the racing writer meets.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Links,
+    Content,
+}
+
+/// `hook` at `when` in `phase`.
+fn at(when: When, phase: Phase, hook: Hook) -> GcHooks {
+    let mut hooks = GcHooks::default();
+    let slot = match (phase, when) {
+        (Phase::Links, When::BeforeRecheck) => &mut hooks.after_link_marks,
+        (Phase::Links, When::AfterRecheck) => &mut hooks.after_link_recheck,
+        (Phase::Content, When::BeforeRecheck) => &mut hooks.after_content_marks,
+        (Phase::Content, When::AfterRecheck) => &mut hooks.after_content_recheck,
+    };
+    *slot = Some(hook);
+    hooks
+}
+
 /// When the racing writer runs.
 #[derive(Clone, Copy, Debug)]
 enum When {
@@ -196,37 +234,26 @@ async fn push_during_link_collection(when: When) {
     let a = name("race/links");
     let (m, layer) = push_image(&r, &a, "v1", b"contested layer").await;
     r.manifest_delete(&a, &Reference::Digest(m)).await.unwrap();
-    let outcome = Arc::new(std::sync::Mutex::new(None));
-    let hook: Hook = Box::new({
-        let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+    let (hook, outcome) = recording({
+        let (r, a, layer) = (r.clone(), a.clone(), layer.clone());
         move || {
-            let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+            let (r, a, layer) = (r.clone(), a.clone(), layer.clone());
             Box::pin(async move {
                 let config = Digest::sha256_of(b"{}");
                 let m = image(&config, &[(&layer, 15)], "again");
-                let res = r
-                    .manifest_put(
-                        &a,
-                        &Reference::Tag(Tag::parse("v2").unwrap()),
-                        Some("application/vnd.oci.image.manifest.v1+json"),
-                        Bytes::from(m),
-                        &[],
-                    )
-                    .await;
-                *outcome.lock().unwrap() = Some(res.is_ok());
+                r.manifest_put(
+                    &a,
+                    &Reference::Tag(Tag::parse("v2").unwrap()),
+                    Some("application/vnd.oci.image.manifest.v1+json"),
+                    Bytes::from(m),
+                    &[],
+                )
+                .await
+                .is_ok()
             })
         }
     });
-    let hooks = match when {
-        When::BeforeRecheck => GcHooks {
-            after_link_marks: Some(hook),
-            ..GcHooks::default()
-        },
-        When::AfterRecheck => GcHooks {
-            after_link_recheck: Some(hook),
-            ..GcHooks::default()
-        },
-    };
+    let hooks = at(when, Phase::Links, hook);
     collect_with(&r, &now_opts(), &hooks).await.unwrap();
     assert_tagged_images_complete(&r).await;
     let pushed = outcome.lock().unwrap().expect("the hook ran");
@@ -261,29 +288,18 @@ async fn upload_during_content_collection(when: When) {
     let layer = push_blob(&r, &a, b"contested content").await;
     r.blob_delete(&a, &layer).await.unwrap();
     let b = name("race/other");
-    let outcome = Arc::new(std::sync::Mutex::new(None));
-    let hook: Hook = Box::new({
-        let (r, b, layer, outcome) = (r.clone(), b.clone(), layer.clone(), outcome.clone());
+    let (hook, outcome) = recording({
+        let (r, b, layer) = (r.clone(), b.clone(), layer.clone());
         move || {
-            let (r, b, layer, outcome) = (r.clone(), b.clone(), layer.clone(), outcome.clone());
+            let (r, b, layer) = (r.clone(), b.clone(), layer.clone());
             Box::pin(async move {
-                let res = r
-                    .upload_whole(&b, body(b"contested content".to_vec()), &layer)
-                    .await;
-                *outcome.lock().unwrap() = Some(res.is_ok());
+                r.upload_whole(&b, body(b"contested content".to_vec()), &layer)
+                    .await
+                    .is_ok()
             })
         }
     });
-    let hooks = match when {
-        When::BeforeRecheck => GcHooks {
-            after_content_marks: Some(hook),
-            ..GcHooks::default()
-        },
-        When::AfterRecheck => GcHooks {
-            after_content_recheck: Some(hook),
-            ..GcHooks::default()
-        },
-    };
+    let hooks = at(when, Phase::Content, hook);
     let rep = collect_with(&r, &now_opts(), &hooks).await.unwrap();
     let uploaded = outcome.lock().unwrap().expect("the hook ran");
     if uploaded {
@@ -408,36 +424,25 @@ async fn repush_during_content_collection(when: When) {
     r.manifest_delete(&a, &Reference::Digest(put.digest.clone()))
         .await
         .unwrap();
-    let outcome = Arc::new(std::sync::Mutex::new(None));
-    let hook: Hook = Box::new({
-        let (r, a, outcome) = (r.clone(), a.clone(), outcome.clone());
+    let (hook, outcome) = recording({
+        let (r, a) = (r.clone(), a.clone());
         move || {
-            let (r, a, m, outcome) = (r.clone(), a.clone(), m.clone(), outcome.clone());
+            let (r, a, m) = (r.clone(), a.clone(), m.clone());
             Box::pin(async move {
                 let tag = Reference::Tag(Tag::parse("v1").unwrap());
-                let res = r
-                    .manifest_put(
-                        &a,
-                        &tag,
-                        Some("application/vnd.oci.image.manifest.v1+json"),
-                        Bytes::from(m),
-                        &[],
-                    )
-                    .await;
-                *outcome.lock().unwrap() = Some(res.is_ok());
+                r.manifest_put(
+                    &a,
+                    &tag,
+                    Some("application/vnd.oci.image.manifest.v1+json"),
+                    Bytes::from(m),
+                    &[],
+                )
+                .await
+                .is_ok()
             })
         }
     });
-    let hooks = match when {
-        When::BeforeRecheck => GcHooks {
-            after_content_marks: Some(hook),
-            ..GcHooks::default()
-        },
-        When::AfterRecheck => GcHooks {
-            after_content_recheck: Some(hook),
-            ..GcHooks::default()
-        },
-    };
+    let hooks = at(when, Phase::Content, hook);
     collect_with(&r, &now_opts(), &hooks).await.unwrap();
     assert_tagged_images_complete(&r).await;
     let pushed = outcome.lock().unwrap().expect("the hook ran");
@@ -465,16 +470,14 @@ async fn an_upload_before_the_link_markers_keeps_its_link() {
     let layer = push_blob(&r, &a, b"uploaded twice").await;
     // Let the link's time pass the (zero) grace period for sure.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let outcome = Arc::new(std::sync::Mutex::new(None));
-    let hook: Hook = Box::new({
-        let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+    let (hook, outcome) = recording({
+        let (r, a, layer) = (r.clone(), a.clone(), layer.clone());
         move || {
-            let (r, a, layer, outcome) = (r.clone(), a.clone(), layer.clone(), outcome.clone());
+            let (r, a, layer) = (r.clone(), a.clone(), layer.clone());
             Box::pin(async move {
-                let res = r
-                    .upload_whole(&a, body(b"uploaded twice".to_vec()), &layer)
-                    .await;
-                *outcome.lock().unwrap() = Some(res.is_ok());
+                r.upload_whole(&a, body(b"uploaded twice".to_vec()), &layer)
+                    .await
+                    .is_ok()
             })
         }
     });
