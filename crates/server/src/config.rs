@@ -29,6 +29,8 @@ pub struct Config {
     pub immutable_tags: Vec<ImmutableTagsRule>,
     /// Background garbage collection (`[gc]`).
     pub gc: Gc,
+    /// Tags and untagged manifests garbage collection removes (`[[retention]]`).
+    pub retention: Vec<RetentionRuleConfig>,
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -87,6 +89,75 @@ impl ImmutableTagsRule {
             ),
             repos: parse(&self.repos)?,
             tags: parse(&tags)?,
+        })
+    }
+}
+
+/// One `[[retention]]` rule, applied by garbage collection to the
+/// repositories matching `repos` (the first rule matching a repository is
+/// its rule). See docs/gc.md, "Retention".
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionRuleConfig {
+    pub repos: Vec<String>,
+    /// The tags the rule counts and may remove (default: every tag).
+    pub tags: Vec<String>,
+    /// Tags never removed.
+    pub protect: Vec<String>,
+    /// Keep the newest N counted tags (by last push).
+    pub keep_newest: Option<usize>,
+    /// Remove counted tags last pushed longer ago than this ("30d", "12h"),
+    /// the newest `keep_newest` excepted.
+    pub tags_older_than: Option<String>,
+    /// Remove manifests no tag, kept index or kept subject holds, pushed
+    /// longer ago than this (never less than `[gc] grace_secs`).
+    pub untagged_older_than: Option<String>,
+}
+
+impl RetentionRuleConfig {
+    /// The rule for the collector; `index` (from 0) names it.
+    pub fn compile(&self, index: usize) -> anyhow::Result<store::gc::retention::RetentionRule> {
+        let at = format!("retention #{}", index + 1);
+        if self.repos.is_empty() {
+            anyhow::bail!("{at}: repos is empty (use [\"**\"] for every repository)");
+        }
+        if self.keep_newest.is_none()
+            && self.tags_older_than.is_none()
+            && self.untagged_older_than.is_none()
+        {
+            anyhow::bail!(
+                "{at}: says nothing to remove (set keep_newest, tags_older_than or untagged_older_than)"
+            );
+        }
+        let tags = if self.tags.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            self.tags.clone()
+        };
+        let patterns = |ps: &[String]| {
+            ps.iter()
+                .map(|p| oci::pattern::Pattern::parse(p).map_err(|e| anyhow::anyhow!("{at}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        let duration = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| {
+                    humantime::parse_duration(v).map_err(|e| {
+                        anyhow::anyhow!(
+                            "{at}: {field} = {v:?} is not a duration like \"30d\" or \"12h\": {e}"
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(store::gc::retention::RetentionRule {
+            name: format!("{at}: repos {}", self.repos.join(" ")),
+            repos: patterns(&self.repos)?,
+            tags: patterns(&tags)?,
+            protect: patterns(&self.protect)?,
+            keep_newest: self.keep_newest,
+            tags_older_than: duration("tags_older_than", &self.tags_older_than)?,
+            untagged_older_than: duration("untagged_older_than", &self.untagged_older_than)?,
         })
     }
 }
@@ -405,6 +476,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             immutable_tags: Vec::new(),
             gc: Gc::default(),
+            retention: Vec::new(),
         }
     }
 }
@@ -493,9 +565,8 @@ impl Config {
             anyhow::bail!("limits.max_url_length must be at least 256");
         }
         self.public_origin()?;
-        for (i, rule) in self.immutable_tags.iter().enumerate() {
-            rule.compile(i)?;
-        }
+        self.immutable_tag_rules()?;
+        self.retention_rules()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {
@@ -516,6 +587,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[[immutable_tags]]` rules, compiled.
+    pub fn immutable_tag_rules(&self) -> anyhow::Result<Vec<store::ImmutableTags>> {
+        self.immutable_tags
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.compile(i))
+            .collect()
+    }
+
+    /// The `[[retention]]` rules, compiled.
+    pub fn retention_rules(&self) -> anyhow::Result<Vec<store::gc::retention::RetentionRule>> {
+        self.retention
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.compile(i))
+            .collect()
     }
 
     /// `http.public_url` checked and normalised to `scheme://host[:port]`

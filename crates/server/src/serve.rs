@@ -128,12 +128,7 @@ pub async fn run_on(
         backend.clone(),
         RegistryConfig {
             delete_enabled: config.delete_enabled,
-            immutable_tags: config
-                .immutable_tags
-                .iter()
-                .enumerate()
-                .map(|(i, r)| r.compile(i))
-                .collect::<anyhow::Result<_>>()?,
+            immutable_tags: config.immutable_tag_rules()?,
         },
     )
     .with_session_observer(upload_slots.clone());
@@ -180,10 +175,12 @@ pub async fn run_on(
 
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
+    let retention = config.retention_rules()?;
     let collector = (config.gc.interval_secs > 0).then(|| {
         let opts = store::gc::GcOptions {
             grace: Duration::from_secs(config.gc.grace_secs),
             upload_expiry: expiry,
+            retention,
             ..store::gc::GcOptions::default()
         };
         tokio::spawn(collect_garbage(
@@ -210,6 +207,11 @@ pub async fn run_on(
     );
     if auth.is_some() {
         tracing::info!("authentication on");
+    }
+    if !config.retention.is_empty() && config.gc.interval_secs == 0 {
+        tracing::warn!(
+            "[[retention]] rules are set but [gc] interval_secs is 0: they apply only when `wharf gc --config` runs"
+        );
     }
     warn_if_exposed(&config, addr, auth.is_some());
     let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
@@ -267,6 +269,8 @@ async fn collect_garbage(state: Arc<AppState>, every: Duration, opts: store::gc:
         tick.tick().await;
         match store::gc::collect(&state.registry, &opts).await {
             Ok(r) => tracing::info!(
+                tags_deleted = r.tags_deleted,
+                manifests_deleted = r.manifests_deleted,
                 links_deleted = r.links_deleted,
                 blobs_deleted = r.blobs_deleted,
                 bytes_reclaimed = r.bytes_reclaimed,

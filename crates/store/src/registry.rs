@@ -38,7 +38,7 @@ pub struct ImmutableTags {
 }
 
 impl ImmutableTags {
-    fn covers(&self, name: &RepoName, tag: &Tag) -> bool {
+    pub(crate) fn covers(&self, name: &RepoName, tag: &Tag) -> bool {
         self.repos.iter().any(|p| p.matches(name.as_str()))
             && self.tags.iter().any(|p| p.matches(tag.as_str()))
     }
@@ -277,6 +277,18 @@ fn being_collected(d: &Digest) -> Error {
     )
 }
 
+/// A push that met a retention rule removing what it wrote, for longer
+/// than a writer waits.
+fn being_retained(what: &str) -> Error {
+    Error::Registry(
+        RegistryError::new(
+            ErrorCode::TooManyRequests,
+            format!("{what} is being removed by a retention rule's collection run; push again"),
+        )
+        .with_detail(serde_json::json!({ "reference": what })),
+    )
+}
+
 /// A push or delete an immutable-tags rule refuses.
 fn immutable(name: &RepoName, tag: &Tag, rule: &ImmutableTags, what: &str) -> Error {
     Error::Registry(
@@ -332,6 +344,11 @@ impl Registry {
         if let Some(o) = &self.observer {
             o.ended(id, how);
         }
+    }
+
+    /// The immutable-tags rules (retention never removes what they cover).
+    pub fn immutable_tags(&self) -> &[ImmutableTags] {
+        &self.config.immutable_tags
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -445,18 +462,20 @@ impl Registry {
     }
 
     async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        let b = self.backend.as_ref();
+        let quiet = gc::fence::quiet(b, &self.gc_idle).await?;
         // Written even when it exists: its time is what the grace period of
         // garbage collection counts from, and a collector that looked at the
         // old time sees the new one when it looks again (docs/gc.md).
-        self.backend
-            .put(&keys::repo_blob(name, d), Bytes::new())
-            .await?;
-        // The link is written; now make sure no collector is about to take
-        // it or the content away.
-        if gc::fence::collector_active(self.backend.as_ref(), &self.gc_idle).await?
-            && (gc::fence::link_doomed(self.backend.as_ref(), name, d).await?
-                || gc::fence::content_doomed(self.backend.as_ref(), d).await?
-                || self.backend.head(&keys::blob(d)).await?.is_none())
+        let link = keys::repo_blob(name, d);
+        b.put(&link, Bytes::new()).await?;
+        // Unless no collector can have missed the write, make sure none is
+        // about to take the link or the content away, or just did.
+        if !quiet.holds()
+            && (gc::fence::link_doomed(b, name, d).await?
+                || gc::fence::content_doomed(b, d).await?
+                || b.head(&keys::blob(d)).await?.is_none()
+                || b.head(&link).await?.is_none())
         {
             return Err(being_collected(d));
         }
@@ -971,23 +990,25 @@ impl Registry {
             }
         }
 
+        let b = self.backend.as_ref();
+        // Before any write: whether a collector is at work (docs/gc.md).
+        let quiet = gc::fence::quiet(b, &self.gc_idle).await?;
         let blob_key = keys::blob(&digest);
         // Kept if present with the right size; a damaged (truncated) copy
         // is replaced.
-        if self.backend.head(&blob_key).await?.map(|m| m.size) != Some(body.len() as u64) {
-            self.backend.put(&blob_key, body.clone()).await?;
+        if b.head(&blob_key).await?.map(|m| m.size) != Some(body.len() as u64) {
+            b.put(&blob_key, body.clone()).await?;
         }
         let link = ManifestLink {
             media_type: m.media_type.clone(),
             size: body.len() as u64,
         };
-        self.backend
-            .put(
-                &keys::repo_manifest(name, &digest),
-                serde_json::to_vec(&link).map_err(io::Error::other)?.into(),
-            )
-            .await?;
-        let subject = match &m.subject {
+        let link_key = keys::repo_manifest(name, &digest);
+        let link_value = Bytes::from(serde_json::to_vec(&link).map_err(io::Error::other)?);
+        // Written even when it exists: its time is the manifest's push time
+        // (retention counts from it), and a collector sees it change.
+        b.put(&link_key, link_value.clone()).await?;
+        let referrer = match &m.subject {
             Some(subject) => {
                 let desc = Descriptor {
                     media_type: m.media_type.clone(),
@@ -998,45 +1019,47 @@ impl Registry {
                     artifact_type: m.referrer_artifact_type(),
                     platform: None,
                 };
-                self.backend
-                    .put(
-                        &keys::referrer(name, &subject.digest, &digest),
-                        serde_json::to_vec(&desc).map_err(io::Error::other)?.into(),
-                    )
-                    .await?;
-                Some(subject.digest.clone())
+                let entry = (
+                    keys::referrer(name, &subject.digest, &digest),
+                    Bytes::from(serde_json::to_vec(&desc).map_err(io::Error::other)?),
+                );
+                b.put(&entry.0, entry.1.clone()).await?;
+                Some(entry)
             }
             None => None,
         };
-        // The manifest link is written; now make sure no collector is about
-        // to take what it names away (docs/gc.md). If one is, undo.
-        if gc::fence::collector_active(self.backend.as_ref(), &self.gc_idle).await? {
-            let mut gone = Vec::new();
-            // The manifest's own body too: pushed again after a delete, it
-            // may be content a collector is about to take.
-            if gc::fence::content_doomed(self.backend.as_ref(), &digest).await?
-                || self.backend.head(&blob_key).await?.is_none()
+        let subject = m.subject.as_ref().map(|s| s.digest.clone());
+        let undo = || async {
+            if let Some((key, _)) = &referrer {
+                b.delete(key).await?;
+            }
+            b.delete(&link_key).await?;
+            Ok::<_, io::Error>(())
+        };
+        // Unless no collector can have missed the writes, make sure none is
+        // about to take the manifest away (a retention rule) or what it
+        // names, or just did (docs/gc.md). The manifest first: if a
+        // collector took it, it is written again, and what it names is
+        // checked after that.
+        if !quiet.holds() {
+            let markers = gc::keys::link_markers(name, &digest);
+            match gc::fence::settle(b, &self.gc_idle, quiet, &markers, &link_key, &link_value)
+                .await?
             {
-                gone.push(digest.to_string());
-            }
-            for desc in m.required_blobs() {
-                let d = &desc.digest;
-                if gc::fence::link_doomed(self.backend.as_ref(), name, d).await?
-                    || gc::fence::content_doomed(self.backend.as_ref(), d).await?
-                    || self.blob_size(name, d).await?.is_none()
-                {
-                    gone.push(d.to_string());
+                gc::fence::Settled::Kept => {}
+                gc::fence::Settled::Rewritten => {
+                    if let Some((key, value)) = &referrer {
+                        b.put(key, value.clone()).await?;
+                    }
+                }
+                gc::fence::Settled::TimedOut => {
+                    undo().await?;
+                    return Err(being_retained(&digest.to_string()));
                 }
             }
+            let gone = self.collected_references(name, &digest, &m).await?;
             if !gone.is_empty() {
-                if let Some(s) = &subject {
-                    self.backend
-                        .delete(&keys::referrer(name, s, &digest))
-                        .await?;
-                }
-                self.backend
-                    .delete(&keys::repo_manifest(name, &digest))
-                    .await?;
+                undo().await?;
                 return Err(Error::Registry(
                     RegistryError::new(
                         ErrorCode::ManifestBlobUnknown,
@@ -1051,7 +1074,23 @@ impl Registry {
         }
         let value = Bytes::from(digest.to_string());
         for t in &tags {
-            self.backend.put(&keys::tag(name, t), value.clone()).await?;
+            b.put(&keys::tag(name, t), value.clone()).await?;
+        }
+        // A retention rule may be removing a tag just written again.
+        for t in &tags {
+            let markers = gc::keys::tag_markers(name, t.as_str());
+            let settled = gc::fence::settle(
+                b,
+                &self.gc_idle,
+                quiet,
+                &markers,
+                &keys::tag(name, t),
+                &value,
+            )
+            .await?;
+            if settled == gc::fence::Settled::TimedOut {
+                return Err(being_retained(&format!("{name}:{t}")));
+            }
         }
         self.ensure_repo(name).await?;
         Ok(PutManifest {
@@ -1059,6 +1098,46 @@ impl Registry {
             subject,
             tags,
         })
+    }
+
+    /// What a just-written manifest needs that a collector is about to take
+    /// or has taken: its own body, its blobs, the manifests an index lists.
+    async fn collected_references(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        m: &Manifest,
+    ) -> Result<Vec<String>> {
+        let b = self.backend.as_ref();
+        let mut gone = Vec::new();
+        // The manifest's own body too: pushed again after a delete, it may
+        // be content a collector is about to take.
+        if gc::fence::content_doomed(b, digest).await?
+            || b.head(&keys::blob(digest)).await?.is_none()
+        {
+            gone.push(digest.to_string());
+        }
+        for desc in m.required_blobs() {
+            let d = &desc.digest;
+            if gc::fence::link_doomed(b, name, d).await?
+                || gc::fence::content_doomed(b, d).await?
+                || self.blob_size(name, d).await?.is_none()
+            {
+                gone.push(d.to_string());
+            }
+        }
+        for desc in &m.manifests {
+            let d = &desc.digest;
+            let present = self.manifest_link(name, d).await?.is_some()
+                || self.blob_size(name, d).await?.is_some();
+            if gc::fence::link_doomed(b, name, d).await?
+                || gc::fence::content_doomed(b, d).await?
+                || !present
+            {
+                gone.push(d.to_string());
+            }
+        }
+        Ok(gone)
     }
 
     /// The first immutable-tags rule covering `tag` in `name`.

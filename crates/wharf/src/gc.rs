@@ -15,9 +15,14 @@ pub struct GcArgs {
     store: String,
     #[command(flatten)]
     s3: crate::stores::S3Args,
-    /// Keep unreferenced links and content younger than this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
-    grace: u64,
+    /// Keep unreferenced links and content younger than this many seconds
+    /// [default: the config's [gc] grace_secs, else 3600].
+    #[arg(long, value_name = "SECS")]
+    grace: Option<u64>,
+    /// A server config file: its [[retention]] rules are applied, its
+    /// [[immutable_tags]] never removed, its [gc] grace_secs used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Remove upload sessions idle for longer than this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 86_400)]
     upload_expiry: u64,
@@ -43,13 +48,28 @@ pub fn run(args: GcArgs) -> ExitCode {
 }
 
 async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
+    let config = match &args.config {
+        Some(path) => {
+            let c = server::config::Config::from_file(path)?;
+            c.validate()?;
+            c
+        }
+        None => server::config::Config::default(),
+    };
     let backend = crate::stores::open(&args.store, &args.s3).await?;
-    let reg = Registry::new(backend, RegistryConfig::default());
+    let reg = Registry::new(
+        backend,
+        RegistryConfig {
+            immutable_tags: config.immutable_tag_rules()?,
+            ..RegistryConfig::default()
+        },
+    );
     let opts = GcOptions {
-        grace: Duration::from_secs(args.grace),
+        grace: Duration::from_secs(args.grace.unwrap_or(config.gc.grace_secs)),
         upload_expiry: Duration::from_secs(args.upload_expiry),
         dry_run: args.dry_run,
         spill_dir: None,
+        retention: config.retention_rules()?,
     };
     gc::collect(&reg, &opts)
         .await
@@ -58,6 +78,16 @@ async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
 
 fn print_report(r: &GcReport) {
     let verb = if r.dry_run { "would delete" } else { "deleted" };
+    if r.tags_deleted > 0 || r.manifests_deleted > 0 {
+        outln!(
+            "retention: {verb} {} tags and {} manifests",
+            r.tags_deleted,
+            r.manifests_deleted
+        );
+        for item in &r.removed_by_retention {
+            outln!("  {item}");
+        }
+    }
     outln!(
         "{verb} {} blob links and {} blobs ({} bytes) in {} repositories ({} manifests); {} kept after a second look; {} upload sessions expired",
         r.links_deleted,

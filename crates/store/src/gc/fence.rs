@@ -5,6 +5,7 @@
 
 use super::keys as gck;
 use crate::backend::Backend;
+use bytes::Bytes;
 use oci::{Digest, RepoName};
 use std::io;
 use std::sync::Mutex;
@@ -28,23 +29,96 @@ pub const COLLECTOR_START_DELAY: Duration = Duration::from_secs(3);
 #[derive(Default)]
 pub(crate) struct IdleSeen(Mutex<Option<Instant>>);
 
-/// Is any collector between announcing itself and finishing? One listing
-/// at most every [`IDLE_CACHE`] while none is; when none is, the writer
-/// needs no other check.
-pub(crate) async fn collector_active(b: &dyn Backend, seen: &IdleSeen) -> io::Result<bool> {
-    let fresh = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < IDLE_CACHE);
-    if fresh(&seen.0.lock().unwrap_or_else(|p| p.into_inner())) {
-        return Ok(false);
+/// Taken by a writer *before* it writes: the time of a look that found no
+/// collector at work, if there was one recently enough to rely on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Quiet(Option<Instant>);
+
+impl Quiet {
+    /// Did the writes made since this look finish within [`IDLE_CACHE`] of
+    /// it? Then no collector can miss them (docs/gc.md), and the writer
+    /// needs no other check. Otherwise it checks markers and presence.
+    pub(crate) fn holds(&self) -> bool {
+        self.0.is_some_and(|t| t.elapsed() < IDLE_CACHE)
+    }
+}
+
+/// Look for a collector at work, before writing. One listing at most every
+/// [`IDLE_CACHE`] per process while none is.
+pub(crate) async fn quiet(b: &dyn Backend, seen: &IdleSeen) -> io::Result<Quiet> {
+    let cached = *seen.0.lock().unwrap_or_else(|p| p.into_inner());
+    if cached.is_some_and(|t| t.elapsed() < IDLE_CACHE) {
+        return Ok(Quiet(cached));
     }
     let asked = Instant::now();
-    let active = live_marker(b, gck::ACTIVE_PREFIX).await?;
-    if !active {
-        let mut at = seen.0.lock().unwrap_or_else(|p| p.into_inner());
-        if at.is_none_or(|t| t < asked) {
-            *at = Some(asked);
-        }
+    if live_marker(b, gck::ACTIVE_PREFIX).await? {
+        return Ok(Quiet(None));
     }
-    Ok(active)
+    let mut at = seen.0.lock().unwrap_or_else(|p| p.into_inner());
+    if at.is_none_or(|t| t < asked) {
+        *at = Some(asked);
+    }
+    Ok(Quiet(Some(asked)))
+}
+
+/// How long a writer that rewrote a tag or manifest link waits for a
+/// collector that marked it to finish, before giving up.
+pub const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
+/// What [`settle`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The object stands as written.
+    Kept,
+    /// A collector took it; it is written again (what goes with it, e.g. a
+    /// manifest's referrer entry, needs writing again too).
+    Rewritten,
+    /// A collector's marker outlived [`SETTLE_WAIT`].
+    TimedOut,
+}
+
+/// After writing `value` at `key` (a tag, or a manifest link) under
+/// `quiet`: make sure no collector that marked `key` (markers under
+/// `markers`) deletes it after the write. While a marker lives, wait for
+/// it to go; then, if the collector took the object, write it again under a
+/// fresh look.
+pub(crate) async fn settle(
+    b: &dyn Backend,
+    seen: &IdleSeen,
+    quiet: Quiet,
+    markers: &str,
+    key: &str,
+    value: &Bytes,
+) -> io::Result<Settled> {
+    if quiet.holds() {
+        return Ok(Settled::Kept);
+    }
+    let mut rewritten = false;
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        if !live_marker(b, markers).await? {
+            // No collector between marking `key` and finishing with it:
+            // the object is either ours to keep or already taken.
+            if b.read(key).await?.as_ref() == Some(value) {
+                return Ok(if rewritten {
+                    Settled::Rewritten
+                } else {
+                    Settled::Kept
+                });
+            }
+            let q = self::quiet(b, seen).await?;
+            b.put(key, value.clone()).await?;
+            rewritten = true;
+            if q.holds() {
+                return Ok(Settled::Rewritten);
+            }
+            continue;
+        }
+        if Instant::now() >= deadline {
+            return Ok(Settled::TimedOut);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Is `d`'s content doomed by a collector run?

@@ -7,8 +7,15 @@ use oci::{Digest, RepoName};
 pub const ACTIVE_PREFIX: &str = "_gc/active/";
 /// `_gc/doomed/<alg>/<hex>/<run>`: content a run wants to delete.
 pub const CONTENT_MARKERS: &str = "_gc/doomed/";
-/// `_gc/doomed-links/<repo>/_/<alg>/<hex>/<run>`: a blob link a run wants to delete.
+/// `_gc/doomed-links/<repo>/_/<alg>/<hex>/<run>`: a blob link (or a manifest link) a run wants to delete.
 pub const LINK_MARKERS: &str = "_gc/doomed-links/";
+
+/// `_gc/doomed-tags/<repo>/_/<tag>/<run>`: a tag a run's retention rule removes.
+pub const TAG_MARKERS: &str = "_gc/doomed-tags/";
+
+pub fn tag_markers(name: &RepoName, tag: &str) -> String {
+    format!("{TAG_MARKERS}{name}/_/{tag}/")
+}
 
 pub fn content_markers(d: &Digest) -> String {
     format!("{CONTENT_MARKERS}{}/{}/", d.algorithm(), d.hex())

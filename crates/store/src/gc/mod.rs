@@ -14,13 +14,15 @@
 pub(crate) mod fence;
 pub mod fsck;
 pub mod keys;
+pub mod retention;
 
 use crate::backend::{Backend, KeyPages};
 use crate::keys as rk;
-use crate::registry::{Error, Registry};
+use crate::registry::{Error, ImmutableTags, Registry};
 use bytes::Bytes;
 use oci::manifest;
 use oci::{Digest, RepoName};
+use retention::RetentionRule;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufWriter, Write};
@@ -45,6 +47,8 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Where the live digests are spilled (default: the system's temp dir).
     pub spill_dir: Option<PathBuf>,
+    /// Tags and untagged manifests to remove (`[[retention]]`); none by default.
+    pub retention: Vec<RetentionRule>,
 }
 
 impl Default for GcOptions {
@@ -54,6 +58,7 @@ impl Default for GcOptions {
             upload_expiry: Duration::from_secs(86_400),
             dry_run: false,
             spill_dir: None,
+            retention: Vec::new(),
         }
     }
 }
@@ -63,6 +68,11 @@ pub struct GcReport {
     pub dry_run: bool,
     pub repositories: u64,
     pub manifests: u64,
+    /// Tags and manifests a retention rule removed (or would).
+    pub tags_deleted: u64,
+    pub manifests_deleted: u64,
+    /// The first of them, `repo:tag` and `repo@digest`.
+    pub removed_by_retention: Vec<String>,
     /// Blob links deleted (or that would be).
     pub links_deleted: u64,
     /// Content objects deleted (or that would be), and their bytes.
@@ -83,12 +93,22 @@ impl GcReport {
             self.deleted.push(item);
         }
     }
+
+    fn note_retention(&mut self, item: String) {
+        if self.removed_by_retention.len() < REPORT_ITEMS {
+            self.removed_by_retention.push(item);
+        }
+    }
 }
 
 /// Hooks for tests that inject races between the two looks.
 #[doc(hidden)]
 #[derive(Default)]
 pub struct GcHooks {
+    /// After a repository's retention markers are written, before its second look.
+    pub after_retention_marks: Option<Hook>,
+    /// After a repository's retention second look, before its deletes.
+    pub after_retention_recheck: Option<Hook>,
     /// After a repository's first look, before its link markers are written.
     pub before_link_marks: Option<Hook>,
     /// After a repository's link markers are written, before the second look.
@@ -129,7 +149,8 @@ pub async fn collect_with(
         // pass before looking at anything (docs/gc.md).
         tokio::time::sleep(fence::COLLECTOR_START_DELAY).await;
     }
-    let result = run_phases(b, opts, hooks, &run, &mut report).await;
+    let immutable = reg.immutable_tags();
+    let result = run_phases(b, opts, immutable, hooks, &run, &mut report).await;
     if !opts.dry_run {
         b.delete(&active).await?;
     }
@@ -145,6 +166,7 @@ pub async fn collect_with(
 async fn run_phases(
     b: &dyn Backend,
     opts: &GcOptions,
+    immutable: &[ImmutableTags],
     hooks: &GcHooks,
     run: &str,
     report: &mut GcReport,
@@ -158,7 +180,19 @@ async fn run_phases(
                 continue;
             };
             report.repositories += 1;
-            collect_links(b, &name, opts, hooks, run, &mut live, report).await?;
+            let excluded = match retention::rule_for(&opts.retention, &name) {
+                Some(rule) => {
+                    let c = Collector {
+                        b,
+                        opts,
+                        hooks,
+                        run,
+                    };
+                    c.retain(&name, rule, immutable, report).await?
+                }
+                None => HashSet::new(),
+            };
+            collect_links(b, &name, &excluded, opts, hooks, run, &mut live, report).await?;
         }
     }
     live.finish()?;
@@ -251,17 +285,106 @@ async fn run_phases(
     Ok(())
 }
 
+/// What one run's steps share.
+struct Collector<'a> {
+    b: &'a dyn Backend,
+    opts: &'a GcOptions,
+    hooks: &'a GcHooks,
+    run: &'a str,
+}
+
+impl Collector<'_> {
+    /// Apply `rule` to `name`: mark what it removes, look again, delete
+    /// what the second look still removes (tags first, then manifests,
+    /// indexes before their children). Returns, in a dry run, the
+    /// manifests that would go (so that what only they reference counts as
+    /// garbage in the report).
+    async fn retain(
+        &self,
+        name: &RepoName,
+        rule: &RetentionRule,
+        immutable: &[ImmutableTags],
+        report: &mut GcReport,
+    ) -> Result<HashSet<Digest>, Error> {
+        let b = self.b;
+        let first = retention::plan(b, name, rule, immutable, self.opts.grace).await?;
+        if first.is_empty() {
+            return Ok(HashSet::new());
+        }
+        if self.opts.dry_run {
+            for t in &first.tags {
+                report.tags_deleted += 1;
+                report.note_retention(format!("{name}:{}", t.tag));
+            }
+            for m in &first.manifests {
+                report.manifests_deleted += 1;
+                report.note_retention(format!("{name}@{}", m.digest));
+            }
+            return Ok(first.manifest_digests());
+        }
+        let mut markers = Vec::new();
+        for t in &first.tags {
+            markers.push(marker(&keys::tag_markers(name, &t.tag), self.run));
+        }
+        for m in &first.manifests {
+            markers.push(marker(&keys::link_markers(name, &m.digest), self.run));
+        }
+        for key in &markers {
+            b.put(key, Bytes::new()).await?;
+        }
+        let marked_at = SystemTime::now();
+        if let Some(hook) = &self.hooks.after_retention_marks {
+            hook().await;
+        }
+        // The second look: a tag pushed again, a manifest pushed again or
+        // newly named by a tag, an index or as a subject, is kept.
+        let second = retention::plan(b, name, rule, immutable, self.opts.grace).await?;
+        if let Some(hook) = &self.hooks.after_retention_recheck {
+            hook().await;
+        }
+        let in_time = || marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
+        let tags = rk::tags_prefix(name);
+        for t in &first.tags {
+            if second.tags.contains(t) && in_time() {
+                b.delete(&format!("{tags}{}", t.tag)).await?;
+                report.tags_deleted += 1;
+                report.note_retention(format!("{name}:{}", t.tag));
+            } else {
+                report.kept_after_recheck += 1;
+            }
+        }
+        for m in &first.manifests {
+            if second.manifests.contains(m) && in_time() {
+                if let Some(s) = &m.subject {
+                    b.delete(&rk::referrer(name, s, &m.digest)).await?;
+                }
+                b.delete(&rk::repo_manifest(name, &m.digest)).await?;
+                report.manifests_deleted += 1;
+                report.note_retention(format!("{name}@{}", m.digest));
+            } else {
+                report.kept_after_recheck += 1;
+            }
+        }
+        for key in &markers {
+            b.delete(key).await?;
+        }
+        Ok(HashSet::new())
+    }
+}
+
 /// Phase 1 for one repository.
+#[allow(clippy::too_many_arguments)]
 async fn collect_links(
     b: &dyn Backend,
     name: &RepoName,
+    excluded: &HashSet<Digest>,
     opts: &GcOptions,
     hooks: &GcHooks,
     run: &str,
     live: &mut Spill,
     report: &mut GcReport,
 ) -> Result<(), Error> {
-    let (manifests, refs) = referenced(b, name).await?;
+    let (manifests, refs) = referenced(b, name, excluded).await?;
     report.manifests += manifests.len() as u64;
     let prefix = format!("repositories/{name}/_blobs/");
     let mut candidates = Vec::new();
@@ -313,7 +436,7 @@ async fn collect_links(
         hook().await;
     }
     // The second look: a manifest pushed meanwhile keeps its links.
-    let (manifests, refs) = referenced(b, name).await?;
+    let (manifests, refs) = referenced(b, name, excluded).await?;
     for d in manifests.iter().chain(&refs) {
         live.add(d)?;
     }
@@ -342,10 +465,12 @@ async fn collect_links(
     Ok(())
 }
 
-/// The manifests linked in `name` and every digest they reference.
+/// The manifests linked in `name` (but those in `excluded`: a dry run's
+/// retention) and every digest they reference.
 async fn referenced(
     b: &dyn Backend,
     name: &RepoName,
+    excluded: &HashSet<Digest>,
 ) -> io::Result<(Vec<Digest>, HashSet<Digest>)> {
     let prefix = format!("repositories/{name}/_manifests/");
     let mut manifests = Vec::new();
@@ -356,6 +481,9 @@ async fn referenced(
             let Some(d) = link_digest(rel) else {
                 continue;
             };
+            if excluded.contains(&d) {
+                continue;
+            }
             if let Some(body) = b.read(&rk::blob(&d)).await?
                 && let Ok(m) = manifest::parse(None, &body)
             {
@@ -393,6 +521,7 @@ async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64>
         keys::ACTIVE_PREFIX,
         keys::CONTENT_MARKERS,
         keys::LINK_MARKERS,
+        keys::TAG_MARKERS,
     ] {
         let mut pages = KeyPages::new(b, prefix, PAGE);
         while let Some(page) = pages.next().await? {
@@ -522,5 +651,7 @@ impl<'a> ShardCursor<'a> {
     }
 }
 
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tests;

@@ -8,36 +8,36 @@ use crate::fs::FsBackend;
 use oci::{Reference, Tag};
 use std::sync::Arc;
 
-fn name(s: &str) -> RepoName {
+pub(super) fn name(s: &str) -> RepoName {
     RepoName::parse(s, 255).unwrap()
 }
 
-fn open(dir: &std::path::Path) -> Arc<Registry> {
+pub(super) fn open(dir: &std::path::Path) -> Arc<Registry> {
     Arc::new(Registry::new(
         Arc::new(FsBackend::open(dir, false).unwrap()),
         RegistryConfig::default(),
     ))
 }
 
-fn body(data: Vec<u8>) -> ByteStream {
+pub(super) fn body(data: Vec<u8>) -> ByteStream {
     Box::pin(futures_util::stream::iter([Ok(Bytes::from(data))]))
 }
 
 /// No grace: everything unreferenced is collectable at once.
-fn now_opts() -> GcOptions {
+pub(super) fn now_opts() -> GcOptions {
     GcOptions {
         grace: Duration::ZERO,
         ..GcOptions::default()
     }
 }
 
-async fn push_blob(r: &Registry, repo: &RepoName, data: &[u8]) -> Digest {
+pub(super) async fn push_blob(r: &Registry, repo: &RepoName, data: &[u8]) -> Digest {
     let d = Digest::sha256_of(data);
     r.upload_whole(repo, body(data.to_vec()), &d).await.unwrap();
     d
 }
 
-fn image(config: &Digest, layers: &[(&Digest, usize)], note: &str) -> Vec<u8> {
+pub(super) fn image(config: &Digest, layers: &[(&Digest, usize)], note: &str) -> Vec<u8> {
     let layers: Vec<_> = layers
         .iter()
         .map(|(d, size)| {
@@ -58,7 +58,12 @@ fn image(config: &Digest, layers: &[(&Digest, usize)], note: &str) -> Vec<u8> {
 }
 
 /// Push `{}` as config, `layer` as the one layer, and a manifest tagged `tag`.
-async fn push_image(r: &Registry, repo: &RepoName, tag: &str, layer: &[u8]) -> (Digest, Digest) {
+pub(super) async fn push_image(
+    r: &Registry,
+    repo: &RepoName,
+    tag: &str,
+    layer: &[u8],
+) -> (Digest, Digest) {
     let config = push_blob(r, repo, b"{}").await;
     let l = push_blob(r, repo, layer).await;
     let m = image(&config, &[(&l, layer.len())], &format!("{repo}:{tag}"));
@@ -75,7 +80,7 @@ async fn push_image(r: &Registry, repo: &RepoName, tag: &str, layer: &[u8]) -> (
     (put.digest, l)
 }
 
-async fn present(r: &Registry, d: &Digest) -> bool {
+pub(super) async fn present(r: &Registry, d: &Digest) -> bool {
     r.backend().head(&rk::blob(d)).await.unwrap().is_some()
 }
 
@@ -149,7 +154,7 @@ async fn reclaims_what_a_deleted_image_held_and_keeps_the_rest() {
 }
 
 /// Every tag's manifest is readable and every blob it needs is there.
-async fn assert_tagged_images_complete(r: &Registry) {
+pub(super) async fn assert_tagged_images_complete(r: &Registry) {
     let repos = r.catalog(None, None).await.unwrap().items;
     for repo in repos {
         let repo = name(&repo);
@@ -181,7 +186,7 @@ async fn assert_tagged_images_complete(r: &Registry) {
 
 /// A hook that runs a writer when called and records whether the write
 /// was acknowledged.
-fn recording<F>(write: F) -> (Hook, Arc<std::sync::Mutex<Option<bool>>>)
+pub(super) fn recording<F>(write: F) -> (Hook, Arc<std::sync::Mutex<Option<bool>>>)
 where
     F: Fn() -> futures_util::future::BoxFuture<'static, bool> + Send + Sync + 'static,
 {
