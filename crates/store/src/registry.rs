@@ -11,7 +11,7 @@ use crate::gc;
 use crate::hashing::StreamHasher;
 use crate::keys;
 use bytes::Bytes;
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use oci::manifest::{self, Descriptor, Kind, Manifest};
@@ -174,8 +174,11 @@ pub struct Registry {
     backend: Arc<dyn Backend>,
     config: RegistryConfig,
     sessions: DashMap<String, Arc<Mutex<Session>>>,
-    /// Repositories known to have a catalog entry (saves a HEAD per push).
-    known_repos: DashSet<String>,
+    /// Repositories known to have a catalog entry, with the epoch of
+    /// collector looks in which that was seen (saves a write per push; a
+    /// collector may remove the entries of empty repositories, so an entry
+    /// counts only while no collector has been at work since).
+    known_repos: DashMap<String, u64>,
     /// Manifest bodies recently read, by digest.
     manifests: ContentCache,
     /// Told when a session ends.
@@ -283,7 +286,7 @@ fn being_retained(what: &str) -> Error {
     Error::Registry(
         RegistryError::new(
             ErrorCode::TooManyRequests,
-            format!("{what} is being removed by a retention rule's collection run; push again"),
+            format!("{what} is being removed by a garbage collection run (retention, or an empty repository); push again"),
         )
         .with_detail(serde_json::json!({ "reference": what })),
     )
@@ -320,7 +323,7 @@ impl Registry {
             backend,
             config,
             sessions: DashMap::new(),
-            known_repos: DashSet::new(),
+            known_repos: DashMap::new(),
             manifests: ContentCache::new(MANIFEST_CACHE_BYTES, MANIFEST_CACHE_ENTRY),
             observer: None,
             tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -366,23 +369,47 @@ impl Registry {
         }
     }
 
-    /// Record the repository in the catalog index (once).
-    async fn ensure_repo(&self, name: &RepoName) -> Result<()> {
-        if self.known_repos.contains(name.as_str()) {
+    /// Record the repository in the catalog index, before a write into it
+    /// (under `quiet`, the writer's look for collectors): the collector
+    /// walks repositories by their catalog entries, so an entry must exist
+    /// before anything the repository holds does (docs/gc.md).
+    async fn ensure_repo(&self, name: &RepoName, quiet: gc::fence::Quiet) -> Result<()> {
+        if let Some(epoch) = quiet.epoch()
+            && self
+                .known_repos
+                .get(name.as_str())
+                .is_some_and(|e| *e == epoch)
+        {
             return Ok(());
         }
-        let key = keys::catalog(name);
-        if self.backend.head(&key).await?.is_none() {
-            self.backend.put(&key, Bytes::new()).await?;
+        self.backend.put(&keys::catalog(name), Bytes::new()).await?;
+        if let Some(epoch) = quiet.epoch() {
+            self.known_repos.insert(name.as_str().to_owned(), epoch);
         }
-        self.known_repos.insert(name.as_str().to_owned());
+        Ok(())
+    }
+
+    /// After the writes into `name` under `quiet`: unless no collector can
+    /// have missed them, make sure none removes the repository's catalog
+    /// entry (an empty repository's) after they were made.
+    async fn settle_repo(&self, name: &RepoName, quiet: gc::fence::Quiet) -> Result<()> {
+        let b = self.backend.as_ref();
+        let settled = gc::fence::settle(
+            b,
+            &self.gc_idle,
+            quiet,
+            &gc::keys::repo_markers(name),
+            &keys::catalog(name),
+            &Bytes::new(),
+        )
+        .await?;
+        if settled == gc::fence::Settled::TimedOut {
+            return Err(being_retained(name.as_str()));
+        }
         Ok(())
     }
 
     pub async fn repo_exists(&self, name: &RepoName) -> Result<bool> {
-        if self.known_repos.contains(name.as_str()) {
-            return Ok(true);
-        }
         Ok(self.backend.head(&keys::catalog(name)).await?.is_some())
     }
 
@@ -464,22 +491,26 @@ impl Registry {
     async fn link_blob(&self, name: &RepoName, d: &Digest) -> Result<()> {
         let b = self.backend.as_ref();
         let quiet = gc::fence::quiet(b, &self.gc_idle).await?;
+        self.ensure_repo(name, quiet).await?;
         // Written even when it exists: its time is what the grace period of
         // garbage collection counts from, and a collector that looked at the
         // old time sees the new one when it looks again (docs/gc.md).
         let link = keys::repo_blob(name, d);
         b.put(&link, Bytes::new()).await?;
-        // Unless no collector can have missed the write, make sure none is
-        // about to take the link or the content away, or just did.
-        if !quiet.holds()
-            && (gc::fence::link_doomed(b, name, d).await?
+        // Unless no collector can have missed the writes, make sure none is
+        // about to take the repository's entry, the link or the content
+        // away, or just did.
+        if !quiet.holds() {
+            self.settle_repo(name, quiet).await?;
+            if gc::fence::link_doomed(b, name, d).await?
                 || gc::fence::content_doomed(b, d).await?
                 || b.head(&keys::blob(d)).await?.is_none()
-                || b.head(&link).await?.is_none())
-        {
-            return Err(being_collected(d));
+                || b.head(&link).await?.is_none()
+            {
+                return Err(being_collected(d));
+            }
         }
-        self.ensure_repo(name).await
+        Ok(())
     }
 
     // -------------------------------------------------------------- uploads
@@ -993,6 +1024,7 @@ impl Registry {
         let b = self.backend.as_ref();
         // Before any write: whether a collector is at work (docs/gc.md).
         let quiet = gc::fence::quiet(b, &self.gc_idle).await?;
+        self.ensure_repo(name, quiet).await?;
         let blob_key = keys::blob(&digest);
         // Kept if present with the right size; a damaged (truncated) copy
         // is replaced.
@@ -1042,12 +1074,13 @@ impl Registry {
         // collector took it, it is written again, and what it names is
         // checked after that.
         if !quiet.holds() {
+            self.settle_repo(name, quiet).await?;
             let markers = gc::keys::link_markers(name, &digest);
             match gc::fence::settle(b, &self.gc_idle, quiet, &markers, &link_key, &link_value)
                 .await?
             {
                 gc::fence::Settled::Kept => {}
-                gc::fence::Settled::Rewritten => {
+                gc::fence::Settled::Contested => {
                     if let Some((key, value)) = &referrer {
                         b.put(key, value.clone()).await?;
                     }
@@ -1092,7 +1125,6 @@ impl Registry {
                 return Err(being_retained(&format!("{name}:{t}")));
             }
         }
-        self.ensure_repo(name).await?;
         Ok(PutManifest {
             digest,
             subject,

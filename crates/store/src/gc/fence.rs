@@ -24,41 +24,83 @@ pub const IDLE_CACHE: Duration = Duration::from_secs(2);
 /// What a collector waits after announcing itself, before its first look.
 pub const COLLECTOR_START_DELAY: Duration = Duration::from_secs(3);
 
-/// When this process last saw no collector at work (taken before the
-/// listing started, so the age is never under-counted).
+/// What this process knows of collectors from its looks.
 #[derive(Default)]
-pub(crate) struct IdleSeen(Mutex<Option<Instant>>);
+pub(crate) struct IdleSeen(Mutex<Seen>);
+
+#[derive(Default)]
+struct Seen {
+    /// When the last look that found no collector started.
+    at: Option<Instant>,
+    /// Bumped whenever a collector may have run unseen since the previous
+    /// look: one was seen, or two looks were too far apart for a whole run
+    /// to fit between them unseen.
+    epoch: u64,
+}
 
 /// Taken by a writer *before* it writes: the time of a look that found no
-/// collector at work, if there was one recently enough to rely on.
+/// collector at work, if there was one recently enough to rely on, and the
+/// epoch of looks it belongs to.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Quiet(Option<Instant>);
+pub(crate) struct Quiet {
+    at: Option<Instant>,
+    epoch: u64,
+}
 
 impl Quiet {
     /// Did the writes made since this look finish within [`IDLE_CACHE`] of
     /// it? Then no collector can miss them (docs/gc.md), and the writer
     /// needs no other check. Otherwise it checks markers and presence.
     pub(crate) fn holds(&self) -> bool {
-        self.0.is_some_and(|t| t.elapsed() < IDLE_CACHE)
+        self.at.is_some_and(|t| t.elapsed() < IDLE_CACHE)
+    }
+
+    /// While this is the epoch of the looks, no collector has been at work
+    /// since the look that started it: a catalog entry known to exist then
+    /// exists still.
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        self.holds().then_some(self.epoch)
     }
 }
 
 /// Look for a collector at work, before writing. One listing at most every
 /// [`IDLE_CACHE`] per process while none is.
 pub(crate) async fn quiet(b: &dyn Backend, seen: &IdleSeen) -> io::Result<Quiet> {
-    let cached = *seen.0.lock().unwrap_or_else(|p| p.into_inner());
-    if cached.is_some_and(|t| t.elapsed() < IDLE_CACHE) {
-        return Ok(Quiet(cached));
+    {
+        let s = seen.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.at.is_some_and(|t| t.elapsed() < IDLE_CACHE) {
+            return Ok(Quiet {
+                at: s.at,
+                epoch: s.epoch,
+            });
+        }
     }
     let asked = Instant::now();
-    if live_marker(b, gck::ACTIVE_PREFIX).await? {
-        return Ok(Quiet(None));
+    let active = live_marker(b, gck::ACTIVE_PREFIX).await?;
+    let mut s = seen.0.lock().unwrap_or_else(|p| p.into_inner());
+    if active {
+        s.epoch += 1;
+        s.at = None;
+        return Ok(Quiet {
+            at: None,
+            epoch: s.epoch,
+        });
     }
-    let mut at = seen.0.lock().unwrap_or_else(|p| p.into_inner());
-    if at.is_none_or(|t| t < asked) {
-        *at = Some(asked);
+    // A collector's flag lives longer than COLLECTOR_START_DELAY: if this
+    // look ended within that of the previous one's start, no run began and
+    // ended between them.
+    let continuous =
+        s.at.is_some_and(|prev| prev <= asked && prev.elapsed() < COLLECTOR_START_DELAY);
+    if !continuous {
+        s.epoch += 1;
     }
-    Ok(Quiet(Some(asked)))
+    if s.at.is_none_or(|t| t < asked) {
+        s.at = Some(asked);
+    }
+    Ok(Quiet {
+        at: Some(asked),
+        epoch: s.epoch,
+    })
 }
 
 /// How long a writer that rewrote a tag or manifest link waits for a
@@ -68,20 +110,21 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// What [`settle`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Settled {
-    /// The object stands as written.
+    /// No collector was at work on the object: it stands as written.
     Kept,
-    /// A collector took it; it is written again (what goes with it, e.g. a
-    /// manifest's referrer entry, needs writing again too).
-    Rewritten,
+    /// A collector had marked it; it stands now (written again if the
+    /// collector took it). What goes with it (a manifest's referrer entry)
+    /// needs writing again too: the collector may have taken that.
+    Contested,
     /// A collector's marker outlived [`SETTLE_WAIT`].
     TimedOut,
 }
 
-/// After writing `value` at `key` (a tag, or a manifest link) under
-/// `quiet`: make sure no collector that marked `key` (markers under
-/// `markers`) deletes it after the write. While a marker lives, wait for
-/// it to go; then, if the collector took the object, write it again under a
-/// fresh look.
+/// After writing `value` at `key` (a tag, a manifest link, a catalog
+/// entry) under `quiet`: make sure no collector that marked `key` (markers
+/// under `markers`) deletes it after the write. While a marker lives, wait
+/// for it to go; then, if the collector took the object, write it again
+/// under a fresh look.
 pub(crate) async fn settle(
     b: &dyn Backend,
     seen: &IdleSeen,
@@ -93,27 +136,28 @@ pub(crate) async fn settle(
     if quiet.holds() {
         return Ok(Settled::Kept);
     }
-    let mut rewritten = false;
+    let mut contested = false;
     let deadline = Instant::now() + SETTLE_WAIT;
     loop {
         if !live_marker(b, markers).await? {
             // No collector between marking `key` and finishing with it:
             // the object is either ours to keep or already taken.
             if b.read(key).await?.as_ref() == Some(value) {
-                return Ok(if rewritten {
-                    Settled::Rewritten
+                return Ok(if contested {
+                    Settled::Contested
                 } else {
                     Settled::Kept
                 });
             }
+            contested = true;
             let q = self::quiet(b, seen).await?;
             b.put(key, value.clone()).await?;
-            rewritten = true;
             if q.holds() {
-                return Ok(Settled::Rewritten);
+                return Ok(Settled::Contested);
             }
             continue;
         }
+        contested = true;
         if Instant::now() >= deadline {
             return Ok(Settled::TimedOut);
         }

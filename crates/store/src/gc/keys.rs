@@ -17,6 +17,14 @@ pub fn tag_markers(name: &RepoName, tag: &str) -> String {
     format!("{TAG_MARKERS}{name}/_/{tag}/")
 }
 
+/// `_gc/doomed-repos/<repo>/_/<run>`: the catalog entry of an empty
+/// repository a run wants to delete.
+pub const REPO_MARKERS: &str = "_gc/doomed-repos/";
+
+pub fn repo_markers(name: &RepoName) -> String {
+    format!("{REPO_MARKERS}{name}/_/")
+}
+
 pub fn content_markers(d: &Digest) -> String {
     format!("{CONTENT_MARKERS}{}/{}/", d.algorithm(), d.hex())
 }

@@ -71,6 +71,10 @@ pub struct GcReport {
     /// Tags and manifests a retention rule removed (or would).
     pub tags_deleted: u64,
     pub manifests_deleted: u64,
+    /// Referrer entries whose referrer is gone, deleted (or that would be).
+    pub referrers_deleted: u64,
+    /// Catalog entries of repositories holding nothing, deleted (or that would be).
+    pub repositories_deleted: u64,
     /// The first of them, `repo:tag` and `repo@digest`.
     pub removed_by_retention: Vec<String>,
     /// Blob links deleted (or that would be).
@@ -109,6 +113,8 @@ pub struct GcHooks {
     pub after_retention_marks: Option<Hook>,
     /// After a repository's retention second look, before its deletes.
     pub after_retention_recheck: Option<Hook>,
+    /// After an empty repository's second look, before its catalog entry goes.
+    pub after_empty_recheck: Option<Hook>,
     /// After a repository's first look, before its link markers are written.
     pub before_link_marks: Option<Hook>,
     /// After a repository's link markers are written, before the second look.
@@ -180,19 +186,19 @@ async fn run_phases(
                 continue;
             };
             report.repositories += 1;
+            let c = Collector {
+                b,
+                opts,
+                hooks,
+                run,
+            };
             let excluded = match retention::rule_for(&opts.retention, &name) {
-                Some(rule) => {
-                    let c = Collector {
-                        b,
-                        opts,
-                        hooks,
-                        run,
-                    };
-                    c.retain(&name, rule, immutable, report).await?
-                }
+                Some(rule) => c.retain(&name, rule, immutable, report).await?,
                 None => HashSet::new(),
             };
             collect_links(b, &name, &excluded, opts, hooks, run, &mut live, report).await?;
+            c.prune_referrers(&name, report).await?;
+            c.prune_if_empty(&name, report).await?;
         }
     }
     live.finish()?;
@@ -294,6 +300,105 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
+    fn in_time(marked_at: SystemTime) -> bool {
+        marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4)
+    }
+
+    /// Delete the referrer entries of `name` whose referrer manifest is no
+    /// longer in it (deleted by a client or a crash between the two
+    /// deletes), fenced like a manifest link: a push of the referrer
+    /// meanwhile writes the entry again.
+    async fn prune_referrers(&self, name: &RepoName, report: &mut GcReport) -> Result<(), Error> {
+        let b = self.b;
+        let prefix = format!("repositories/{name}/_referrers/");
+        let mut candidates = Vec::new();
+        let mut pages = KeyPages::new(b, &prefix, PAGE);
+        while let Some(page) = pages.next().await? {
+            for rel in page {
+                // <alg>/<subject hex>/<alg>-<referrer hex>
+                let referrer = rel
+                    .rsplit('/')
+                    .next()
+                    .and_then(|f| f.split_once('-'))
+                    .and_then(|(alg, hex)| format!("{alg}:{hex}").parse::<Digest>().ok());
+                let Some(d) = referrer else {
+                    continue;
+                };
+                if b.head(&rk::repo_manifest(name, &d)).await?.is_none() {
+                    candidates.push((format!("{prefix}{rel}"), d));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        if self.opts.dry_run {
+            report.referrers_deleted += candidates.len() as u64;
+            return Ok(());
+        }
+        let markers: Vec<String> = candidates
+            .iter()
+            .map(|(_, d)| marker(&keys::link_markers(name, d), self.run))
+            .collect();
+        for key in &markers {
+            b.put(key, Bytes::new()).await?;
+        }
+        let marked_at = SystemTime::now();
+        for (entry, d) in &candidates {
+            if b.head(&rk::repo_manifest(name, d)).await?.is_none() && Self::in_time(marked_at) {
+                if b.delete(entry).await? {
+                    report.referrers_deleted += 1;
+                }
+            } else {
+                report.kept_after_recheck += 1;
+            }
+        }
+        for key in &markers {
+            b.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the catalog entry of `name` if the repository holds nothing:
+    /// no tag, manifest, blob link or referrer entry. Fenced: a writer
+    /// writes the entry before anything into the repository and, if a
+    /// collector is at work, waits out its marker and writes the entry
+    /// again if it was taken.
+    async fn prune_if_empty(&self, name: &RepoName, report: &mut GcReport) -> Result<(), Error> {
+        let b = self.b;
+        let empty = || async move {
+            for dir in ["_tags", "_manifests", "_blobs", "_referrers"] {
+                let prefix = format!("repositories/{name}/{dir}/");
+                if !b.list(&prefix, None, 1).await?.is_empty() {
+                    return Ok::<_, io::Error>(false);
+                }
+            }
+            Ok(true)
+        };
+        if !empty().await? {
+            return Ok(());
+        }
+        if self.opts.dry_run {
+            report.repositories_deleted += 1;
+            return Ok(());
+        }
+        let key = marker(&keys::repo_markers(name), self.run);
+        b.put(&key, Bytes::new()).await?;
+        let marked_at = SystemTime::now();
+        let still_empty = empty().await?;
+        if let Some(hook) = &self.hooks.after_empty_recheck {
+            hook().await;
+        }
+        if still_empty && Self::in_time(marked_at) {
+            b.delete(&rk::catalog(name)).await?;
+            report.repositories_deleted += 1;
+        } else {
+            report.kept_after_recheck += 1;
+        }
+        b.delete(&key).await?;
+        Ok(())
+    }
+
     /// Apply `rule` to `name`: mark what it removes, look again, delete
     /// what the second look still removes (tags first, then manifests,
     /// indexes before their children). Returns, in a dry run, the
@@ -342,7 +447,7 @@ impl Collector<'_> {
         if let Some(hook) = &self.hooks.after_retention_recheck {
             hook().await;
         }
-        let in_time = || marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
+        let in_time = || Self::in_time(marked_at);
         let tags = rk::tags_prefix(name);
         for t in &first.tags {
             if second.tags.contains(t) && in_time() {
@@ -522,6 +627,7 @@ async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64>
         keys::CONTENT_MARKERS,
         keys::LINK_MARKERS,
         keys::TAG_MARKERS,
+        keys::REPO_MARKERS,
     ] {
         let mut pages = KeyPages::new(b, prefix, PAGE);
         while let Some(page) = pages.next().await? {

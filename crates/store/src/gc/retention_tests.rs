@@ -404,3 +404,104 @@ async fn a_tag_pushed_again_before_the_second_look_is_kept() {
 async fn a_tag_pushed_again_after_the_second_look_is_written_again() {
     repush_during_retention(true).await;
 }
+
+#[tokio::test]
+async fn empty_repositories_and_dangling_referrer_entries_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open_immutable(dir.path());
+    let (gone, kept) = (name("prune/gone"), name("prune/kept"));
+    let (m, _) = push_image(&r, &gone, "v1", b"soon unreferenced").await;
+    r.manifest_delete(&gone, &Reference::Digest(m))
+        .await
+        .unwrap();
+    let (k, _) = push_image(&r, &kept, "v1", b"kept").await;
+    // A referrer whose manifest link vanished without its entry (as after
+    // a crash between the two deletes).
+    let config = push_blob(&r, &kept, b"{}").await;
+    let k_size = r.manifest_head(&kept, &tag("v1")).await.unwrap().2 as usize;
+    let sig = referrer_of(&config, &k, k_size, "sig");
+    let sig = put(
+        &r,
+        &kept,
+        Reference::Digest(Digest::sha256_of(&sig)),
+        OCI_MANIFEST,
+        sig,
+    )
+    .await;
+    r.backend()
+        .delete(&rk::repo_manifest(&kept, &sig))
+        .await
+        .unwrap();
+    assert_eq!(r.referrers(&kept, &k, None).await.unwrap().len(), 1);
+
+    let dry = collect(
+        &r,
+        &GcOptions {
+            dry_run: true,
+            ..now_opts()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.referrers_deleted, 1, "{dry:?}");
+    let rep = collect(&r, &now_opts()).await.unwrap();
+    assert_eq!(rep.referrers_deleted, 1, "{rep:?}");
+    assert_eq!(rep.repositories_deleted, 1, "{rep:?}");
+    assert!(r.referrers(&kept, &k, None).await.unwrap().is_empty());
+    let catalog = r.catalog(None, None).await.unwrap().items;
+    assert_eq!(catalog, vec!["prune/kept".to_string()]);
+    assert_tagged_images_complete(&r).await;
+    for p in [keys::REPO_MARKERS, keys::LINK_MARKERS, keys::ACTIVE_PREFIX] {
+        assert!(
+            r.backend().list(p, None, 10).await.unwrap().is_empty(),
+            "{p}"
+        );
+    }
+    // Pushed into again, it is back.
+    push_image(&r, &gone, "v2", b"back").await;
+    assert_eq!(r.catalog(None, None).await.unwrap().items.len(), 2);
+}
+
+/// A blob uploaded into an empty repository just as a run removes its
+/// catalog entry: the entry is written again, so the next run walks the
+/// repository and keeps what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_into_a_repository_being_pruned_keeps_it_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open_immutable(dir.path());
+    let repo = name("prune/race");
+    // The layer the racing upload sends is held by another repository (so
+    // that the run, with no grace period, does not take its content).
+    push_image(&r, &name("prune/other"), "v1", b"late layer").await;
+    let (m, _) = push_image(&r, &repo, "v1", b"first").await;
+    r.manifest_delete(&repo, &Reference::Digest(m))
+        .await
+        .unwrap();
+    type Upload = tokio::task::JoinHandle<Digest>;
+    let upload: Arc<std::sync::Mutex<Option<Upload>>> = Arc::default();
+    let hook: Hook = {
+        let (r, repo, upload) = (r.clone(), repo.clone(), upload.clone());
+        Box::new(move || {
+            let (r, repo, upload) = (r.clone(), repo.clone(), upload.clone());
+            Box::pin(async move {
+                let task = tokio::spawn(async move { push_blob(&r, &repo, b"late layer").await });
+                // Let it write its link (and wait for the marker to go).
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                *upload.lock().unwrap() = Some(task);
+            })
+        })
+    };
+    let hooks = GcHooks {
+        after_empty_recheck: Some(hook),
+        ..GcHooks::default()
+    };
+    collect_with(&r, &now_opts(), &hooks).await.unwrap();
+    let task = upload.lock().unwrap().take().expect("the hook ran");
+    let layer = task.await.unwrap();
+    // Still listed, so the next run walks it (and finds the link).
+    assert_eq!(
+        r.catalog(None, None).await.unwrap().items,
+        vec!["prune/other".to_string(), "prune/race".to_string()]
+    );
+    assert!(r.blob_size(&repo, &layer).await.unwrap().is_some());
+}
