@@ -68,8 +68,8 @@ async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
         grace: Duration::from_secs(args.grace.unwrap_or(config.gc.grace_secs)),
         upload_expiry: Duration::from_secs(args.upload_expiry),
         dry_run: args.dry_run,
-        spill_dir: None,
         retention: config.retention_rules()?,
+        ..GcOptions::default()
     };
     gc::collect(&reg, &opts)
         .await

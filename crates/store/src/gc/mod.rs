@@ -27,7 +27,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use fence::MARKER_TTL;
 
@@ -49,6 +49,10 @@ pub struct GcOptions {
     pub spill_dir: Option<PathBuf>,
     /// Tags and untagged manifests to remove (`[[retention]]`); none by default.
     pub retention: Vec<RetentionRule>,
+    /// How old a run's oldest content marker may grow before the run writes
+    /// its markers again (an eighth of [`MARKER_TTL`]; tests shorten it).
+    #[doc(hidden)]
+    pub marker_refresh: Duration,
 }
 
 impl Default for GcOptions {
@@ -59,6 +63,7 @@ impl Default for GcOptions {
             dry_run: false,
             spill_dir: None,
             retention: Vec::new(),
+            marker_refresh: fence::MARKER_TTL / 8,
         }
     }
 }
@@ -205,6 +210,7 @@ async fn run_phases(
 
     // 2. Content that no link names: marked (or counted, in a dry run).
     let mut marked = 0u64;
+    let mut fresh = Freshness::new(run, opts.marker_refresh);
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, "blobs/", PAGE);
     while let Some(page) = pages.next().await? {
@@ -227,6 +233,7 @@ async fn run_phases(
                 report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
                 report.note(d.to_string());
             } else {
+                fresh.keep(b).await?;
                 b.put(&marker(&keys::content_markers(&d), run), Bytes::new())
                     .await?;
                 marked += 1;
@@ -242,7 +249,6 @@ async fn run_phases(
 
     // 3. The second look: every link again, then the marked content that
     // no link names now is deleted.
-    let marked_at = SystemTime::now();
     let mut live = Spill::new(opts.spill_dir.as_ref())?;
     let mut pages = KeyPages::new(b, rk::CATALOG_PREFIX, PAGE);
     while let Some(page) = pages.next().await? {
@@ -253,6 +259,8 @@ async fn run_phases(
         }
     }
     live.finish()?;
+    // The second walk may have taken long.
+    fresh.keep(b).await?;
     if let Some(hook) = &hooks.after_content_recheck {
         hook().await;
     }
@@ -272,9 +280,8 @@ async fn run_phases(
                 continue;
             };
             let marker_key = format!("{}{rel}", keys::CONTENT_MARKERS);
-            // Too late: writers may have stopped honouring the marker.
-            let in_time = marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
-            if shard.contains(&d)? || !in_time {
+            fresh.keep(b).await?;
+            if shard.contains(&d)? || !fresh.in_time() {
                 report.kept_after_recheck += 1;
             } else {
                 let key = rk::blob(&d);
@@ -291,6 +298,51 @@ async fn run_phases(
     Ok(())
 }
 
+/// How recently every content marker of a run was written: a writer
+/// honours a marker for [`MARKER_TTL`] from its write, so a run that takes
+/// long writes its markers again before they age (docs/gc.md, "Crashes").
+struct Freshness<'a> {
+    run: &'a str,
+    every: Duration,
+    /// When the oldest write of any marker still standing began.
+    since: Instant,
+}
+
+impl<'a> Freshness<'a> {
+    fn new(run: &'a str, every: Duration) -> Self {
+        Freshness {
+            run,
+            every,
+            since: Instant::now(),
+        }
+    }
+
+    /// Write this run's content markers again once the oldest is `every`
+    /// old (an eighth of [`MARKER_TTL`]).
+    async fn keep(&mut self, b: &dyn Backend) -> io::Result<()> {
+        if self.since.elapsed() < self.every {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let suffix = format!("/{}", self.run);
+        let mut pages = KeyPages::new(b, keys::CONTENT_MARKERS, PAGE);
+        while let Some(page) = pages.next().await? {
+            for rel in page.iter().filter(|rel| rel.ends_with(&suffix)) {
+                b.put(&format!("{}{rel}", keys::CONTENT_MARKERS), Bytes::new())
+                    .await?;
+            }
+        }
+        self.since = started;
+        Ok(())
+    }
+
+    /// May the run still delete on the strength of its markers? Well
+    /// within their life, with room for clocks that differ.
+    fn in_time(&self) -> bool {
+        self.since.elapsed() < fence::MARKER_TTL / 4
+    }
+}
+
 /// What one run's steps share.
 struct Collector<'a> {
     b: &'a dyn Backend,
@@ -300,8 +352,9 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn in_time(marked_at: SystemTime) -> bool {
-        marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4)
+    /// `marked_at`: taken before the first of a step's markers was written.
+    fn in_time(marked_at: Instant) -> bool {
+        marked_at.elapsed() < fence::MARKER_TTL / 4
     }
 
     /// Delete the referrer entries of `name` whose referrer manifest is no
@@ -340,10 +393,10 @@ impl Collector<'_> {
             .iter()
             .map(|(_, d)| marker(&keys::link_markers(name, d), self.run))
             .collect();
+        let marked_at = Instant::now();
         for key in &markers {
             b.put(key, Bytes::new()).await?;
         }
-        let marked_at = SystemTime::now();
         for (entry, d) in &candidates {
             if b.head(&rk::repo_manifest(name, d)).await?.is_none() && Self::in_time(marked_at) {
                 if b.delete(entry).await? {
@@ -383,8 +436,8 @@ impl Collector<'_> {
             return Ok(());
         }
         let key = marker(&keys::repo_markers(name), self.run);
+        let marked_at = Instant::now();
         b.put(&key, Bytes::new()).await?;
-        let marked_at = SystemTime::now();
         let still_empty = empty().await?;
         if let Some(hook) = &self.hooks.after_empty_recheck {
             hook().await;
@@ -434,10 +487,10 @@ impl Collector<'_> {
         for m in &first.manifests {
             markers.push(marker(&keys::link_markers(name, &m.digest), self.run));
         }
+        let marked_at = Instant::now();
         for key in &markers {
             b.put(key, Bytes::new()).await?;
         }
-        let marked_at = SystemTime::now();
         if let Some(hook) = &self.hooks.after_retention_marks {
             hook().await;
         }
@@ -532,11 +585,11 @@ async fn collect_links(
     if let Some(hook) = &hooks.before_link_marks {
         hook().await;
     }
+    let marked_at = Instant::now();
     for (d, _) in &candidates {
         b.put(&marker(&keys::link_markers(name, d), run), Bytes::new())
             .await?;
     }
-    let marked_at = SystemTime::now();
     if let Some(hook) = &hooks.after_link_marks {
         hook().await;
     }
@@ -549,7 +602,7 @@ async fn collect_links(
         hook().await;
     }
     for (d, first_seen) in candidates {
-        let in_time = marked_at.elapsed().is_ok_and(|e| e < fence::MARKER_TTL / 4);
+        let in_time = Collector::in_time(marked_at);
         // Written again since the first look (an upload or mount of the
         // blob): it starts a new grace period.
         let rewritten = b

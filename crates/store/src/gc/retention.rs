@@ -131,10 +131,12 @@ pub(crate) async fn plan(
             && !parsed.is_some_and(|tag| immutable.iter().any(|r| r.covers(name, &tag)))
     };
     let mut candidates: Vec<&SeenTag> = tags.iter().filter(|t| counted(t)).collect();
-    // Newest first; a tag without a time counts as new (never removed on a guess).
+    // Newest first; a tag without a time counts as new (never removed on a
+    // guess). Times are as precise as the store keeps them (a second on
+    // S3): of tags pushed within one, the greater name counts as newer.
     candidates.sort_by(|a, b| {
         let key = |t: &SeenTag| t.modified.unwrap_or(now);
-        key(b).cmp(&key(a)).then_with(|| a.tag.cmp(&b.tag))
+        key(b).cmp(&key(a)).then_with(|| b.tag.cmp(&a.tag))
     });
     if rule.keep_newest.is_some() || rule.tags_older_than.is_some() {
         let keep = rule.keep_newest.unwrap_or(0);

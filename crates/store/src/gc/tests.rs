@@ -586,3 +586,55 @@ async fn fsck_finds_damage_and_repairs_what_loses_nothing() {
         "{sampled:?} vs {after:?}"
     );
 }
+
+/// A run that takes long writes its content markers again before writers
+/// stop honouring them (here: at every step, so the markers seen after the
+/// second walk were written after the marking ended).
+#[tokio::test]
+async fn a_long_run_keeps_its_markers_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("fresh/app");
+    let (m, layer) = push_image(&r, &a, "v1", b"to be collected").await;
+    r.manifest_delete(&a, &Reference::Digest(m)).await.unwrap();
+    let times: Arc<std::sync::Mutex<Vec<Vec<SystemTime>>>> = Arc::default();
+    let snapshot = |times: Arc<std::sync::Mutex<Vec<Vec<SystemTime>>>>, r: Arc<Registry>| -> Hook {
+        Box::new(move || {
+            let (times, r) = (times.clone(), r.clone());
+            Box::pin(async move {
+                let b = r.backend();
+                let mut seen = Vec::new();
+                let mut pages = KeyPages::new(b.as_ref(), keys::CONTENT_MARKERS, 100);
+                while let Some(page) = pages.next().await.unwrap() {
+                    for rel in page {
+                        let key = format!("{}{rel}", keys::CONTENT_MARKERS);
+                        seen.push(b.head(&key).await.unwrap().unwrap().modified.unwrap());
+                    }
+                }
+                // Markers written now are measurably newer.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                times.lock().unwrap().push(seen);
+            })
+        })
+    };
+    let hooks = GcHooks {
+        after_content_marks: Some(snapshot(times.clone(), r.clone())),
+        after_content_recheck: Some(snapshot(times.clone(), r.clone())),
+        ..GcHooks::default()
+    };
+    let opts = GcOptions {
+        marker_refresh: Duration::ZERO,
+        ..now_opts()
+    };
+    let rep = collect_with(&r, &opts, &hooks).await.unwrap();
+    let times = times.lock().unwrap();
+    let (marked, rechecked) = (&times[0], &times[1]);
+    assert!(!marked.is_empty(), "{rep:?}");
+    let newest_marked = marked.iter().max().unwrap();
+    assert!(
+        rechecked.iter().all(|t| t > newest_marked),
+        "markers not written again: {marked:?} then {rechecked:?}"
+    );
+    // And the run still deleted what it marked.
+    assert!(!present(&r, &layer).await, "{rep:?}");
+}
