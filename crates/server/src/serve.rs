@@ -33,6 +33,15 @@ async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
         BackendKind::Fs => {
             let b = FsBackend::open(&config.data_dir, config.storage.fsync)
                 .map_err(|e| anyhow::anyhow!("{}", open_failure(&config.data_dir, &e)))?;
+            // The directory is this process's alone: a collector's markers
+            // in it are a dead process's.
+            let n = store::gc::forget_dead_runs(&b).await?;
+            if n > 0 {
+                tracing::info!(
+                    removed = n,
+                    "removed the markers of a garbage collection that did not finish"
+                );
+            }
             Ok(Arc::new(b))
         }
         BackendKind::S3 => {

@@ -27,6 +27,8 @@ pub async fn open(spec: &str, args: &S3Args) -> anyhow::Result<Arc<dyn Backend>>
         let path = PathBuf::from(path);
         let fs = FsBackend::open(&path, true)
             .map_err(|e| anyhow::anyhow!("{}", open_failure(&path, &e)))?;
+        // Locked: a collector's markers in it are a dead process's.
+        store::gc::forget_dead_runs(&fs).await?;
         return Ok(Arc::new(fs));
     }
     if let Some(rest) = spec.strip_prefix("s3:") {

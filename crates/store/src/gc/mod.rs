@@ -702,6 +702,23 @@ async fn remove_stale_markers(b: &dyn Backend, dry_run: bool) -> io::Result<u64>
     Ok(removed)
 }
 
+/// Remove every collector flag and marker: for a store only this process
+/// may use (a filesystem data directory, locked while open), whatever a
+/// collector left there belongs to a process that is gone, and would only
+/// make writers of its candidates fail until the markers age out.
+pub async fn forget_dead_runs(b: &dyn Backend) -> io::Result<u64> {
+    let mut removed = 0;
+    let mut pages = KeyPages::new(b, "_gc/", PAGE);
+    while let Some(page) = pages.next().await? {
+        for rel in page {
+            if b.delete(&format!("_gc/{rel}")).await? {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn marker(prefix: &str, run: &str) -> String {
     format!("{prefix}{run}")
 }

@@ -638,3 +638,38 @@ async fn a_long_run_keeps_its_markers_fresh() {
     // And the run still deleted what it marked.
     assert!(!present(&r, &layer).await, "{rep:?}");
 }
+
+/// What a dead collector left in a directory only this process may use is
+/// removed when the directory is opened again; writers are not held up.
+#[tokio::test]
+async fn markers_of_a_dead_run_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("dead/app");
+    let layer = push_blob(&r, &a, b"a candidate").await;
+    let b = r.backend().clone();
+    b.put(&format!("{}deadbeef", keys::ACTIVE_PREFIX), Bytes::new())
+        .await
+        .unwrap();
+    b.put(
+        &marker(&keys::content_markers(&layer), "deadbeef"),
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    drop((r, b));
+    // While the markers stand, re-uploading the blob is refused (by a
+    // process that has not seen the store before).
+    let r = open(dir.path());
+    let again = r
+        .upload_whole(&a, body(b"a candidate".to_vec()), &layer)
+        .await;
+    assert!(again.is_err(), "{again:?}");
+    assert_eq!(forget_dead_runs(r.backend().as_ref()).await.unwrap(), 2);
+    assert!(r.backend().list("_gc/", None, 10).await.unwrap().is_empty());
+    drop(r);
+    let r = open(dir.path());
+    r.upload_whole(&a, body(b"a candidate".to_vec()), &layer)
+        .await
+        .unwrap();
+}
