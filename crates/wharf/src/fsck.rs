@@ -16,10 +16,14 @@ pub struct FsckArgs {
     /// Hash one blob in N instead of every blob.
     #[arg(long, value_name = "N", default_value_t = 1)]
     sample: u64,
-    /// Remove links whose content is missing and content whose bytes do
-    /// not match its digest (both lost already); report the rest.
+    /// Remove links whose content is missing, content whose bytes do not
+    /// match its digest (both lost already), referrer entries whose
+    /// referrer is gone and orphaned upload sessions; report the rest.
     #[arg(long)]
     repair: bool,
+    /// Upload sessions idle for longer than this many seconds are orphaned.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    upload_expiry: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -54,6 +58,7 @@ async fn fsck_cmd(args: &FsckArgs) -> anyhow::Result<FsckReport> {
     let opts = FsckOptions {
         sample: args.sample,
         repair: args.repair,
+        upload_expiry: std::time::Duration::from_secs(args.upload_expiry),
     };
     Ok(fsck::check(&reg, &opts).await?)
 }
@@ -72,6 +77,11 @@ fn print_report(r: &FsckReport) {
         ("tag naming a missing manifest", &r.broken_tags),
         ("manifest missing a blob", &r.incomplete_manifests),
         ("unreadable manifest", &r.unreadable_manifests),
+        (
+            "referrer entry of a missing manifest",
+            &r.dangling_referrers,
+        ),
+        ("orphaned upload session", &r.stale_uploads),
     ];
     for (what, items) in groups {
         for item in items {

@@ -15,13 +15,28 @@ use oci::manifest;
 use oci::{Digest, RepoName};
 use serde::Serialize;
 use std::io;
+use std::time::{Duration, SystemTime};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FsckOptions {
     /// Hash one blob in this many (1 or 0: every blob).
     pub sample: u64,
-    /// Remove dangling links and corrupt content.
+    /// Remove dangling links, dangling referrer entries, stale upload
+    /// sessions and corrupt content.
     pub repair: bool,
+    /// Upload sessions idle for longer than this are orphaned (their
+    /// client gave up; the server expires them after `uploads.expiry_secs`).
+    pub upload_expiry: Duration,
+}
+
+impl Default for FsckOptions {
+    fn default() -> Self {
+        FsckOptions {
+            sample: 0,
+            repair: false,
+            upload_expiry: Duration::from_secs(86_400),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -40,6 +55,11 @@ pub struct FsckReport {
     pub incomplete_manifests: Vec<String>,
     /// `repo@digest`: a manifest link whose body is missing or unreadable.
     pub unreadable_manifests: Vec<String>,
+    /// `repo@subject <- referrer`: a referrer entry whose referrer manifest
+    /// the repository lacks.
+    pub dangling_referrers: Vec<String>,
+    /// Upload sessions idle for longer than the expiry: orphaned data.
+    pub stale_uploads: Vec<String>,
     /// Items repaired (removed), when asked to.
     pub repaired: u64,
 }
@@ -51,6 +71,8 @@ impl FsckReport {
             && self.broken_tags.is_empty()
             && self.incomplete_manifests.is_empty()
             && self.unreadable_manifests.is_empty()
+            && self.dangling_referrers.is_empty()
+            && self.stale_uploads.is_empty()
     }
 }
 
@@ -110,6 +132,18 @@ pub async fn check(reg: &Registry, opts: &FsckOptions) -> io::Result<FsckReport>
         &mut report,
     )
     .await?;
+    // Upload data nobody will finish.
+    let now = SystemTime::now();
+    for (id, modified) in b.upload_list().await? {
+        let idle = now.duration_since(modified).unwrap_or_default();
+        if idle >= opts.upload_expiry || !crate::registry::valid_upload_id(&id) {
+            report.stale_uploads.push(id.clone());
+            if opts.repair {
+                b.upload_delete(&id).await?;
+                report.repaired += 1;
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -174,6 +208,38 @@ async fn check_repository(
                     report
                         .incomplete_manifests
                         .push(format!("{name}@{d} -> {}", desc.digest));
+                }
+            }
+            Ok(())
+        },
+        report,
+    )
+    .await?;
+    // Referrer entries to their referrers.
+    let prefix = format!("repositories/{name}/_referrers/");
+    for_each_key(
+        b,
+        &prefix,
+        async |rel: String, report: &mut FsckReport| {
+            // <alg>/<subject hex>/<alg>-<referrer hex>
+            let mut parts = rel.split('/');
+            let (Some(alg), Some(subject), Some(file)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Ok(());
+            };
+            let Some(referrer) = file
+                .split_once('-')
+                .and_then(|(a, h)| format!("{a}:{h}").parse::<Digest>().ok())
+            else {
+                return Ok(());
+            };
+            if b.head(&rk::repo_manifest(name, &referrer)).await?.is_none() {
+                report
+                    .dangling_referrers
+                    .push(format!("{name}@{alg}:{subject} <- {referrer}"));
+                if opts.repair {
+                    b.delete(&format!("{prefix}{rel}")).await?;
+                    report.repaired += 1;
                 }
             }
             Ok(())

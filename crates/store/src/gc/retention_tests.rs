@@ -433,6 +433,10 @@ async fn empty_repositories_and_dangling_referrer_entries_go() {
         .await
         .unwrap();
     assert_eq!(r.referrers(&kept, &k, None).await.unwrap().len(), 1);
+    let found = super::fsck::check(&r, &super::fsck::FsckOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(found.dangling_referrers.len(), 1, "{found:?}");
 
     let dry = collect(
         &r,

@@ -673,3 +673,36 @@ async fn markers_of_a_dead_run_are_forgotten() {
         .await
         .unwrap();
 }
+
+/// An upload session nobody finished is orphaned data to fsck once it is
+/// idle for longer than the expiry; `--repair` removes it.
+#[tokio::test]
+async fn fsck_finds_orphaned_uploads() {
+    use super::fsck::{FsckOptions, check};
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("fsck/uploads");
+    let id = r
+        .upload_start(&a, oci::Algorithm::Sha256, |_| {})
+        .await
+        .unwrap();
+    let fresh = check(&r, &FsckOptions::default()).await.unwrap();
+    assert!(fresh.clean(), "a young session is fine: {fresh:?}");
+    let idle = FsckOptions {
+        upload_expiry: Duration::ZERO,
+        ..FsckOptions::default()
+    };
+    let found = check(&r, &idle).await.unwrap();
+    assert_eq!(found.stale_uploads, vec![id.clone()], "{found:?}");
+    let repaired = check(
+        &r,
+        &FsckOptions {
+            repair: true,
+            ..idle.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(repaired.repaired, 1, "{repaired:?}");
+    assert!(check(&r, &idle).await.unwrap().clean());
+}
