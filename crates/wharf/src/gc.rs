@@ -98,6 +98,13 @@ fn print_report(r: &GcReport) {
         r.kept_after_recheck,
         r.uploads_expired
     );
+    if r.referrers_deleted > 0 || r.repositories_deleted > 0 {
+        outln!(
+            "{verb} {} referrer entries of missing manifests and the catalog entries of {} empty repositories",
+            r.referrers_deleted,
+            r.repositories_deleted
+        );
+    }
     for item in &r.deleted {
         outln!("  {item}");
     }
