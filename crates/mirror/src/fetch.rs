@@ -76,8 +76,9 @@ pub(crate) struct Job {
     pub digest: Digest,
 }
 
-/// Run one fetch to its end, saying how it goes on `phase`.
-pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) {
+/// Run one fetch to its end, saying how it goes on `phase`. Returns
+/// whether the blob was stored.
+pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     let Job {
         registry,
         upstream,
@@ -91,18 +92,18 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) {
         Err(f) => {
             tracing::warn!(target: "wharf::mirror", upstream = %up, repo = %local, %digest, error = f.message(), "blob fetch failed");
             phase.send_replace(Phase::Failed(f));
-            return;
+            return false;
         }
     };
     let spool = match tokio::task::spawn_blocking(tempfile::tempfile).await {
         Ok(Ok(f)) => Arc::new(f),
         Ok(Err(e)) => {
             phase.send_replace(Phase::Failed(spool_failure(&e)));
-            return;
+            return false;
         }
         Err(e) => {
             phase.send_replace(Phase::Failed(spool_failure(&io::Error::other(e))));
-            return;
+            return false;
         }
     };
     let size = resp.size;
@@ -132,7 +133,7 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) {
                 readable: n,
                 end: End::Done(n),
             });
-            return;
+            return true;
         }
         (Err(e), _) => format!("storing the blob failed: {e}"),
         (Ok(_), Err(e)) => e,
@@ -143,6 +144,7 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) {
         readable,
         end: End::Failed(end.into()),
     });
+    false
 }
 
 fn spool_failure(e: &io::Error) -> Failure {

@@ -114,6 +114,9 @@ impl Route {
     }
 }
 
+/// How long a finished fetch stays joinable.
+const JOIN_AFTER_DONE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Blob fetches in progress, by local repository and digest.
 type InFlight = HashMap<(String, String), (u64, watch::Receiver<fetch::Phase>)>;
 
@@ -499,7 +502,12 @@ impl Mirror {
                 }
             }
             let _forget = Forget { blobs, key, id };
-            fetch::run(job, tx).await;
+            if fetch::run(job, tx).await {
+                // A request that looked in the store just before the blob
+                // landed there joins this fetch for a moment longer (and
+                // reads the spool) rather than fetching it again.
+                tokio::time::sleep(JOIN_AFTER_DONE).await;
+            }
         });
         rx
     }
