@@ -101,7 +101,10 @@ pub struct UpstreamSpec {
 
 /// Check every `[[upstreams]]` entry and the set of them: what is wrong is
 /// named by entry (`upstreams #2 (ghcr): ...`).
-pub fn check(configs: &[UpstreamConfig], max_name_length: usize) -> Result<Vec<UpstreamSpec>, String> {
+pub fn check(
+    configs: &[UpstreamConfig],
+    max_name_length: usize,
+) -> Result<Vec<UpstreamSpec>, String> {
     let mut specs: Vec<UpstreamSpec> = Vec::with_capacity(configs.len());
     for (i, c) in configs.iter().enumerate() {
         let at = if c.name.is_empty() {
@@ -284,7 +287,9 @@ mod tests {
             "library/alpine"
         );
         assert_eq!(
-            hub.upstream_repo(&n("dockerhub/grafana/grafana")).unwrap().as_str(),
+            hub.upstream_repo(&n("dockerhub/grafana/grafana"))
+                .unwrap()
+                .as_str(),
             "grafana/grafana"
         );
         assert!(hub.upstream_repo(&n("dockerhub")).is_none());
@@ -292,7 +297,9 @@ mod tests {
         let ghcr = &specs[1];
         assert!(!ghcr.library);
         assert_eq!(
-            ghcr.upstream_repo(&n("mirrors/ghcr/owner/app")).unwrap().as_str(),
+            ghcr.upstream_repo(&n("mirrors/ghcr/owner/app"))
+                .unwrap()
+                .as_str(),
             "owner/app"
         );
         assert_eq!(
@@ -339,7 +346,10 @@ mod tests {
             255,
         )
         .unwrap_err();
-        assert!(e.contains("upstreams #2 (b)") && e.contains("overlaps"), "{e}");
+        assert!(
+            e.contains("upstreams #2 (b)") && e.contains("overlaps"),
+            "{e}"
+        );
         let e = check(
             &[
                 cfg("a", "https://a.example", "m"),

@@ -236,7 +236,11 @@ fn publish(progress: &watch::Sender<Progress>, written: u64, size: Option<u64>) 
 }
 
 /// Append `batch` to the spool at `offset`; returns the new length.
-async fn spool_write(spool: &Arc<std::fs::File>, offset: u64, batch: Vec<Bytes>) -> io::Result<u64> {
+async fn spool_write(
+    spool: &Arc<std::fs::File>,
+    offset: u64,
+    batch: Vec<Bytes>,
+) -> io::Result<u64> {
     if batch.is_empty() {
         return Ok(offset);
     }

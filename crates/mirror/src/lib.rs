@@ -209,10 +209,14 @@ impl Mirror {
         if let Some(m) = self.stored(local, d).await? {
             return Ok(m);
         }
-        let m = self
-            .fetch_manifest(route, d)
-            .await
-            .map_err(|f| upstream_error(route, &f, ErrorCode::ManifestUnknown, &format!("{}@{d}", route.remote)))?;
+        let m = self.fetch_manifest(route, d).await.map_err(|f| {
+            upstream_error(
+                route,
+                &f,
+                ErrorCode::ManifestUnknown,
+                &format!("{}@{d}", route.remote),
+            )
+        })?;
         self.keep(route, local, &Reference::Digest(d.clone()), &m)
             .await?;
         Ok(m)
@@ -296,9 +300,9 @@ impl Mirror {
             Err(store::Error::Registry(e)) if e.code == ErrorCode::ManifestUnknown => None,
             Err(e) => return Err(e),
         };
-        let record = fresh::read(b, local, tag)
-            .await?
-            .filter(|r| r.upstream == spec.name && cached.as_ref().is_some_and(|d| r.digest == d.to_string()));
+        let record = fresh::read(b, local, tag).await?.filter(|r| {
+            r.upstream == spec.name && cached.as_ref().is_some_and(|d| r.digest == d.to_string())
+        });
         if let (Some(d), Some(r)) = (&cached, &record)
             && r.age() < spec.tag_ttl
             && let Some(m) = self.stored(local, d).await?
@@ -355,7 +359,10 @@ impl Mirror {
             .head_manifest(&route.remote, &Reference::Tag(tag.clone()))
             .await?
             .ok_or_else(|| {
-                Failure::NotFound(format!("{}:{tag}: the upstream has no such tag", route.remote))
+                Failure::NotFound(format!(
+                    "{}:{tag}: the upstream has no such tag",
+                    route.remote
+                ))
             })?;
         let store_err = |e: store::Error| Failure::Bad {
             status: None,
@@ -382,7 +389,10 @@ impl Mirror {
         let mut kept = true;
         if !unchanged {
             tracing::info!(target: "wharf::mirror", upstream = %spec.name, repo = %local, %tag, from = ?cached.map(|d| d.to_string()), to = %desc.digest, "the upstream's tag moved");
-            kept = match self.keep(route, local, &Reference::Tag(tag.clone()), &m).await {
+            kept = match self
+                .keep(route, local, &Reference::Tag(tag.clone()), &m)
+                .await
+            {
                 Ok(k) => k,
                 Err(store::Error::Registry(e)) => {
                     return Err(Failure::Bad {
@@ -393,9 +403,7 @@ impl Mirror {
                 Err(e) => return Err(store_err(e)),
             };
         }
-        if kept
-            && let Err(e) = fresh::write(b, local, tag, &desc.digest, &spec.name).await
-        {
+        if kept && let Err(e) = fresh::write(b, local, tag, &desc.digest, &spec.name).await {
             tracing::warn!(target: "wharf::mirror", repo = %local, %tag, error = %e, "could not record when a tag was checked");
         }
         Ok(m)
@@ -520,10 +528,7 @@ impl Mirror {
         what: &str,
         head: bool,
     ) -> Result<BlobAnswer> {
-        let phase = match rx
-            .wait_for(|p| !matches!(p, fetch::Phase::Starting))
-            .await
-        {
+        let phase = match rx.wait_for(|p| !matches!(p, fetch::Phase::Starting)).await {
             Ok(p) => p.clone(),
             Err(_) => {
                 let f = Failure::Bad {

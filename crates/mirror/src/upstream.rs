@@ -33,7 +33,10 @@ pub enum Failure {
     },
     /// Anything else: a malformed answer, content that does not match its
     /// digest, an unexpected status.
-    Bad { status: Option<u16>, message: String },
+    Bad {
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 impl Failure {
@@ -294,7 +297,11 @@ impl Upstream {
     }
 
     /// HEAD a blob: its size, `None` when the upstream does not have it.
-    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, Failure> {
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, Failure> {
         match self.send_blob(repo, digest, true).await {
             Ok(resp) => match content_length(&resp) {
                 Some(n) => Ok(Some(n)),
@@ -309,7 +316,11 @@ impl Upstream {
     }
 
     /// GET a blob: the response whose body the caller streams.
-    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobResponse, Failure> {
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobResponse, Failure> {
         let response = self.send_blob(repo, digest, false).await?;
         Ok(BlobResponse {
             size: content_length(&response),
@@ -342,7 +353,10 @@ mod tests {
         .remove(0);
         let e = from_status(503, "x".into()).to_error(&spec, ErrorCode::ManifestUnknown, "a:b");
         assert_eq!((e.status, e.code), (502, ErrorCode::Unknown));
-        assert!(e.message.contains("upstream hub (https://registry-1.docker.io) answered 503"));
+        assert!(
+            e.message
+                .contains("upstream hub (https://registry-1.docker.io) answered 503")
+        );
         assert_eq!(e.detail.as_ref().unwrap()["status"], 503);
         let e = from_status(429, "x".into()).to_error(&spec, ErrorCode::ManifestUnknown, "a:b");
         assert_eq!((e.status, e.code), (503, ErrorCode::TooManyRequests));

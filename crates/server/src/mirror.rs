@@ -8,9 +8,7 @@
 //! answers with what is cached.
 
 use crate::action::{Access, Action};
-use crate::handlers::{
-    Accept, Result, blob_answer, default_platform_child, manifest_response,
-};
+use crate::handlers::{Accept, Result, blob_answer, default_platform_child, manifest_response};
 use crate::response::{self as r, Resp};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};

@@ -1132,9 +1132,7 @@ impl Registry {
                     return Err(being_retained(&digest.to_string()));
                 }
             }
-            let gone = self
-                .collected_references(name, &digest, &m, cached)
-                .await?;
+            let gone = self.collected_references(name, &digest, &m, cached).await?;
             if !gone.is_empty() {
                 undo().await?;
                 return Err(Error::Registry(
