@@ -117,6 +117,10 @@ impl Route {
 /// How long a finished fetch stays joinable.
 const JOIN_AFTER_DONE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Tag revalidations in progress, by `repository:tag`: the digest the
+/// upstream confirmed, or why it could not.
+type TagFlights = HashMap<String, Arc<tokio::sync::OnceCell<std::result::Result<Digest, Failure>>>>;
+
 /// Blob fetches in progress, by local repository and digest.
 type InFlight = HashMap<(String, String), (u64, watch::Receiver<fetch::Phase>)>;
 
@@ -125,6 +129,7 @@ pub struct Mirror {
     registry: Arc<Registry>,
     max_manifest_size: usize,
     blobs: Arc<Mutex<InFlight>>,
+    tags: Mutex<TagFlights>,
     next_fetch: std::sync::atomic::AtomicU64,
 }
 
@@ -149,6 +154,7 @@ impl Mirror {
             registry,
             max_manifest_size,
             blobs: Arc::new(Mutex::new(HashMap::new())),
+            tags: Mutex::new(HashMap::new()),
             next_fetch: std::sync::atomic::AtomicU64::new(0),
         }))
     }
@@ -310,7 +316,10 @@ impl Mirror {
             return Ok(m);
         }
         let what = format!("{}:{tag}", route.remote);
-        match self.revalidate(route, local, tag, cached.as_ref()).await {
+        match self
+            .revalidate_once(route, local, tag, cached.as_ref())
+            .await
+        {
             Ok(m) => Ok(m),
             Err(f) => {
                 if f.is_transient()
@@ -342,6 +351,54 @@ impl Mirror {
                 Err(upstream_error(route, &f, ErrorCode::ManifestUnknown, &what))
             }
         }
+    }
+
+    /// [`Mirror::revalidate`], once for all the requests of this process
+    /// that need it at the same time: the first asks the upstream, the
+    /// others wait for it and then read what it stored (or share its
+    /// failure, so that a stalled upstream costs each of them one timeout,
+    /// not one each in turn).
+    async fn revalidate_once(
+        &self,
+        route: &Route,
+        local: &RepoName,
+        tag: &Tag,
+        cached: Option<&Digest>,
+    ) -> std::result::Result<ManifestAnswer, Failure> {
+        let key = format!("{local}:{tag}");
+        let cell = self.lock_tags().entry(key.clone()).or_default().clone();
+        let mut mine = None;
+        let shared = cell
+            .get_or_init(|| async {
+                let r = self.revalidate(route, local, tag, cached).await;
+                let shared = r.as_ref().map(|m| m.digest.clone()).map_err(Clone::clone);
+                mine = Some(r);
+                shared
+            })
+            .await
+            .clone();
+        {
+            let mut map = self.lock_tags();
+            if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(&key);
+            }
+        }
+        if let Some(r) = mine {
+            return r;
+        }
+        let digest = shared?;
+        match self.stored(local, &digest).await {
+            Ok(Some(m)) => Ok(ManifestAnswer {
+                cache: CacheStatus::Revalidated,
+                ..m
+            }),
+            // Not stored (the store failed the first request): ask again.
+            _ => self.revalidate(route, local, tag, cached).await,
+        }
+    }
+
+    fn lock_tags(&self) -> std::sync::MutexGuard<'_, TagFlights> {
+        self.tags.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ask the upstream what `tag` is now; fetch and store it if it moved.

@@ -14,7 +14,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -406,6 +405,20 @@ async fn tags_are_revalidated_after_their_ttl() {
             + up.count("GET", &format!("/v2/{remote}/manifests/latest")),
         gets
     );
+    // Concurrent pulls of an expired tag: one HEAD for all of them.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let all =
+        futures_util::future::join_all((0..6).map(|_| pull_manifest(&cache, &local, "latest")))
+            .await;
+    for (d, how, _) in &all {
+        assert_eq!(d, &second.digest);
+        assert_eq!(how, "revalidated");
+    }
+    assert_eq!(
+        up.count("HEAD", &format!("/v2/{remote}/manifests/latest")),
+        heads + 3
+    );
+
     // The old manifest stays readable by digest.
     let (d, how, _) = pull_manifest(&cache, &local, &first.digest).await;
     assert_eq!((d.as_str(), how.as_str()), (first.digest.as_str(), "hit"));
@@ -475,6 +488,67 @@ async fn stale_if_error_serves_cached_tags_while_the_upstream_is_down() {
 }
 
 #[tokio::test]
+async fn stale_if_error_when_the_upstream_answers_429_or_stalls() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let proxy = FaultyProxy::start(up.reg.host_port().to_owned(), Fault::None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        dir.path(),
+        &format!("http://{}", proxy.addr),
+        Some(("mirror", "mirror-pw")),
+        "tag_ttl_secs = 1\ntimeout_secs = 1",
+    );
+    let cache = start_cache(&config).await;
+    let remote = repo("faulty/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 1, 1000).await;
+    push_image(&up.reg, &remote, "v2", 1, 1000).await;
+    let (d, _, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!(d, img.digest);
+
+    for (fault, status, code) in [
+        (Fault::TooManyRequests, 503, "TOOMANYREQUESTS"),
+        (Fault::Stall, 504, "UNKNOWN"),
+    ] {
+        proxy.set(fault);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let started = Instant::now();
+        let r = get_manifest(&cache, &local, "v1").await;
+        assert_eq!(r.status(), 200, "{fault:?}");
+        assert_eq!(cache_header(&r), "stale", "{fault:?}");
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), img.digest);
+        // A stalled upstream costs the client the upstream's timeout, no more.
+        assert!(started.elapsed() < Duration::from_secs(10), "{fault:?}");
+        // Nothing cached: the upstream's status, named.
+        let (st, e) = error_json(get_manifest(&cache, &local, "v2").await).await;
+        assert_eq!(
+            (st, e["code"].as_str()),
+            (status, Some(code)),
+            "{fault:?}: {e}"
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("upstream up"),
+            "{e}"
+        );
+        if fault == Fault::TooManyRequests {
+            assert_eq!(e["detail"]["status"], 429);
+        }
+    }
+
+    // The upstream back: the tag is revalidated, v2 fetched.
+    proxy.set(Fault::None);
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!(
+        (d.as_str(), how.as_str()),
+        (img.digest.as_str(), "revalidated")
+    );
+    pull_manifest(&cache, &local, "v2").await;
+}
+
+#[tokio::test]
 async fn concurrent_pulls_of_an_uncached_blob_share_one_upstream_get() {
     let Some(mut up) = upstream().await else {
         return;
@@ -511,52 +585,113 @@ async fn concurrent_pulls_of_an_uncached_blob_share_one_upstream_get() {
     assert_eq!(up.count("GET", &path), 1);
 }
 
-/// A TCP proxy to `target` that, while `cut` is set, closes a connection
-/// once it has passed `limit` bytes from the target to the client.
-async fn cutting_proxy(target: String, limit: usize, cut: Arc<AtomicBool>) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = l.accept().await {
-            let (target, cut) = (target.clone(), cut.clone());
-            tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.split();
-                let (mut sr, mut sw) = server.split();
-                let up = async {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    let _ = sw.shutdown().await;
-                };
-                let down = async {
-                    let mut passed = 0usize;
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match sr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let n = if cut.load(Ordering::SeqCst) {
-                            n.min(limit.saturating_sub(passed))
-                        } else {
-                            n
-                        };
-                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        passed += n;
+/// What the [`FaultyProxy`] does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Pass everything through.
+    None,
+    /// Close once this many bytes went from the upstream to the client.
+    CutAfter(usize),
+    /// Answer every request 429 Too Many Requests.
+    TooManyRequests,
+    /// Accept, read, never answer.
+    Stall,
+}
+
+/// A TCP proxy in front of an upstream that misbehaves on demand. A
+/// change of mode closes the connections open so far (clients reconnect
+/// and meet the new mode).
+struct FaultyProxy {
+    addr: String,
+    mode: tokio::sync::watch::Sender<Fault>,
+}
+
+impl FaultyProxy {
+    async fn start(target: String, mode: Fault) -> FaultyProxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::watch::channel(mode);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = l.accept().await {
+                let mut rx = rx.clone();
+                let mode = *rx.borrow_and_update();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = Self::serve(client, target, mode) => {},
+                        _ = rx.changed() => {},
                     }
-                    let _ = cw.shutdown().await;
-                };
-                tokio::select! {
-                    _ = up => {},
-                    _ = down => {},
+                });
+            }
+        });
+        FaultyProxy { addr, mode: tx }
+    }
+
+    fn set(&self, mode: Fault) {
+        self.mode.send_replace(mode);
+    }
+
+    async fn serve(mut client: tokio::net::TcpStream, target: String, mode: Fault) {
+        let limit = match mode {
+            Fault::None => usize::MAX,
+            Fault::CutAfter(n) => n,
+            Fault::TooManyRequests => {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
                 }
-            });
+                let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
+                let resp = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(resp.as_bytes()).await;
+                let _ = client.shutdown().await;
+                return;
+            }
+            Fault::Stall => {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = client.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                return;
+            }
+        };
+        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+            return;
+        };
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        let up = async {
+            let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            let _ = sw.shutdown().await;
+        };
+        let down = async {
+            let mut passed = 0usize;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = match sr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n.min(limit.saturating_sub(passed)),
+                };
+                if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                passed += n;
+            }
+            let _ = cw.shutdown().await;
+        };
+        tokio::select! {
+            _ = up => {},
+            _ = down => {},
         }
-    });
-    addr
+    }
 }
 
 #[tokio::test]
@@ -564,12 +699,11 @@ async fn a_blob_transfer_cut_midway_leaves_nothing_and_a_retry_succeeds() {
     let Some(mut up) = upstream().await else {
         return;
     };
-    let cut = Arc::new(AtomicBool::new(true));
-    let proxy = cutting_proxy(up.reg.host_port().to_owned(), 1 << 20, cut.clone()).await;
+    let proxy = FaultyProxy::start(up.reg.host_port().to_owned(), Fault::CutAfter(1 << 20)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = cache_config(
         dir.path(),
-        &format!("http://{proxy}"),
+        &format!("http://{}", proxy.addr),
         Some(("mirror", "mirror-pw")),
         "",
     );
@@ -617,7 +751,7 @@ async fn a_blob_transfer_cut_midway_leaves_nothing_and_a_retry_succeeds() {
     assert_eq!(up.count("GET", &format!("/v2/{remote}/blobs/{digest}")), 2);
 
     // The retry, with the upstream whole again, succeeds.
-    cut.store(false, Ordering::SeqCst);
+    proxy.set(Fault::None);
     let body = pull_blob(&cache, &local, &digest).await;
     assert_eq!(body, data);
     pull_blob(&cache, &local, &digest).await;
