@@ -1089,3 +1089,32 @@ async fn a_bad_upstream_config_stops_the_server_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the S3 backend: run by tests/run-all.sh with WHARF_TEST_S3_ENV"]
+async fn replicas_share_the_cache_and_when_tags_were_checked() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = cache_of(&up, dir.path(), "").await;
+    let b = a.start_replica().await;
+    let remote = repo("replicas/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 2, 100_000).await;
+    let (d, how, _) = pull_manifest(&a, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "miss"));
+    for desc in std::iter::once(&img.config).chain(&img.layers) {
+        pull_blob(&a, &local, &desc.digest).await;
+    }
+    // The other replica finds the tag checked (the time is in the bucket)
+    // and the content cached: it asks the upstream nothing.
+    let before = up.api_requests();
+    let (d, how, _) = pull_manifest(&b, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "hit"));
+    for desc in std::iter::once(&img.config).chain(&img.layers) {
+        pull_blob(&b, &local, &desc.digest).await;
+    }
+    assert_eq!(up.api_requests(), before);
+}
