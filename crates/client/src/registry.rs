@@ -407,10 +407,13 @@ impl Client {
             )));
         }
         if !status.is_success() {
-            return Err(Error::Auth(format!(
-                "{}: token service {realm} answered {status}",
-                self.host
-            )));
+            // An outage (5xx, 429) keeps its status: a caller such as the
+            // pull-through cache tells it apart from refused credentials.
+            return Err(Error::Registry {
+                what: format!("{}: token service {realm}", self.host),
+                status: status.as_u16(),
+                errors: Vec::new(),
+            });
         }
         #[derive(serde::Deserialize)]
         struct Tok {

@@ -31,6 +31,9 @@ pub struct Config {
     pub gc: Gc,
     /// Tags and untagged manifests garbage collection removes (`[[retention]]`).
     pub retention: Vec<RetentionRuleConfig>,
+    /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
+    /// docs/mirror.md).
+    pub upstreams: Vec<mirror::UpstreamConfig>,
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -477,6 +480,7 @@ impl Default for Config {
             immutable_tags: Vec::new(),
             gc: Gc::default(),
             retention: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -567,6 +571,8 @@ impl Config {
         self.public_origin()?;
         self.immutable_tag_rules()?;
         self.retention_rules()?;
+        mirror::config::check(&self.upstreams, self.limits.max_name_length)
+            .map_err(anyhow::Error::msg)?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {

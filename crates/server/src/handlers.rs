@@ -19,11 +19,13 @@ use std::sync::Arc;
 use store::{ByteStream, Registry};
 
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// `[http] public_url`, normalised (`scheme://host[:port]`).
     pub public_origin: Option<String>,
     /// Repositories served read-only from `--from` sources.
     pub sources: Option<Arc<store::source::Sources>>,
+    /// The pull-through cache of `[[upstreams]]`, if any.
+    pub mirror: Option<Arc<mirror::Mirror>>,
     pub config: Config,
     pub limits: RouterLimits,
     /// Authentication and authorization; `None`: everything is allowed.
@@ -242,6 +244,13 @@ async fn dispatch(
     if let Some(src) = &state.sources
         && let Some(answer) =
             crate::sources::answer(state, src, &action, headers, catalog_filter).await
+    {
+        return answer;
+    }
+    // Repositories below an upstream's prefix: cache misses and refused
+    // pushes (what the store holds is served below).
+    if let Some(m) = &state.mirror
+        && let Some(answer) = crate::mirror::answer(m, &action, headers).await
     {
         return answer;
     }

@@ -141,6 +141,15 @@ pub async fn run_on(
         },
     )
     .with_session_observer(upload_slots.clone());
+    let registry = Arc::new(registry);
+    let mirror = mirror::Mirror::new(
+        &config.upstreams,
+        registry.clone(),
+        config.limits.max_name_length,
+        config.limits.max_manifest_size,
+    )
+    .map_err(anyhow::Error::msg)?
+    .map(Arc::new);
     let limits = RouterLimits {
         max_name_length: config.limits.max_name_length,
         max_tags_per_push: config.limits.max_tags_per_push,
@@ -168,6 +177,7 @@ pub async fn run_on(
         registry,
         public_origin,
         sources,
+        mirror: mirror.clone(),
         config: config.clone(),
         limits,
         auth: auth.clone(),
@@ -216,6 +226,17 @@ pub async fn run_on(
     );
     if auth.is_some() {
         tracing::info!("authentication on");
+    }
+    for up in mirror.iter().flat_map(|m| m.upstreams()) {
+        tracing::info!(
+            upstream = %up.name,
+            url = %up.url,
+            prefix = %up.prefix,
+            tag_ttl_secs = up.tag_ttl.as_secs(),
+            max_stale_secs = up.max_stale.as_secs(),
+            push = up.push,
+            "pull-through cache"
+        );
     }
     if !config.retention.is_empty() && config.gc.interval_secs == 0 {
         tracing::warn!(

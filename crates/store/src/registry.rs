@@ -99,6 +99,11 @@ impl Default for RegistryConfig {
 struct ManifestLink {
     media_type: String,
     size: u64,
+    /// Stored by a pull-through cache ([`Registry::manifest_put_cached`]):
+    /// the blobs and child manifests it names were not required to be
+    /// present. Absent (false) on pushed manifests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
 }
 
 /// What an upload session's meta records (persisted: sessions survive restarts).
@@ -978,6 +983,40 @@ impl Registry {
         body: Bytes,
         extra_tags: &[Tag],
     ) -> Result<PutManifest> {
+        self.put_manifest(name, reference, content_type, body, extra_tags, false)
+            .await
+    }
+
+    /// Store a manifest a pull-through cache fetched from its upstream
+    /// (crates/mirror), under a tag or digest reference. Every rule of
+    /// [`Registry::manifest_put`] holds (digest check, parsing, immutable
+    /// tags, the order of writes, the garbage collector's fence on the
+    /// manifest link, its body and its tag) but one: the blobs and child
+    /// manifests it names need not be in the repository, since a cache
+    /// fetches them when a client asks for them. Its link records that it
+    /// was cached. What it names is kept by the collector like what any
+    /// manifest names once it is there (docs/gc.md).
+    pub async fn manifest_put_cached(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
+        self.put_manifest(name, reference, content_type, body, &[], true)
+            .await
+    }
+
+    /// [`Registry::manifest_put`], or with `cached` its pull-through form.
+    async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        extra_tags: &[Tag],
+        cached: bool,
+    ) -> Result<PutManifest> {
         let algorithm = match reference {
             Reference::Digest(d) => d.algorithm(),
             Reference::Tag(_) => Algorithm::Sha256,
@@ -998,7 +1037,9 @@ impl Registry {
         }
         let m = manifest::parse(content_type, &body)
             .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
-        self.check_references(name, &m).await?;
+        if !cached {
+            self.check_references(name, &m).await?;
+        }
         let mut tags: Vec<Tag> = Vec::new();
         if let Reference::Tag(t) = reference {
             tags.push(t.clone());
@@ -1034,6 +1075,7 @@ impl Registry {
         let link = ManifestLink {
             media_type: m.media_type.clone(),
             size: body.len() as u64,
+            cached,
         };
         let link_key = keys::repo_manifest(name, &digest);
         let link_value = Bytes::from(serde_json::to_vec(&link).map_err(io::Error::other)?);
@@ -1090,7 +1132,7 @@ impl Registry {
                     return Err(being_retained(&digest.to_string()));
                 }
             }
-            let gone = self.collected_references(name, &digest, &m).await?;
+            let gone = self.collected_references(name, &digest, &m, cached).await?;
             if !gone.is_empty() {
                 undo().await?;
                 return Err(Error::Registry(
@@ -1133,12 +1175,15 @@ impl Registry {
     }
 
     /// What a just-written manifest needs that a collector is about to take
-    /// or has taken: its own body, its blobs, the manifests an index lists.
+    /// or has taken: its own body, its blobs, the manifests an index lists
+    /// (only its body when `cached`: a cache's manifest needs nothing else
+    /// present).
     async fn collected_references(
         &self,
         name: &RepoName,
         digest: &Digest,
         m: &Manifest,
+        cached: bool,
     ) -> Result<Vec<String>> {
         let b = self.backend.as_ref();
         let mut gone = Vec::new();
@@ -1148,6 +1193,9 @@ impl Registry {
             || b.head(&keys::blob(digest)).await?.is_none()
         {
             gone.push(digest.to_string());
+        }
+        if cached {
+            return Ok(gone);
         }
         for desc in m.required_blobs() {
             let d = &desc.digest;

@@ -1,0 +1,382 @@
+//! `[[upstreams]]`: the registries the cache mirrors, as written in the
+//! server's TOML config, and their checks at startup.
+
+use client::Host;
+use oci::RepoName;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a cached tag is trusted before it is revalidated (HEAD).
+pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
+/// How long past its last validation a cached tag may still be served when
+/// the upstream fails (stale-if-error).
+pub const DEFAULT_MAX_STALE_SECS: u64 = 86_400;
+/// Connect / read timeout of upstream requests.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+/// One `[[upstreams]]` entry.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Names the upstream in logs, errors and response details.
+    pub name: String,
+    /// `https://host[:port]` (or `http://` for a plain-HTTP registry) of
+    /// the upstream's API, e.g. `https://registry-1.docker.io`.
+    pub url: String,
+    /// Local repositories `<prefix>/<name>` are cached from `<name>` upstream.
+    pub prefix: String,
+    /// Credentials for the upstream (Basic, or the token flow it asks
+    /// for); none: anonymous.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Seconds a cached tag is served without asking the upstream.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl_secs: u64,
+    /// Seconds past its last validation a cached tag is still served when
+    /// the upstream is unreachable, answers 429 or 5xx, or times out.
+    #[serde(default = "default_max_stale")]
+    pub max_stale_secs: u64,
+    /// Seconds to wait for the upstream to connect, or for its next bytes.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Accept pushes into the prefix (default: refused with 403 DENIED).
+    #[serde(default)]
+    pub push: bool,
+    /// Docker Hub's rule: a one-component name `x` is `library/x`
+    /// upstream. Default: on when `url` is Docker Hub.
+    #[serde(default)]
+    pub docker_hub_library: Option<bool>,
+    /// PEM CA certificates to trust for the upstream besides the system's.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tag_ttl_secs", &self.tag_ttl_secs)
+            .field("max_stale_secs", &self.max_stale_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("push", &self.push)
+            .field("docker_hub_library", &self.docker_hub_library)
+            .field("ca_cert", &self.ca_cert)
+            .finish()
+    }
+}
+
+fn default_tag_ttl() -> u64 {
+    DEFAULT_TAG_TTL_SECS
+}
+fn default_max_stale() -> u64 {
+    DEFAULT_MAX_STALE_SECS
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+/// An upstream entry, checked.
+#[derive(Clone, Debug)]
+pub struct UpstreamSpec {
+    pub name: String,
+    /// The upstream's base URL as configured, normalised (`scheme://host[:port]`).
+    pub url: String,
+    pub host: Host,
+    pub prefix: RepoName,
+    pub credentials: Option<client::auth::Credentials>,
+    pub tag_ttl: Duration,
+    pub max_stale: Duration,
+    pub timeout: Duration,
+    pub push: bool,
+    pub library: bool,
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Check every `[[upstreams]]` entry and the set of them: what is wrong is
+/// named by entry (`upstreams #2 (ghcr): ...`).
+pub fn check(
+    configs: &[UpstreamConfig],
+    max_name_length: usize,
+) -> Result<Vec<UpstreamSpec>, String> {
+    let mut specs: Vec<UpstreamSpec> = Vec::with_capacity(configs.len());
+    for (i, c) in configs.iter().enumerate() {
+        let at = if c.name.is_empty() {
+            format!("upstreams #{}", i + 1)
+        } else {
+            format!("upstreams #{} ({})", i + 1, c.name)
+        };
+        let spec = check_one(c, max_name_length).map_err(|e| format!("{at}: {e}"))?;
+        for other in &specs {
+            if other.name == spec.name {
+                return Err(format!(
+                    "{at}: the name {:?} is used by another upstream",
+                    spec.name
+                ));
+            }
+            let (a, b) = (spec.prefix.as_str(), other.prefix.as_str());
+            if a == b || nested(a, b) || nested(b, a) {
+                return Err(format!(
+                    "{at}: prefix {a:?} overlaps the prefix {b:?} of upstream {}: a repository must belong to one upstream",
+                    other.name
+                ));
+            }
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+/// Is `inner` below `outer` (`a/b` below `a`)?
+fn nested(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec, String> {
+    if c.name.is_empty()
+        || c.name.len() > 64
+        || !c
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "name {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+            c.name
+        ));
+    }
+    let url = url::Url::parse(&c.url).map_err(|e| {
+        format!(
+            "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
+            c.url
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url {:?}: the scheme must be https (or http for a plain-HTTP registry)",
+            c.url
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "url {:?}: put credentials in username and password, not in the URL",
+            c.url
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "url {:?}: only scheme://host[:port] (the registry API is at /v2/ of it; no path, query or fragment)",
+            c.url
+        ));
+    }
+    let host_port = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(format!("url {:?} has no host", c.url)),
+    };
+    let normalised = format!("{}://{host_port}", url.scheme());
+    let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", c.url))?;
+    let prefix = RepoName::parse(&c.prefix, max_name_length).map_err(|e| {
+        format!(
+            "prefix {:?} is not a repository name ({e}): e.g. \"dockerhub\" or \"mirrors/ghcr\"",
+            c.prefix
+        )
+    })?;
+    let credentials = match (&c.username, &c.password) {
+        (None, None) => None,
+        (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(_), Some(_)) => return Err("username is empty".into()),
+        (Some(_), None) => return Err("username without password".into()),
+        (None, Some(_)) => return Err("password without username".into()),
+    };
+    if c.timeout_secs == 0 {
+        return Err("timeout_secs must be at least 1".into());
+    }
+    if c.max_stale_secs < c.tag_ttl_secs {
+        return Err(format!(
+            "max_stale_secs ({}) is shorter than tag_ttl_secs ({}): a tag could never be served stale",
+            c.max_stale_secs, c.tag_ttl_secs
+        ));
+    }
+    if let Some(ca) = &c.ca_cert
+        && !ca.is_file()
+    {
+        return Err(format!("ca_cert {} is not a readable file", ca.display()));
+    }
+    let library = c
+        .docker_hub_library
+        .unwrap_or(host.name == client::reference::DOCKER_HUB);
+    Ok(UpstreamSpec {
+        name: c.name.clone(),
+        url: host.base_url(),
+        host,
+        prefix,
+        credentials,
+        tag_ttl: Duration::from_secs(c.tag_ttl_secs),
+        max_stale: Duration::from_secs(c.max_stale_secs),
+        timeout: Duration::from_secs(c.timeout_secs),
+        push: c.push,
+        library,
+        ca_cert: c.ca_cert.clone(),
+    })
+}
+
+impl UpstreamSpec {
+    /// The upstream repository a local one is cached from, if `local` is
+    /// below this upstream's prefix: `<prefix>/<rest>` → `<rest>`, or
+    /// `library/<rest>` for a one-component `rest` under Docker Hub's rule.
+    pub fn upstream_repo(&self, local: &RepoName) -> Option<RepoName> {
+        let rest = local
+            .as_str()
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?;
+        let remote = if self.library && !rest.contains('/') {
+            format!("library/{rest}")
+        } else {
+            rest.to_owned()
+        };
+        RepoName::parse(&remote, remote.len().max(1)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str, url: &str, prefix: &str) -> UpstreamConfig {
+        toml_one(&format!(
+            "name = \"{name}\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\n"
+        ))
+    }
+
+    fn toml_one(text: &str) -> UpstreamConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_docker_hub_rule() {
+        let specs = check(
+            &[
+                cfg("dockerhub", "https://registry-1.docker.io", "dockerhub"),
+                cfg("ghcr", "https://ghcr.io", "mirrors/ghcr"),
+                cfg("local", "http://127.0.0.1:5001/", "local"),
+            ],
+            255,
+        )
+        .unwrap();
+        let hub = &specs[0];
+        assert_eq!(hub.url, "https://registry-1.docker.io");
+        assert!(hub.library);
+        assert_eq!(hub.tag_ttl, Duration::from_secs(300));
+        assert_eq!(hub.max_stale, Duration::from_secs(86_400));
+        assert!(!hub.push);
+        let n = |s: &str| RepoName::parse(s, 255).unwrap();
+        assert_eq!(
+            hub.upstream_repo(&n("dockerhub/alpine")).unwrap().as_str(),
+            "library/alpine"
+        );
+        assert_eq!(
+            hub.upstream_repo(&n("dockerhub/grafana/grafana"))
+                .unwrap()
+                .as_str(),
+            "grafana/grafana"
+        );
+        assert!(hub.upstream_repo(&n("dockerhub")).is_none());
+        assert!(hub.upstream_repo(&n("dockerhubx/alpine")).is_none());
+        let ghcr = &specs[1];
+        assert!(!ghcr.library);
+        assert_eq!(
+            ghcr.upstream_repo(&n("mirrors/ghcr/owner/app"))
+                .unwrap()
+                .as_str(),
+            "owner/app"
+        );
+        assert_eq!(
+            ghcr.upstream_repo(&n("mirrors/ghcr/app")).unwrap().as_str(),
+            "app"
+        );
+        assert_eq!(specs[2].url, "http://127.0.0.1:5001");
+        assert!(specs[2].host.insecure);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let bad = |c: UpstreamConfig, want: &str| {
+            let e = check(&[c], 255).unwrap_err();
+            assert!(e.contains(want), "{e:?} does not say {want:?}");
+        };
+        bad(cfg("", "https://r.example", "p"), "upstreams #1: name");
+        bad(cfg("a b", "https://r.example", "p"), "name \"a b\"");
+        bad(cfg("x", "r.example", "p"), "not a URL");
+        bad(cfg("x", "ftp://r.example", "p"), "scheme");
+        bad(cfg("x", "https://r.example/v2", "p"), "no path");
+        bad(cfg("x", "https://u:p@r.example", "p"), "credentials");
+        bad(cfg("x", "https://r.example", "Bad_Prefix"), "prefix");
+        bad(cfg("x", "https://r.example", "/p"), "prefix");
+        let mut c = cfg("x", "https://r.example", "p");
+        c.username = Some("u".into());
+        bad(c.clone(), "username without password");
+        c.password = Some("pw".into());
+        assert!(check(&[c.clone()], 255).is_ok());
+        c.username = None;
+        bad(c, "password without username");
+        let mut c = cfg("x", "https://r.example", "p");
+        c.timeout_secs = 0;
+        bad(c, "timeout_secs");
+        let mut c = cfg("x", "https://r.example", "p");
+        c.tag_ttl_secs = 10;
+        c.max_stale_secs = 5;
+        bad(c, "max_stale_secs");
+        let e = check(
+            &[
+                cfg("a", "https://a.example", "m"),
+                cfg("b", "https://b.example", "m/b"),
+            ],
+            255,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("upstreams #2 (b)") && e.contains("overlaps"),
+            "{e}"
+        );
+        let e = check(
+            &[
+                cfg("a", "https://a.example", "m"),
+                cfg("a", "https://b.example", "n"),
+            ],
+            255,
+        )
+        .unwrap_err();
+        assert!(e.contains("used by another"), "{e}");
+        // Prefixes that merely share a start are fine.
+        assert!(
+            check(
+                &[
+                    cfg("a", "https://a.example", "m"),
+                    cfg("b", "https://b.example", "mb"),
+                ],
+                255
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn password_is_not_in_debug_output() {
+        let mut c = cfg("x", "https://r.example", "p");
+        c.username = Some("u".into());
+        c.password = Some("s3cret".into());
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

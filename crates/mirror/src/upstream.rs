@@ -1,0 +1,380 @@
+//! One upstream registry: its client (auth challenges and tokens are the
+//! client crate's), the requests the cache makes, and what their failures
+//! mean to a client of the cache.
+
+use crate::config::UpstreamSpec;
+use client::registry::{FetchedManifest, Scope};
+use client::{Client, ClientOptions};
+use oci::manifest::Descriptor;
+use oci::{Digest, ErrorCode, Reference, RegistryError, RepoName};
+use reqwest::StatusCode;
+use reqwest::header;
+use std::time::Duration;
+
+/// An upstream and its client.
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    client: Client,
+}
+
+/// Why an upstream request did not give what was asked.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// The upstream says it does not have it (404).
+    NotFound(String),
+    /// The upstream refused access (401, 403; or the token service did).
+    Denied(String),
+    /// Unreachable, timed out, 429 or 5xx: the cases where a cached tag
+    /// is served stale.
+    Unavailable {
+        status: Option<u16>,
+        timed_out: bool,
+        message: String,
+    },
+    /// Anything else: a malformed answer, content that does not match its
+    /// digest, an unexpected status.
+    Bad {
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+impl Failure {
+    /// Does stale-if-error apply?
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Failure::Unavailable { .. })
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Unavailable { status, .. } | Failure::Bad { status, .. } => *status,
+            Failure::NotFound(_) => Some(404),
+            Failure::Denied(_) => None,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::NotFound(m)
+            | Failure::Denied(m)
+            | Failure::Unavailable { message: m, .. }
+            | Failure::Bad { message: m, .. } => m,
+        }
+    }
+
+    /// Classify an error of the client crate.
+    fn from_client(e: client::Error) -> Failure {
+        let message = e.to_string();
+        match &e {
+            client::Error::Registry { status, .. } => from_status(*status, message),
+            client::Error::DigestMismatch { .. } => Failure::Bad {
+                status: None,
+                message,
+            },
+            _ => match e.kind() {
+                client::Kind::NotFound => Failure::NotFound(message),
+                client::Kind::Auth => Failure::Denied(message),
+                client::Kind::Network => Failure::Unavailable {
+                    status: None,
+                    timed_out: message.contains("timed out"),
+                    message,
+                },
+                _ => Failure::Bad {
+                    status: None,
+                    message,
+                },
+            },
+        }
+    }
+
+    /// The OCI error a client of the cache gets for this failure, naming
+    /// the upstream and its status; `unknown` is the code for "not there"
+    /// (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`), `what` the thing asked for.
+    pub fn to_error(&self, up: &UpstreamSpec, unknown: ErrorCode, what: &str) -> RegistryError {
+        let status = self.status();
+        let said = match status {
+            Some(s) => format!("answered {s}"),
+            None => "failed".to_owned(),
+        };
+        let (code, http, message) = match self {
+            Failure::NotFound(_) => (
+                unknown,
+                404,
+                format!(
+                    "{what} is not in upstream {} ({}): it answered 404",
+                    up.name, up.url
+                ),
+            ),
+            Failure::Denied(_) => (
+                ErrorCode::Denied,
+                403,
+                format!(
+                    "upstream {} ({}) refused access to {what}: the repository does not exist there, or the credentials configured for the upstream may not read it",
+                    up.name, up.url
+                ),
+            ),
+            Failure::Unavailable {
+                timed_out: true, ..
+            } => (
+                ErrorCode::Unknown,
+                504,
+                format!(
+                    "upstream {} ({}) did not answer in time for {what}, and nothing usable is cached",
+                    up.name, up.url
+                ),
+            ),
+            Failure::Unavailable {
+                status: Some(429), ..
+            } => (
+                ErrorCode::TooManyRequests,
+                503,
+                format!(
+                    "upstream {} ({}) answered 429 Too Many Requests for {what}, and nothing usable is cached; try again later",
+                    up.name, up.url
+                ),
+            ),
+            Failure::Unavailable { .. } => (
+                ErrorCode::Unknown,
+                502,
+                format!(
+                    "upstream {} ({}) {said} for {what}, and nothing usable is cached",
+                    up.name, up.url
+                ),
+            ),
+            Failure::Bad { .. } => (
+                ErrorCode::Unknown,
+                502,
+                format!(
+                    "upstream {} ({}) {said} for {what} with an answer the cache cannot use",
+                    up.name, up.url
+                ),
+            ),
+        };
+        RegistryError::new(code, message)
+            .with_status(http)
+            .with_detail(serde_json::json!({
+                "upstream": up.name,
+                "url": up.url,
+                "status": status,
+                "error": self.message(),
+            }))
+    }
+}
+
+fn from_status(status: u16, message: String) -> Failure {
+    match status {
+        404 => Failure::NotFound(message),
+        401 | 403 => Failure::Denied(message),
+        429 | 500..=599 => Failure::Unavailable {
+            status: Some(status),
+            timed_out: false,
+            message,
+        },
+        _ => Failure::Bad {
+            status: Some(status),
+            message,
+        },
+    }
+}
+
+fn timed_out(what: &str, after: Duration) -> Failure {
+    Failure::Unavailable {
+        status: None,
+        timed_out: true,
+        message: format!("{what}: no answer within {} s", after.as_secs()),
+    }
+}
+
+/// A blob GET that the upstream answered with its bytes.
+pub struct BlobResponse {
+    /// `Content-Length`, if it sent one.
+    pub size: Option<u64>,
+    pub response: reqwest::Response,
+}
+
+impl Upstream {
+    pub fn new(spec: UpstreamSpec) -> Result<Upstream, String> {
+        let opts = ClientOptions {
+            credentials: spec.credentials.clone(),
+            user_agent: concat!("wharf-mirror/", env!("CARGO_PKG_VERSION")).into(),
+            connect_timeout: spec.timeout,
+            read_timeout: spec.timeout,
+            ca_cert: spec.ca_cert.clone(),
+            ..ClientOptions::default()
+        };
+        let client = Client::new(spec.host.clone(), opts)
+            .map_err(|e| format!("upstream {}: {e}", spec.name))?;
+        Ok(Upstream { spec, client })
+    }
+
+    /// Run `f` within the upstream's timeout.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        // The whole exchange (token flow, redirects) gets a few read
+        // timeouts' worth; each read is bounded by the client itself.
+        let limit = self.spec.timeout.saturating_mul(3);
+        tokio::time::timeout(limit, f)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(what, limit)))
+    }
+
+    /// HEAD a manifest by tag: its descriptor, `None` when the upstream
+    /// does not have it. (A HEAD is not a pull on Docker Hub.)
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<Descriptor>, Failure> {
+        let what = format!("HEAD manifest {repo}:{reference}");
+        self.timed(&what, async {
+            self.client
+                .head_manifest(repo, reference)
+                .await
+                .map_err(Failure::from_client)
+        })
+        .await
+    }
+
+    /// GET a manifest by digest, verified against it.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<FetchedManifest, Failure> {
+        let what = format!("GET manifest {repo}@{digest}");
+        self.timed(&what, async {
+            self.client
+                .get_manifest(repo, &Reference::Digest(digest.clone()))
+                .await
+                .map_err(Failure::from_client)
+        })
+        .await
+    }
+
+    async fn send_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<reqwest::Response, Failure> {
+        let path = oci::path::blob_path(repo.as_str(), &digest.to_string());
+        let url = url::Url::parse(&self.spec.url)
+            .and_then(|u| u.join(&path))
+            .map_err(|e| Failure::Bad {
+                status: None,
+                message: format!("bad URL for {path}: {e}"),
+            })?;
+        let what = format!(
+            "{} blob {}/{repo}@{digest}",
+            if head { "HEAD" } else { "GET" },
+            self.spec.host
+        );
+        self.timed(&what, async {
+            let resp = self
+                .client
+                .send(&what, &[Scope::Pull(repo.clone())], &|h| {
+                    Ok(if head {
+                        h.head(url.clone())
+                    } else {
+                        h.get(url.clone())
+                    })
+                })
+                .await
+                .map_err(Failure::from_client)?;
+            let status = resp.status();
+            if status == StatusCode::OK {
+                return Ok(resp);
+            }
+            Err(from_status(
+                status.as_u16(),
+                format!("{what}: the upstream answered {status}"),
+            ))
+        })
+        .await
+    }
+
+    /// HEAD a blob: its size, `None` when the upstream does not have it.
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, Failure> {
+        match self.send_blob(repo, digest, true).await {
+            Ok(resp) => match content_length(&resp) {
+                Some(n) => Ok(Some(n)),
+                None => Err(Failure::Bad {
+                    status: Some(200),
+                    message: format!("HEAD blob {repo}@{digest}: no Content-Length"),
+                }),
+            },
+            Err(Failure::NotFound(_)) => Ok(None),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// GET a blob: the response whose body the caller streams.
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<BlobResponse, Failure> {
+        let response = self.send_blob(repo, digest, false).await?;
+        Ok(BlobResponse {
+            size: content_length(&response),
+            response,
+        })
+    }
+}
+
+fn content_length(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_errors_naming_the_upstream() {
+        let spec = crate::config::check(
+            &[toml::from_str(
+                "name = \"hub\"\nurl = \"https://registry-1.docker.io\"\nprefix = \"dockerhub\"\n",
+            )
+            .unwrap()],
+            255,
+        )
+        .unwrap()
+        .remove(0);
+        let e = from_status(503, "x".into()).to_error(&spec, ErrorCode::ManifestUnknown, "a:b");
+        assert_eq!((e.status, e.code), (502, ErrorCode::Unknown));
+        assert!(
+            e.message
+                .contains("upstream hub (https://registry-1.docker.io) answered 503")
+        );
+        assert_eq!(e.detail.as_ref().unwrap()["status"], 503);
+        let e = from_status(429, "x".into()).to_error(&spec, ErrorCode::ManifestUnknown, "a:b");
+        assert_eq!((e.status, e.code), (503, ErrorCode::TooManyRequests));
+        let e = from_status(404, "x".into()).to_error(&spec, ErrorCode::BlobUnknown, "a@d");
+        assert_eq!((e.status, e.code), (404, ErrorCode::BlobUnknown));
+        let e = from_status(401, "x".into()).to_error(&spec, ErrorCode::BlobUnknown, "a@d");
+        assert_eq!((e.status, e.code), (403, ErrorCode::Denied));
+        let e = timed_out("x", Duration::from_secs(3)).to_error(&spec, ErrorCode::BlobUnknown, "a");
+        assert_eq!(e.status, 504);
+        assert!(from_status(500, String::new()).is_transient());
+        assert!(from_status(429, String::new()).is_transient());
+        assert!(!from_status(404, String::new()).is_transient());
+        assert!(!from_status(401, String::new()).is_transient());
+        assert!(!from_status(400, String::new()).is_transient());
+        let unreachable = Failure::from_client(client::Error::Unreachable {
+            message: "cannot reach".into(),
+            hint: String::new(),
+        });
+        assert!(unreachable.is_transient());
+    }
+}
