@@ -191,6 +191,15 @@ async fn check_repository(
                 report.unreadable_manifests.push(format!("{name}@{d}"));
                 return Ok(());
             };
+            // A pull-through cache's manifest: what it names is fetched
+            // when a client asks for it, not before.
+            let link = b.read(&rk::repo_manifest(name, &d)).await?;
+            let cached = link
+                .and_then(|l| serde_json::from_slice::<serde_json::Value>(&l).ok())
+                .is_some_and(|l| l["cached"] == true);
+            if cached {
+                return Ok(());
+            }
             for desc in m.required_blobs() {
                 let linked = b.head(&rk::repo_blob(name, &desc.digest)).await?.is_some();
                 let stored = b.head(&rk::blob(&desc.digest)).await?.is_some();

@@ -706,3 +706,26 @@ async fn fsck_finds_orphaned_uploads() {
     assert_eq!(repaired.repaired, 1, "{repaired:?}");
     assert!(check(&r, &idle).await.unwrap().clean());
 }
+
+/// A pull-through cache's manifest names blobs fetched only when asked
+/// for: fsck does not count them missing.
+#[tokio::test]
+async fn fsck_accepts_a_cached_manifest_without_its_blobs() {
+    use super::fsck::{FsckOptions, check};
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("mirror/app");
+    let config = Digest::sha256_of(b"{}");
+    let layer = Digest::sha256_of(b"not here yet");
+    let m = image(&config, &[(&layer, 12)], "cached");
+    r.manifest_put_cached(
+        &a,
+        &Reference::Tag(Tag::parse("v1").unwrap()),
+        Some("application/vnd.oci.image.manifest.v1+json"),
+        Bytes::from(m),
+    )
+    .await
+    .unwrap();
+    let report = check(&r, &FsckOptions::default()).await.unwrap();
+    assert!(report.clean(), "{report:?}");
+}
