@@ -210,6 +210,10 @@ if [[ $e2e_failed != 0 ]]; then
     tail -n 20 "$work/wharf-tls.log"
 fi
 
+# 3. Quotas end to end: skopeo, podman and the wharf client pushing past a
+# quota fail with its message (its own server).
+e2e_script e2e-quota e2e tests/e2e/quota.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+
 # 3. `wharf serve --from` end to end (starts its own server with sources).
 e2e_script from serve-from tests/e2e/serve-from.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 e2e_passed=$((e2e_passed + readme_passed))
