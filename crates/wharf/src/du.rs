@@ -168,11 +168,11 @@ fn print_report(r: &DuReport) {
             ""
         };
         outln!(
-            "{:>width$}  {}  ({} blobs, {} manifests){note}",
+            "{:>width$}  {}  ({}, {}){note}",
             human(u.bytes),
             u.name,
-            u.blobs,
-            u.manifests
+            count(u.blobs, "blob"),
+            count(u.manifests, "manifest")
         );
     }
     for q in &r.quotas {
@@ -182,18 +182,27 @@ fn print_report(r: &DuReport) {
             "over".to_owned()
         };
         outln!(
-            "{} ({}): {} of {} ({pct}) in {} repositories",
+            "{} ({}): {} of {} ({pct}) in {}",
             q.rule,
             q.repos.join(" "),
             human(q.used),
             human(q.limit),
-            q.repositories
+            count(q.repositories, "repository")
         );
     }
     outln!(
-        "total: {} ({} bytes) in {} repositories",
+        "total: {} ({} bytes) in {}",
         human(r.total_bytes),
         r.total_bytes,
-        r.repositories.len()
+        count(r.repositories.len() as u64, "repository")
     );
+}
+
+/// `1 blob`, `2 blobs`, `3 repositories`.
+fn count(n: u64, word: &str) -> String {
+    match (n, word.strip_suffix('y')) {
+        (1, _) => format!("1 {word}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        _ => format!("{n} {word}s"),
+    }
 }
