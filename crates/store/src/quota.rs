@@ -37,9 +37,9 @@ use std::time::{Duration, SystemTime};
 pub const USAGE_PREFIX: &str = "_usage/";
 
 /// Deltas written up to this long before a recount's walk began still
-/// count on top of its snapshot (the walk may have seen their links too:
-/// counted twice until the next recount, never missed). The clocks of the
-/// hosts that push and recount must agree within it.
+/// count on top of its snapshot (which leaves out the links they record);
+/// older ones are taken as counted by the walk and deleted. That needs the
+/// clocks of the hosts that push and recount to agree within it.
 pub const CLOCK_MARGIN: Duration = Duration::from_secs(60);
 
 /// A repository that is pushed to while it has more deltas than this
