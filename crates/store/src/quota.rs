@@ -17,6 +17,11 @@
 //! [`CLOCK_MARGIN`]. A recount deletes the deltas and snapshots its own
 //! snapshot makes redundant. Why this needs no compare-and-swap: see
 //! docs/quotas.md.
+//!
+//! Within a process, what a binding check admitted stays reserved until
+//! its delta is written, so one replica never admits past a limit; across
+//! replicas, pushes checked before one another's deltas exist may pass it
+//! together (docs/quotas.md, "How exact it is").
 
 use crate::backend::{Backend, KeyPages};
 use crate::keys;
@@ -553,12 +558,40 @@ pub fn is_refusal(e: &Error) -> bool {
 }
 
 /// A link a push creates in a repository under a quota: recorded as a
-/// delta once the link is written.
-#[derive(Clone, Debug)]
+/// delta once the link is written. Until then its bytes are reserved in
+/// this process (dropped unrecorded, the reservation goes).
+#[derive(Debug)]
 pub struct Charge {
     kind: Kind,
     digest: Digest,
     size: u64,
+    hold: Reservation,
+}
+
+/// Bytes of rule `rule` admitted by this process and not recorded yet.
+#[derive(Debug)]
+struct Reservation {
+    reserved: Arc<std::sync::Mutex<Vec<u64>>>,
+    rule: usize,
+    size: u64,
+    live: bool,
+}
+
+impl Reservation {
+    fn release(&mut self) {
+        if std::mem::take(&mut self.live) {
+            let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = r.get_mut(self.rule) {
+                *n = n.saturating_sub(self.size);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The rules, and what checking them needs.
@@ -567,14 +600,42 @@ pub struct Quotas {
     backend: Arc<dyn Backend>,
     /// Repositories this process is recounting in the background.
     recounting: Arc<DashSet<String>>,
+    /// Per rule: bytes this process admitted whose deltas are not written
+    /// yet. Checks count them, so one process never admits past a limit.
+    reserved: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// Per rule: a binding check (read the records, check, reserve) and the
+    /// release of a reservation once its delta is written take turns, so a
+    /// check sees every earlier admission either as a delta or reserved.
+    turns: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Quotas {
     pub fn new(rules: Vec<Quota>, backend: Arc<dyn Backend>) -> Quotas {
+        let n = rules.len();
         Quotas {
             rules,
             backend,
             recounting: Arc::new(DashSet::new()),
+            reserved: Arc::new(std::sync::Mutex::new(vec![0; n])),
+            turns: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn reserved(&self, rule: usize) -> u64 {
+        let r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        r.get(rule).copied().unwrap_or(0)
+    }
+
+    fn reserve(&self, rule: usize, size: u64) -> Reservation {
+        let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = r.get_mut(rule) {
+            *n = n.saturating_add(size);
+        }
+        Reservation {
+            reserved: self.reserved.clone(),
+            rule,
+            size,
+            live: true,
         }
     }
 
@@ -587,8 +648,9 @@ impl Quotas {
         rule_for(&self.rules, repo)
     }
 
-    /// The room `name`'s rule leaves; `None` when no rule covers it. Counts
-    /// `name` first if no recount ever did.
+    /// The room `name`'s rule leaves (the records, and what this process
+    /// admitted and has not recorded yet); `None` when no rule covers it.
+    /// Counts `name` first if no recount ever did.
     pub async fn room(&self, name: &RepoName) -> Result<Option<Room>, Error> {
         let Some(i) = self.rule_for(name.as_str()) else {
             return Ok(None);
@@ -611,7 +673,9 @@ impl Quotas {
         let used = records
             .iter()
             .filter(|(repo, _)| rule_for(&self.rules, repo) == Some(i))
-            .fold(0u64, |sum, (_, r)| sum.saturating_add(r.usage().bytes));
+            .fold(self.reserved(i), |sum, (_, r)| {
+                sum.saturating_add(r.usage().bytes)
+            });
         Ok(Some(Room {
             rule: rule.name.clone(),
             patterns: rule.patterns.join(" "),
@@ -647,25 +711,32 @@ impl Quotas {
             Kind::Blob => keys::repo_blob(name, d),
             Kind::Manifest => keys::repo_manifest(name, d),
         };
-        let Some(room) = self.room_for_new(name, &link).await? else {
+        let Some(rule) = self.rule_for(name.as_str()) else {
+            return Ok(None);
+        };
+        if self.backend.head(&link).await?.is_some() {
+            return Ok(None);
+        }
+        let Some(turn) = self.turns.get(rule) else {
+            return Ok(None);
+        };
+        let _turn = turn.lock().await;
+        let Some(room) = self.room(name).await? else {
             return Ok(None);
         };
         room.check(name, size)?;
-        Ok(Some(self.charge(kind, d, size)))
-    }
-
-    /// What [`Quotas::record`] records for a new link.
-    pub fn charge(&self, kind: Kind, d: &Digest, size: u64) -> Charge {
-        Charge {
+        Ok(Some(Charge {
             kind,
             digest: d.clone(),
             size,
-        }
+            hold: self.reserve(rule, size),
+        }))
     }
 
-    /// Record a new link (after it is written): one delta.
+    /// Record a new link (after it is written): one delta; then what was
+    /// reserved for it is released.
     pub async fn record(&self, name: &RepoName, charge: Option<Charge>) -> Result<(), Error> {
-        let Some(c) = charge else {
+        let Some(mut c) = charge else {
             return Ok(());
         };
         let delta = Record::Delta(Delta {
@@ -676,6 +747,10 @@ impl Quotas {
         });
         let key = format!("{}{}", records_of(name), delta.name());
         self.backend.put(&key, Bytes::new()).await?;
+        if let Some(turn) = self.turns.get(c.hold.rule) {
+            let _turn = turn.lock().await;
+            c.hold.release();
+        }
         Ok(())
     }
 

@@ -549,3 +549,95 @@ async fn skopeo_is_refused_with_the_reason() {
     let r = reg.get_m("/v2/team/app/manifests/v1").await;
     assert_eq!(r.status(), 404);
 }
+
+/// Ten pushes at once into a namespace with room for four: one server
+/// admits exactly four (what it admitted counts until it is recorded).
+#[tokio::test]
+async fn a_burst_on_one_server_stops_at_the_limit() {
+    let (reg, _dir) = local_only!(start().await);
+    assert_eq!(
+        reg.post_blob("team/app", &data(6000, "a")).await.status(),
+        201
+    );
+    let reg = &reg;
+    let blobs: Vec<Vec<u8>> = (0..10).map(|i| data(1000, &format!("burst{i}"))).collect();
+    let results =
+        futures_util::future::join_all(blobs.iter().enumerate().map(|(i, blob)| async move {
+            reg.post_blob(&format!("team/b{i}"), blob).await.status()
+        }))
+        .await;
+    let accepted = results.iter().filter(|s| **s == 201).count();
+    assert!(
+        results.iter().all(|s| *s == 201 || *s == 403),
+        "{results:?}"
+    );
+    assert_eq!(accepted, 4, "{results:?}");
+}
+
+/// Two replicas over one bucket share the usage: what one accepted the
+/// other counts at once (nothing cached); a burst through both at once
+/// passes the limit by at most what the other replica admitted meanwhile,
+/// losing nothing.
+#[tokio::test]
+#[ignore = "needs the S3 backend: run by tests/run-all.sh with WHARF_TEST_S3_ENV"]
+async fn replicas_share_the_usage() {
+    let (a, dir) = start().await.expect("a local server");
+    let b = a.start_replica().await;
+    assert_eq!(
+        a.post_blob("team/app", &data(6000, "a")).await.status(),
+        201
+    );
+    let d = assert_refused(b.post_blob("team/other", &data(5000, "b")).await, "B").await;
+    assert_eq!(d["used"], 6000);
+    // Ten pushes of 1000 bytes at once, alternately through each replica,
+    // into a namespace with room for four.
+    let blobs: Vec<Vec<u8>> = (0..10).map(|i| data(1000, &format!("burst{i}"))).collect();
+    let results = futures_util::future::join_all(blobs.iter().enumerate().map(|(i, blob)| {
+        let reg = if i % 2 == 0 { &a } else { &b };
+        async move {
+            (
+                reg.post_blob(&format!("team/burst{i}"), blob)
+                    .await
+                    .status(),
+                i,
+            )
+        }
+    }))
+    .await;
+    let accepted: Vec<usize> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, i)| *i)
+        .collect();
+    for (s, _) in &results {
+        assert!(*s == 201 || *s == 403, "{s}");
+    }
+    eprintln!("burst: {} of 10 accepted (room for 4)", accepted.len());
+    // A push is refused only when what others recorded leaves no room;
+    // each replica admits at most the room it saw (4).
+    assert!(
+        (4..=8).contains(&accepted.len()),
+        "{} accepted",
+        accepted.len()
+    );
+    for i in &accepted {
+        a.assert_blob(&format!("team/burst{i}"), &blobs[*i]).await;
+    }
+    // The records agree with a walk of the links.
+    let du = |extra: &[&str]| -> Value {
+        let store = store_of(&a);
+        let config = config_path(&dir);
+        let mut args = vec!["du", "--store", &store, "--config", &config, "--json"];
+        args.extend(extra);
+        let out = wharf_command(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let want = 6000 + 1000 * accepted.len() as u64;
+    assert_eq!(du(&[])["quotas"][0]["used"], want);
+    assert_eq!(du(&["--recount"])["quotas"][0]["used"], want);
+}

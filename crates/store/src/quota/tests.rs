@@ -573,3 +573,42 @@ async fn garbage_collection_recounts_what_it_freed() {
     let snapshot = records.values().next().unwrap().snapshot.unwrap();
     assert_eq!(snapshot.bytes, 0);
 }
+
+/// Pushes checked at the same time in one process: what one admitted
+/// counts for the others until its delta is written, so exactly what fits
+/// goes in.
+#[tokio::test]
+async fn one_process_never_admits_past_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Arc::new(open(dir.path(), vec![rule(0, &["team/**"], 10_000)]));
+    push(&r, "team/app", &bytes(6000, 1)).await.unwrap();
+    let tasks: Vec<_> = (0..10u8)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move { push(&r, &format!("team/r{i}"), &bytes(1000, 10 + i)).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                refused(e);
+            }
+        }
+    }
+    assert_eq!(accepted, 4);
+    assert_eq!(used(&r, "team/app").await, 10_000);
+    // Every admission was recorded: nothing stays reserved.
+    assert_eq!(r.quotas().reserved(0), 0);
+    // An admission whose push fails before its record gives its bytes back.
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path(), vec![rule(0, &["team/**"], 10_000)]);
+    let d = Digest::sha256_of(b"never linked");
+    let q = r.quotas();
+    let charge = q.admit(&name("team/x"), Kind::Blob, &d, 1).await.unwrap();
+    assert!(charge.is_some());
+    assert_eq!(q.reserved(0), 1);
+    drop(charge);
+    assert_eq!(q.reserved(0), 0);
+}
