@@ -63,7 +63,6 @@ sc_quota_podman_refused() {
     fi
     cat "$SD/stderr" >&2
     expect_quota_message "$SD/stderr"
-    http GET "/v2/$dst" -H "Accept: $ACCEPT_ALL"
     http GET "/v2/${dst%:*}/manifests/v1" -H "Accept: $ACCEPT_ALL"
     expect_status 404 "the refused image's tag"
 }
