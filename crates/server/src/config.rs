@@ -637,7 +637,7 @@ impl Config {
         self.retention_rules()?;
         mirror::config::check(&self.upstreams, self.limits.max_name_length)
             .map_err(anyhow::Error::msg)?;
-        self.compile_quotas()?;
+        self.quota_rules()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {
@@ -691,8 +691,8 @@ impl Config {
             .transpose()
     }
 
-    /// The `[[quotas]]` rules, checked, in order.
-    pub fn compile_quotas(&self) -> anyhow::Result<Vec<store::quota::Quota>> {
+    /// The `[[quotas]]` rules, compiled, in order.
+    pub fn quota_rules(&self) -> anyhow::Result<Vec<store::quota::Quota>> {
         self.quotas
             .iter()
             .enumerate()
@@ -753,7 +753,7 @@ max_bytes = 1000
 "#,
         )
         .unwrap();
-        let q = c.compile_quotas().unwrap();
+        let q = c.quota_rules().unwrap();
         assert_eq!(q[0].name, "quotas #1");
         assert_eq!(q[0].max_bytes, 10 << 30);
         assert_eq!(q[1].max_bytes, 1000);

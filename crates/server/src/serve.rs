@@ -138,7 +138,7 @@ pub async fn run_on(
         RegistryConfig {
             delete_enabled: config.delete_enabled,
             immutable_tags: config.immutable_tag_rules()?,
-            quotas: config.compile_quotas()?,
+            quotas: config.quota_rules()?,
         },
     )
     .with_session_observer(upload_slots.clone());

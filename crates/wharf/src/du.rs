@@ -76,7 +76,7 @@ pub fn run(args: DuArgs) -> ExitCode {
 
 async fn du(args: &DuArgs) -> anyhow::Result<DuReport> {
     let rules: Vec<Quota> = match &args.config {
-        Some(path) => server::Config::from_file(path)?.compile_quotas()?,
+        Some(path) => server::Config::from_file(path)?.quota_rules()?,
         None => Vec::new(),
     };
     let backend = crate::stores::open(&args.store, &args.s3).await?;
