@@ -18,8 +18,8 @@
 //! snapshot makes redundant. Why this needs no compare-and-swap: see
 //! docs/quotas.md.
 //!
-//! Within a process, what a binding check admitted stays reserved until
-//! its delta is written, so one replica never admits past a limit; across
+//! Within a process, what a binding check admitted counts until a listing
+//! shows its delta, so one replica never admits past a limit; across
 //! replicas, pushes checked before one another's deltas exist may pass it
 //! together (docs/quotas.md, "How exact it is").
 
@@ -36,7 +36,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where usage records live; `_` keeps them apart from every repository.
 pub const USAGE_PREFIX: &str = "_usage/";
@@ -211,12 +211,17 @@ fn margin_ms() -> u64 {
 struct Records {
     snapshot: Option<Snapshot>,
     deltas: Vec<Delta>,
+    /// The names of the deltas listed.
+    names: HashSet<String>,
 }
 
 impl Records {
-    fn add(&mut self, r: Record) {
+    fn add(&mut self, name: &str, r: Record) {
         match r {
-            Record::Delta(d) => self.deltas.push(d),
+            Record::Delta(d) => {
+                self.names.insert(name.to_owned());
+                self.deltas.push(d);
+            }
             // The newest walk wins (the larger count on a tie).
             Record::Snapshot(s) => {
                 if self
@@ -291,7 +296,7 @@ async fn read_records(b: &dyn Backend, prefix: &str) -> io::Result<BTreeMap<Stri
                 continue;
             };
             if let Some(r) = Record::parse(record) {
-                out.entry(repo.to_owned()).or_default().add(r);
+                out.entry(repo.to_owned()).or_default().add(record, r);
             }
         }
     }
@@ -558,8 +563,9 @@ pub fn is_refusal(e: &Error) -> bool {
 }
 
 /// A link a push creates in a repository under a quota: recorded as a
-/// delta once the link is written. Until then its bytes are reserved in
-/// this process (dropped unrecorded, the reservation goes).
+/// delta once the link is written. Its bytes are reserved in this process
+/// from its admission until a binding check sees them recorded (dropped
+/// unrecorded, the reservation goes).
 #[derive(Debug)]
 pub struct Charge {
     kind: Kind,
@@ -568,29 +574,81 @@ pub struct Charge {
     hold: Reservation,
 }
 
-/// Bytes of rule `rule` admitted by this process and not recorded yet.
+/// What this process admitted: per admission, its rule, its bytes, and
+/// once written its delta (`<repo>`, `<name>`) and when it was written.
+#[derive(Debug, Default)]
+struct Admitted {
+    next: u64,
+    entries: Vec<Admission>,
+}
+
 #[derive(Debug)]
-struct Reservation {
-    reserved: Arc<std::sync::Mutex<Vec<u64>>>,
+struct Admission {
+    id: u64,
     rule: usize,
     size: u64,
+    delta: Option<(String, String)>,
+    written: Option<Instant>,
+}
+
+impl Admitted {
+    /// The bytes of `rule`'s admissions that `records` (listed from
+    /// `listed` on) may not show: not written yet, or written after the
+    /// listing began and not in it. One written before the listing began
+    /// is in it, or in a snapshot that counts it (or its link is gone).
+    /// With `settle` (a binding check, in its turn), those are forgotten:
+    /// every later binding check's listing begins later still.
+    fn unseen(
+        &mut self,
+        rule: usize,
+        records: &BTreeMap<String, Records>,
+        listed: Instant,
+        settle: bool,
+    ) -> u64 {
+        if settle {
+            self.entries
+                .retain(|a| a.rule != rule || a.written.is_none_or(|w| w >= listed));
+        }
+        self.entries
+            .iter()
+            .filter(|a| a.rule == rule)
+            .filter(|a| match (&a.delta, a.written) {
+                (Some((repo, name)), Some(w)) => {
+                    w >= listed && records.get(repo).is_none_or(|r| !r.names.contains(name))
+                }
+                _ => true,
+            })
+            .fold(0u64, |sum, a| sum.saturating_add(a.size))
+    }
+}
+
+/// An admission's place in [`Admitted`]: dropped before its delta is
+/// written, it goes.
+#[derive(Debug)]
+struct Reservation {
+    admitted: Arc<std::sync::Mutex<Admitted>>,
+    id: u64,
     live: bool,
 }
 
 impl Reservation {
-    fn release(&mut self) {
-        if std::mem::take(&mut self.live) {
-            let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = r.get_mut(self.rule) {
-                *n = n.saturating_sub(self.size);
-            }
+    /// The delta is written: the admission stays until a check sees it.
+    fn written(&mut self, repo: &RepoName, name: String) {
+        let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = a.entries.iter_mut().find(|e| e.id == self.id) {
+            e.delta = Some((repo.as_str().to_owned(), name));
+            e.written = Some(Instant::now());
         }
+        self.live = false;
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.release();
+        if self.live {
+            let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+            a.entries.retain(|e| e.id != self.id);
+        }
     }
 }
 
@@ -600,12 +658,11 @@ pub struct Quotas {
     backend: Arc<dyn Backend>,
     /// Repositories this process is recounting in the background.
     recounting: Arc<DashSet<String>>,
-    /// Per rule: bytes this process admitted whose deltas are not written
-    /// yet. Checks count them, so one process never admits past a limit.
-    reserved: Arc<std::sync::Mutex<Vec<u64>>>,
-    /// Per rule: a binding check (read the records, check, reserve) and the
-    /// release of a reservation once its delta is written take turns, so a
-    /// check sees every earlier admission either as a delta or reserved.
+    /// What this process admitted and a check may not see in the records
+    /// yet: checks count it, so one process never admits past a limit.
+    admitted: Arc<std::sync::Mutex<Admitted>>,
+    /// Per rule: binding checks (list the records, check, reserve) take
+    /// turns, so each sees every admission before it, recorded or not.
     turns: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -616,25 +673,36 @@ impl Quotas {
             rules,
             backend,
             recounting: Arc::new(DashSet::new()),
-            reserved: Arc::new(std::sync::Mutex::new(vec![0; n])),
+            admitted: Arc::default(),
             turns: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
-    fn reserved(&self, rule: usize) -> u64 {
-        let r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        r.get(rule).copied().unwrap_or(0)
+    /// Bytes of `rule` admitted here whose deltas are not written (tests).
+    #[cfg(test)]
+    pub(crate) fn reserved(&self, rule: usize) -> u64 {
+        let a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        a.entries
+            .iter()
+            .filter(|e| e.rule == rule && e.delta.is_none())
+            .map(|e| e.size)
+            .sum()
     }
 
     fn reserve(&self, rule: usize, size: u64) -> Reservation {
-        let mut r = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = r.get_mut(rule) {
-            *n = n.saturating_add(size);
-        }
-        Reservation {
-            reserved: self.reserved.clone(),
+        let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        a.next += 1;
+        let id = a.next;
+        a.entries.push(Admission {
+            id,
             rule,
             size,
+            delta: None,
+            written: None,
+        });
+        Reservation {
+            admitted: self.admitted.clone(),
+            id,
             live: true,
         }
     }
@@ -652,6 +720,11 @@ impl Quotas {
     /// admitted and has not recorded yet); `None` when no rule covers it.
     /// Counts `name` first if no recount ever did.
     pub async fn room(&self, name: &RepoName) -> Result<Option<Room>, Error> {
+        self.room_with(name, false).await
+    }
+
+    /// [`Quotas::room`]; `settle`: for a binding check, in its turn.
+    async fn room_with(&self, name: &RepoName, settle: bool) -> Result<Option<Room>, Error> {
         let Some(i) = self.rule_for(name.as_str()) else {
             return Ok(None);
         };
@@ -660,22 +733,26 @@ impl Quotas {
         };
         let b = self.backend.as_ref();
         let prefix = rule.records_prefix();
+        let mut listed = Instant::now();
         let mut records = read_records(b, &prefix).await?;
         let own = records.get(name.as_str());
         if own.is_none_or(|r| r.snapshot.is_none()) {
             // Content pushed before the rule covered the repository, or
             // nothing: either way a walk says.
             recount(b, name).await?;
+            listed = Instant::now();
             records = read_records(b, &prefix).await?;
         } else if own.is_some_and(|r| r.fresh().len() > FOLD_AFTER) {
             self.recount_soon(name);
         }
+        let unseen = {
+            let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+            a.unseen(i, &records, listed, settle)
+        };
         let used = records
             .iter()
             .filter(|(repo, _)| rule_for(&self.rules, repo) == Some(i))
-            .fold(self.reserved(i), |sum, (_, r)| {
-                sum.saturating_add(r.usage().bytes)
-            });
+            .fold(unseen, |sum, (_, r)| sum.saturating_add(r.usage().bytes));
         Ok(Some(Room {
             rule: rule.name.clone(),
             patterns: rule.patterns.join(" "),
@@ -721,7 +798,7 @@ impl Quotas {
             return Ok(None);
         };
         let _turn = turn.lock().await;
-        let Some(room) = self.room(name).await? else {
+        let Some(room) = self.room_with(name, true).await? else {
             return Ok(None);
         };
         room.check(name, size)?;
@@ -733,8 +810,7 @@ impl Quotas {
         }))
     }
 
-    /// Record a new link (after it is written): one delta; then what was
-    /// reserved for it is released.
+    /// Record a new link (after it is written): one delta.
     pub async fn record(&self, name: &RepoName, charge: Option<Charge>) -> Result<(), Error> {
         let Some(mut c) = charge else {
             return Ok(());
@@ -745,12 +821,10 @@ impl Quotas {
             kind: c.kind,
             digest: format!("{}-{}", c.digest.algorithm(), c.digest.hex()),
         });
-        let key = format!("{}{}", records_of(name), delta.name());
+        let delta = delta.name();
+        let key = format!("{}{delta}", records_of(name));
         self.backend.put(&key, Bytes::new()).await?;
-        if let Some(turn) = self.turns.get(c.hold.rule) {
-            let _turn = turn.lock().await;
-            c.hold.release();
-        }
+        c.hold.written(name, delta);
         Ok(())
     }
 
