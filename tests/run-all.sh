@@ -107,7 +107,7 @@ fi
 # filesystem itself are skipped by name here; the list is printed. (The
 # crash, restart and full-disk binaries are about the data directory and
 # are not in the S3 run.)
-s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc retention mirror)
+s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc retention mirror quota)
 s3_fs_only=(
     # they make the storage unusable by moving the data directory away
     health::probes_answer_and_readyz_follows_the_storage
@@ -209,6 +209,10 @@ if [[ $e2e_failed != 0 ]]; then
     echo "--- wharf (TLS) log (tail) ---"
     tail -n 20 "$work/wharf-tls.log"
 fi
+
+# 3. Quotas end to end: skopeo, podman and the wharf client pushing past a
+# quota fail with its message (its own server).
+e2e_script e2e-quota e2e tests/e2e/quota.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
 # 3. `wharf serve --from` end to end (starts its own server with sources).
 e2e_script from serve-from tests/e2e/serve-from.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"

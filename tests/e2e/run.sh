@@ -20,6 +20,8 @@
 #   WHARF_E2E_KEEP=1    keep the work dir (its path is printed to stderr)
 #   WHARF_E2E_AUTH=1    run the scenarios of auth-scenarios.sh instead (against
 #                       a registry with auth on; tests/e2e/auth.sh sets it up)
+#   WHARF_E2E_QUOTA=1   run the scenarios of quota-scenarios.sh instead (against
+#                       a registry with a quota; tests/e2e/quota.sh sets it up)
 #
 # Scenarios (sc_* below; see README.md): api-base, skopeo-oci, skopeo-v2s2,
 # skopeo-large-layer, multiarch-index, buildah-podman, oras-artifact,
@@ -197,6 +199,9 @@ drca_py() { NO_PROXY=${HOST%:*} no_proxy=${HOST%:*} "$E2E_VENV/bin/python" "$HEL
 # The scenarios against an authenticating registry (WHARF_E2E_AUTH=1).
 # shellcheck source=auth-scenarios.sh
 source "$HERE/auth-scenarios.sh"
+# The scenarios against a registry with a quota (WHARF_E2E_QUOTA=1).
+# shellcheck source=quota-scenarios.sh
+source "$HERE/quota-scenarios.sh"
 
 # ---------------------------------------------------------------------------
 # Scenarios
@@ -876,6 +881,7 @@ main() {
     local name rc passed=0 failed=0 reason
     local selected=("${SCENARIOS[@]}")
     [[ ${WHARF_E2E_AUTH:-} == 1 ]] && selected=("${AUTH_SCENARIOS[@]}")
+    [[ ${WHARF_E2E_QUOTA:-} == 1 ]] && selected=("${QUOTA_SCENARIOS[@]}")
     if [[ -n ${WHARF_E2E_ONLY:-} ]]; then
         read -r -a selected <<<"$WHARF_E2E_ONLY"
     fi

@@ -47,6 +47,13 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Auth(String),
+    /// 403 with the registry's reason (a quota, an immutable tag, a
+    /// policy): its message says what to do, logging in may not help.
+    #[error("{what}: access denied{}", fmt_entries(.errors))]
+    Denied {
+        what: String,
+        errors: Vec<ErrorEntry>,
+    },
     #[error("{what}: {source}")]
     Network {
         what: String,
@@ -108,7 +115,7 @@ impl Error {
         match self {
             Error::Usage(_) => Kind::Usage,
             Error::NotFound(_) => Kind::NotFound,
-            Error::Auth(_) | Error::LoginRefused(_) => Kind::Auth,
+            Error::Auth(_) | Error::LoginRefused(_) | Error::Denied { .. } => Kind::Auth,
             Error::Network { .. } | Error::Connection(_) | Error::Unreachable { .. } => {
                 Kind::Network
             }
@@ -154,6 +161,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Unreachable { hint, .. } => return Some(hint.clone()),
+            Error::Denied { .. } => return None,
             Error::LoginRefused(_) => {
                 return Some(
                     "check the user name and the password (or token); `wharf login HOST -u USER` asks for the password"
@@ -175,7 +183,9 @@ impl Error {
     /// The registry error codes in this error, if it came from a registry answer.
     pub fn codes(&self) -> Vec<&str> {
         match self {
-            Error::Registry { errors, .. } => errors.iter().map(|e| e.code.as_str()).collect(),
+            Error::Registry { errors, .. } | Error::Denied { errors, .. } => {
+                errors.iter().map(|e| e.code.as_str()).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -184,6 +194,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Registry { status, .. } => Some(*status),
+            Error::Denied { .. } => Some(403),
             _ => None,
         }
     }
@@ -240,5 +251,23 @@ mod tests {
         assert_eq!(Error::Connection("c".into()).kind().exit_code(), 5);
         assert_eq!(Error::Other("o".into()).kind().exit_code(), 1);
         assert!(parse_error_body(b"<html>").is_empty());
+    }
+
+    /// A 403 with a reason shows the reason, and no advice to log in.
+    #[test]
+    fn a_denial_with_a_reason_shows_it() {
+        let e = Error::Denied {
+            what: "upload blob r/a@sha256:x".into(),
+            errors: parse_error_body(
+                br#"{"errors":[{"code":"DENIED","message":"quota exceeded: r/** may hold 1 KiB"}]}"#,
+            ),
+        };
+        assert_eq!(
+            e.to_string(),
+            "upload blob r/a@sha256:x: access denied: DENIED (quota exceeded: r/** may hold 1 KiB)"
+        );
+        assert_eq!(e.kind().exit_code(), 4);
+        assert_eq!(e.status(), Some(403));
+        assert_eq!(e.hint(), None);
     }
 }

@@ -459,6 +459,11 @@ impl Client {
                     ""
                 }
             )),
+            // The registry's reason, when it gives one, is what the user needs.
+            403 if errors.iter().any(|e| !e.message.is_empty()) => Error::Denied {
+                what: what.to_owned(),
+                errors,
+            },
             403 => Error::Auth(format!("{what}: access denied{codes}")),
             _ => Error::Registry {
                 what: what.to_owned(),

@@ -93,6 +93,7 @@ async fn a_cached_manifest_needs_no_blobs_and_keeps_every_other_rule() {
                 repos: vec![oci::pattern::Pattern::parse("**").unwrap()],
                 tags: vec![oci::pattern::Pattern::parse("*").unwrap()],
             }],
+            ..RegistryConfig::default()
         },
     );
     strict

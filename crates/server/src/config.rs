@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Tags that, once set, are never moved or deleted (`[[immutable_tags]]`).
     pub immutable_tags: Vec<ImmutableTagsRule>,
+    /// Byte limits per repository pattern (`[[quotas]]`, docs/quotas.md).
+    pub quotas: Vec<QuotaRule>,
     /// Background garbage collection (`[gc]`).
     pub gc: Gc,
     /// Tags and untagged manifests garbage collection removes (`[[retention]]`).
@@ -161,6 +163,67 @@ impl RetentionRuleConfig {
             keep_newest: self.keep_newest,
             tags_older_than: duration("tags_older_than", &self.tags_older_than)?,
             untagged_older_than: duration("untagged_older_than", &self.untagged_older_than)?,
+        })
+    }
+}
+
+/// One `[[quotas]]` rule: the repositories matching `repos` may hold
+/// `max_bytes` together (the first rule matching a repository applies).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaRule {
+    pub repos: Vec<String>,
+    /// Bytes, or a size such as `"10GiB"` or `"500 MB"`.
+    pub max_bytes: Size,
+}
+
+/// A size in the config: an integer of bytes or a string with a unit.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Default for Size {
+    fn default() -> Self {
+        Size::Text(String::new())
+    }
+}
+
+impl Size {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => store::quota::parse_size(t),
+        }
+    }
+}
+
+impl QuotaRule {
+    /// The rule for the registry; `index` (from 0) names it in errors.
+    pub fn compile(&self, index: usize) -> anyhow::Result<store::quota::Quota> {
+        let at = format!("quotas #{}", index + 1);
+        if self.repos.is_empty() {
+            anyhow::bail!("{at}: repos is empty (use [\"**\"] for every repository)");
+        }
+        if self.max_bytes == Size::default() {
+            anyhow::bail!("{at}: max_bytes is missing (bytes, or a size such as \"10GiB\")");
+        }
+        let max_bytes = self
+            .max_bytes
+            .bytes()
+            .map_err(|e| anyhow::anyhow!("{at}: max_bytes: {e}"))?;
+        let repos = self
+            .repos
+            .iter()
+            .map(|p| oci::pattern::Pattern::parse(p).map_err(|e| anyhow::anyhow!("{at}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(store::quota::Quota {
+            name: at,
+            patterns: self.repos.clone(),
+            repos,
+            max_bytes,
         })
     }
 }
@@ -478,6 +541,7 @@ impl Default for Config {
             sources: Vec::new(),
             auth: AuthConfig::default(),
             immutable_tags: Vec::new(),
+            quotas: Vec::new(),
             gc: Gc::default(),
             retention: Vec::new(),
             upstreams: Vec::new(),
@@ -573,6 +637,7 @@ impl Config {
         self.retention_rules()?;
         mirror::config::check(&self.upstreams, self.limits.max_name_length)
             .map_err(anyhow::Error::msg)?;
+        self.quota_rules()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {
@@ -626,6 +691,15 @@ impl Config {
             .transpose()
     }
 
+    /// The `[[quotas]]` rules, compiled, in order.
+    pub fn quota_rules(&self) -> anyhow::Result<Vec<store::quota::Quota>> {
+        self.quotas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.compile(i))
+            .collect()
+    }
+
     /// Is TLS configured?
     pub fn tls_enabled(&self) -> bool {
         self.tls.cert.is_some() && self.tls.key.is_some()
@@ -664,6 +738,40 @@ format = "json"
         assert_eq!(c.sources[1].name.as_deref(), Some("x/y:1"));
         assert!(toml::from_str::<Config>("[[sources]]\npath = \"a\"\nname = \"b\"\n").is_err());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn quota_rules() {
+        let c: Config = toml::from_str(
+            r#"
+[[quotas]]
+repos = ["team-a/**"]
+max_bytes = "10GiB"
+[[quotas]]
+repos = ["team-b/*", "shared"]
+max_bytes = 1000
+"#,
+        )
+        .unwrap();
+        let q = c.quota_rules().unwrap();
+        assert_eq!(q[0].name, "quotas #1");
+        assert_eq!(q[0].max_bytes, 10 << 30);
+        assert_eq!(q[1].max_bytes, 1000);
+        assert!(q[1].covers("shared") && q[1].covers("team-b/x") && !q[1].covers("team-b/x/y"));
+        assert!(c.validate().is_ok());
+        for bad in [
+            "[[quotas]]\nrepos = []\nmax_bytes = 1",
+            "[[quotas]]\nrepos = [\"a\"]",
+            "[[quotas]]\nrepos = [\"a\"]\nmax_bytes = \"ten\"",
+            "[[quotas]]\nrepos = [\"a\"]\nmax_bytes = \"10 XB\"",
+            "[[quotas]]\nrepos = [\"a/***\"]\nmax_bytes = 1",
+            "[[quotas]]\nrepos = [\"a\"]\nmax_bytes = \"99999999999 PiB\"",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[[quotas]]\nrepos = [\"a\"]\nmax_bytes = -1").is_err());
+        assert!(toml::from_str::<Config>("[[quotas]]\nrepos = [\"a\"]\nlimit = 1").is_err());
     }
 
     #[test]

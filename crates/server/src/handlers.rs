@@ -316,7 +316,8 @@ async fn dispatch(
             } else if let Some(d) =
                 digest.filter(|d| has_body(headers) || *d == oci::Digest::of(d.algorithm(), b""))
             {
-                reg.upload_whole(&repo, body_stream(body), &d).await?;
+                reg.upload_whole_sized(&repo, body_stream(body), &d, content_length(headers))
+                    .await?;
                 return Ok(blob_created(origin, &repo, &d));
             }
             // A `digest` without a body: the client will send the bytes later.
@@ -340,7 +341,13 @@ async fn dispatch(
         Action::PatchUpload { repo, id } => {
             let range = chunk_range(headers)?;
             let offset = reg
-                .upload_append(&repo, &id, body_stream(body), range)
+                .upload_append_sized(
+                    &repo,
+                    &id,
+                    body_stream(body),
+                    range,
+                    content_length(headers),
+                )
                 .await?;
             Ok(upload_accepted(origin, &repo, &id, offset, 202))
         }
@@ -348,7 +355,8 @@ async fn dispatch(
         Action::PutUpload { repo, id, digest } => {
             let range = chunk_range(headers)?;
             let body = has_body(headers).then(|| body_stream(body));
-            reg.upload_finish(&repo, &id, body, range, &digest).await?;
+            reg.upload_finish_sized(&repo, &id, body, range, &digest, content_length(headers))
+                .await?;
             Ok(blob_created(origin, &repo, &digest))
         }
 

@@ -138,6 +138,7 @@ pub async fn run_on(
         RegistryConfig {
             delete_enabled: config.delete_enabled,
             immutable_tags: config.immutable_tag_rules()?,
+            quotas: config.quota_rules()?,
         },
     )
     .with_session_observer(upload_slots.clone());
@@ -192,6 +193,7 @@ pub async fn run_on(
         .filter(|a| a.has_htpasswd())
         .map(|a| tokio::spawn(a.clone().watch_htpasswd(Duration::from_secs(2))));
 
+    let first_count = (!config.quotas.is_empty()).then(|| tokio::spawn(count_usage(state.clone())));
     let expiry = Duration::from_secs(config.uploads.expiry_secs);
     let sweeper = tokio::spawn(expire_uploads(state.clone(), expiry));
     let retention = config.retention_rules()?;
@@ -252,7 +254,10 @@ pub async fn run_on(
     if let Some(c) = collector {
         c.abort();
     }
-    for t in [key_refresher, htpasswd_watcher].into_iter().flatten() {
+    for t in [key_refresher, htpasswd_watcher, first_count]
+        .into_iter()
+        .flatten()
+    {
         t.abort();
     }
     if let Some(w) = watcher {
@@ -309,6 +314,21 @@ async fn collect_garbage(state: Arc<AppState>, every: Duration, opts: store::gc:
                 "garbage collection done"
             ),
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
+}
+
+/// Count the repositories under a quota that no recount has counted yet
+/// (content pushed before the quota covered them), once, at start.
+async fn count_usage(state: Arc<AppState>) {
+    match state.registry.quotas().count_uncounted().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            repositories = n,
+            "counted the usage of repositories under quotas"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "counting the usage of repositories under quotas failed: a repository not counted yet is counted at its next push, or by wharf du --recount")
         }
     }
 }

@@ -5,6 +5,8 @@
 //!   and its filesystem implementation [`fs::FsBackend`].
 //! - [`registry`]: the OCI data model (blobs, manifests, tags, referrers,
 //!   upload sessions) mapped onto backend keys. It knows nothing of HTTP.
+//! - [`quota`]: byte limits per repository pattern and the usage records
+//!   that keep them cheap to check.
 //! - [`source`]: read-only images served in place from OCI layouts,
 //!   oci-archives and docker-save tarballs (`wharf serve --from`).
 
@@ -17,6 +19,7 @@ mod hashing;
 pub mod keys;
 pub mod migrate;
 mod name_set;
+pub mod quota;
 pub mod registry;
 pub mod s3;
 pub mod source;

@@ -10,6 +10,7 @@ use crate::content_cache::ContentCache;
 use crate::gc;
 use crate::hashing::StreamHasher;
 use crate::keys;
+use crate::quota::{self, Quotas, Room};
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::StreamExt;
@@ -82,6 +83,8 @@ pub struct RegistryConfig {
     pub delete_enabled: bool,
     /// Tags that, once set, are never moved or deleted.
     pub immutable_tags: Vec<ImmutableTags>,
+    /// Byte limits per repository pattern (docs/quotas.md).
+    pub quotas: Vec<quota::Quota>,
 }
 
 impl Default for RegistryConfig {
@@ -89,6 +92,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             delete_enabled: true,
             immutable_tags: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 }
@@ -144,6 +148,8 @@ pub enum SessionEnd {
     /// Its data disappeared from under it (removed outside this session's
     /// requests).
     Vanished,
+    /// Refused by a quota: its data is removed.
+    OverQuota,
 }
 
 /// Told when upload sessions end (the server's per-client session count
@@ -192,6 +198,8 @@ pub struct Registry {
     tag_locks: Vec<Mutex<()>>,
     /// When this process last saw no garbage collector at work.
     gc_idle: gc::fence::IdleSeen,
+    /// The quotas and their usage records.
+    quotas: Quotas,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -324,6 +332,7 @@ fn manifest_unknown(r: &dyn std::fmt::Display) -> Error {
 
 impl Registry {
     pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
+        let quotas = Quotas::new(config.quotas.clone(), backend.clone());
         Registry {
             backend,
             config,
@@ -333,6 +342,7 @@ impl Registry {
             observer: None,
             tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             gc_idle: gc::fence::IdleSeen::default(),
+            quotas,
         }
     }
 
@@ -361,6 +371,10 @@ impl Registry {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
     }
 
     fn check_delete(&self) -> Result<()> {
@@ -466,6 +480,7 @@ impl Registry {
         if !self.backend.delete(&keys::repo_blob(name, d)).await? {
             return Err(blob_unknown(d));
         }
+        self.quotas.recount_soon(name);
         Ok(())
     }
 
@@ -486,10 +501,15 @@ impl Registry {
         {
             return Ok(false);
         }
-        if self.backend.head(&keys::blob(d)).await?.is_none() {
+        let Some(content) = self.backend.head(&keys::blob(d)).await? else {
             return Ok(false);
-        }
+        };
+        let charge = self
+            .quotas
+            .admit(name, quota::Kind::Blob, d, content.size)
+            .await?;
         self.link_blob(name, d).await?;
+        self.quotas.record(name, charge).await?;
         Ok(true)
     }
 
@@ -660,17 +680,55 @@ impl Registry {
         body: ByteStream,
         range: Option<ChunkRange>,
     ) -> Result<u64> {
-        let s = self.session(name, id).await?;
-        let mut s = s.lock().await;
-        self.append_locked(id, &mut s, body, range).await
+        self.upload_append_sized(name, id, body, range, None).await
     }
 
+    /// [`Registry::upload_append`] of a body that says its length
+    /// (`Content-Length`): a chunk that cannot fit the repository's quota
+    /// is refused before any of it is read.
+    pub async fn upload_append_sized(
+        &self,
+        name: &RepoName,
+        id: &str,
+        body: ByteStream,
+        range: Option<ChunkRange>,
+        declared: Option<u64>,
+    ) -> Result<u64> {
+        let s = self.session(name, id).await?;
+        let mut s = s.lock().await;
+        // The digest is not known yet: every byte counts.
+        let room = self.quotas.room(name).await?;
+        let cap = room.as_ref().map(|r| (name, r));
+        let appended = self
+            .append_locked(id, &mut s, body, range, declared, cap)
+            .await;
+        self.end_if_refused(id, &mut s, appended).await
+    }
+
+    /// A session a quota refused is over, its data removed: nothing is
+    /// left behind.
+    async fn end_if_refused<T>(&self, id: &str, s: &mut Session, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && quota::is_refusal(e)
+        {
+            self.end_session(id, Some(s), SessionEnd::OverQuota);
+            if let Err(de) = self.backend.upload_delete(id).await {
+                tracing::warn!(upload = id, error = %de, "could not remove a refused upload");
+            }
+        }
+        r
+    }
+
+    /// Append to a session; with `cap`, the session may not grow past the
+    /// room its quota leaves (a chunk that says it would is refused unread).
     async fn append_locked(
         &self,
         id: &str,
         s: &mut Session,
         body: ByteStream,
         range: Option<ChunkRange>,
+        declared: Option<u64>,
+        cap: Option<(&RepoName, &Room)>,
     ) -> Result<u64> {
         let offset = self.session_offset(id, s).await?;
         if let Some(r) = range
@@ -678,11 +736,16 @@ impl Registry {
         {
             return Err(Error::RangeNotSatisfiable { offset });
         }
+        if let Some((name, room)) = cap
+            && let Some(len) = range.map(|r| r.len()).or(declared)
+        {
+            room.check(name, offset.saturating_add(len))?;
+        }
         let Some((hasher, _)) = s.hasher.as_ref() else {
             return Err(upload_unknown());
         };
         match self
-            .write_body(id, offset, hasher.clone(), body, range)
+            .write_body(id, offset, hasher.clone(), body, range, cap)
             .await
         {
             Ok((hasher, size)) => {
@@ -704,7 +767,8 @@ impl Registry {
     /// digesting it on top of `hasher`. Returns the digester and the
     /// upload's new size; on failure the caller undoes whatever was written.
     /// A body longer than its `Content-Range` is refused as soon as it
-    /// passes the range's length.
+    /// passes the range's length; with `cap`, as soon as the upload would
+    /// pass the room its quota leaves (before the chunk is written).
     async fn write_body(
         &self,
         id: &str,
@@ -712,6 +776,7 @@ impl Registry {
         hasher: Digester,
         mut body: ByteStream,
         range: Option<ChunkRange>,
+        cap: Option<(&RepoName, &Room)>,
     ) -> Result<(Digester, u64)> {
         let expected = range.map(|r| r.len());
         let mismatch = |written: u64| match range {
@@ -732,6 +797,11 @@ impl Registry {
                     .and_then(|n| written.checked_add(n))
                     .filter(|&w| expected.is_none_or(|e| w <= e))
                     .ok_or_else(|| mismatch(written.saturating_add(chunk.len() as u64)))?;
+                if let Some((name, room)) = cap
+                    && offset.saturating_add(written) > room.left()
+                {
+                    return Err(room.refusal(name, offset.saturating_add(written), true));
+                }
                 hasher.update(&chunk).await?;
                 w.write(chunk).await?;
             }
@@ -772,10 +842,35 @@ impl Registry {
         range: Option<ChunkRange>,
         expected: &Digest,
     ) -> Result<u64> {
+        self.upload_finish_sized(name, id, body, range, expected, None)
+            .await
+    }
+
+    /// [`Registry::upload_finish`] with the final chunk's declared length
+    /// (`Content-Length`), checked against the quota before it is read.
+    /// The blob's size is checked again at the commit; a blob the quota
+    /// refuses is removed, never linked.
+    pub async fn upload_finish_sized(
+        &self,
+        name: &RepoName,
+        id: &str,
+        body: Option<ByteStream>,
+        range: Option<ChunkRange>,
+        expected: &Digest,
+        declared: Option<u64>,
+    ) -> Result<u64> {
         let s = self.session(name, id).await?;
         let mut s = s.lock().await;
+        let link = keys::repo_blob(name, expected);
         let size = match body {
-            Some(body) => self.append_locked(id, &mut s, body, range).await?,
+            Some(body) => {
+                let room = self.quotas.room_for_new(name, &link).await?;
+                let cap = room.as_ref().map(|r| (name, r));
+                let appended = self
+                    .append_locked(id, &mut s, body, range, declared, cap)
+                    .await;
+                self.end_if_refused(id, &mut s, appended).await?
+            }
             None => self.session_offset(id, &mut s).await?,
         };
         let actual = match &s.hasher {
@@ -792,11 +887,18 @@ impl Registry {
             self.backend.upload_delete(id).await?;
             return Err(digest_mismatch(expected, &actual));
         }
+        // The binding check, as late as can be: the size is final.
+        let admitted = self
+            .quotas
+            .admit(name, quota::Kind::Blob, expected, size)
+            .await;
+        let charge = self.end_if_refused(id, &mut s, admitted).await?;
         self.backend
             .upload_commit(id, &keys::blob(expected))
             .await?;
         self.end_session(id, Some(&mut s), SessionEnd::Committed);
         self.link_blob(name, expected).await?;
+        self.quotas.record(name, charge).await?;
         Ok(size)
     }
 
@@ -809,15 +911,50 @@ impl Registry {
         body: ByteStream,
         expected: &Digest,
     ) -> Result<u64> {
-        let size = self.store_blob(body, expected).await?;
+        self.upload_whole_sized(name, body, expected, None).await
+    }
+
+    /// [`Registry::upload_whole`] of a body that says its length
+    /// (`Content-Length`): refused before any of it is read if it cannot
+    /// fit the repository's quota, and stopped as soon as it passes it.
+    pub async fn upload_whole_sized(
+        &self,
+        name: &RepoName,
+        body: ByteStream,
+        expected: &Digest,
+        declared: Option<u64>,
+    ) -> Result<u64> {
+        let room = self
+            .quotas
+            .room_for_new(name, &keys::repo_blob(name, expected))
+            .await?;
+        if let Some(room) = &room {
+            room.check(name, declared.unwrap_or(0))?;
+        }
+        let cap = room.as_ref().map(|r| (name, r));
+        let (size, charge) = self.store_blob_capped(body, expected, cap).await?;
         self.link_blob(name, expected).await?;
+        self.quotas.record(name, charge).await?;
         Ok(size)
     }
 
     /// Store content whose digest is known in advance, verified while it
     /// streams, without linking it into any repository (a store copy
     /// brings the links itself). Nothing is left behind on failure.
-    pub async fn store_blob(&self, mut body: ByteStream, expected: &Digest) -> Result<u64> {
+    pub async fn store_blob(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
+        Ok(self.store_blob_capped(body, expected, None).await?.0)
+    }
+
+    /// [`Registry::store_blob`] for a new link in a repository under a
+    /// quota (`cap`): stopped as soon as it passes the room the quota
+    /// leaves, and checked once more before the content is stored; then
+    /// the link's charge.
+    async fn store_blob_capped(
+        &self,
+        mut body: ByteStream,
+        expected: &Digest,
+        cap: Option<(&RepoName, &Room)>,
+    ) -> Result<(u64, Option<quota::Charge>)> {
         // Small content (configs, small layers) is checked in memory and
         // written with one put: an upload session costs a dozen requests
         // on S3. Larger content streams through a session.
@@ -825,10 +962,15 @@ impl Registry {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(body_failed)?;
             buf.extend_from_slice(&chunk);
+            if let Some((name, room)) = cap {
+                room.check(name, buf.len() as u64)?;
+            }
             if buf.len() > SMALL_BLOB {
                 let head = buf.freeze();
                 let whole = futures_util::stream::once(async move { Ok(head) }).chain(body);
-                return self.store_blob_streamed(Box::pin(whole), expected).await;
+                return self
+                    .store_blob_streamed(Box::pin(whole), expected, cap)
+                    .await;
             }
         }
         let data = buf.freeze();
@@ -838,30 +980,52 @@ impl Registry {
         }
         let key = keys::blob(expected);
         let size = data.len() as u64;
+        let charge = self.admit_capped(expected, size, cap).await?;
         // Kept if present with the right size (content-addressed); a
         // damaged (truncated) copy is replaced.
         if self.backend.head(&key).await?.map(|m| m.size) != Some(size) {
             self.backend.put(&key, data).await?;
         }
-        Ok(size)
+        Ok((size, charge))
+    }
+
+    /// With a `cap`: the quota's binding check of a new link of `size`
+    /// bytes, made again now that the size is final (others may have
+    /// pushed since the cap was read).
+    async fn admit_capped(
+        &self,
+        d: &Digest,
+        size: u64,
+        cap: Option<(&RepoName, &Room)>,
+    ) -> Result<Option<quota::Charge>> {
+        match cap {
+            Some((name, _)) => self.quotas.admit(name, quota::Kind::Blob, d, size).await,
+            None => Ok(None),
+        }
     }
 
     /// [`Registry::store_blob`] through a private upload session.
-    async fn store_blob_streamed(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
+    async fn store_blob_streamed(
+        &self,
+        body: ByteStream,
+        expected: &Digest,
+        cap: Option<(&RepoName, &Room)>,
+    ) -> Result<(u64, Option<quota::Charge>)> {
         let id = new_upload_id();
         self.backend.upload_create(&id, None).await?;
         let result = async {
             let (hasher, size) = self
-                .write_body(&id, 0, expected.algorithm().digester(), body, None)
+                .write_body(&id, 0, expected.algorithm().digester(), body, None, cap)
                 .await?;
             let actual = hasher.finish();
             if &actual != expected {
                 return Err(digest_mismatch(expected, &actual));
             }
+            let charge = self.admit_capped(expected, size, cap).await?;
             self.backend
                 .upload_commit(&id, &keys::blob(expected))
                 .await?;
-            Ok(size)
+            Ok((size, charge))
         }
         .await;
         if result.is_err()
@@ -1062,6 +1226,12 @@ impl Registry {
             }
         }
 
+        // The quota first: a refused push writes nothing, and its check
+        // (a listing) stays out of the fence's window below.
+        let charge = self
+            .quotas
+            .admit(name, quota::Kind::Manifest, &digest, body.len() as u64)
+            .await?;
         let b = self.backend.as_ref();
         // Before any write: whether a collector is at work (docs/gc.md).
         let quiet = gc::fence::quiet(b, &self.gc_idle).await?;
@@ -1167,6 +1337,7 @@ impl Registry {
                 return Err(being_retained(&format!("{name}:{t}")));
             }
         }
+        self.quotas.record(name, charge).await?;
         Ok(PutManifest {
             digest,
             subject,
@@ -1371,6 +1542,7 @@ impl Registry {
                         .await?;
                 }
                 self.backend.delete(&keys::repo_manifest(name, d)).await?;
+                self.quotas.recount_soon(name);
                 Ok(())
             }
         }

@@ -23,6 +23,7 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod cli;
+mod du;
 mod fsck;
 mod gc;
 mod import;
@@ -90,6 +91,13 @@ enum Command {
     /// --repair removes links to missing content and corrupt content (both
     /// lost already) and reports the rest.
     Fsck(fsck::FsckArgs),
+    /// Usage per repository (blobs linked and manifests), largest first,
+    /// and per quota with --config.
+    ///
+    /// Reads the usage records servers keep for repositories under a quota
+    /// (docs/quotas.md) and walks the repositories that have none;
+    /// --recount walks every repository and writes its record.
+    Du(du::DuArgs),
     /// Import an OCI image layout, oci-archive or docker-archive into Wharf's data directory, offline.
     Import(import::ImportArgs),
     /// Print an htpasswd line `USER:<bcrypt hash>` for a password read from
@@ -556,6 +564,7 @@ fn main() -> ExitCode {
         Command::StoreCopy(args) => store_copy::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Fsck(args) => fsck::run(args),
+        Command::Du(args) => du::run(args),
         Command::Import(args) => import::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Healthcheck { addr } => match healthcheck(addr) {

@@ -202,6 +202,7 @@ async fn run_phases(
                 None => HashSet::new(),
             };
             collect_links(b, &name, &excluded, opts, hooks, run, &mut live, report).await?;
+            crate::quota::after_gc(b, &name, opts.dry_run).await;
             c.prune_referrers(&name, report).await?;
             c.prune_if_empty(&name, report).await?;
         }

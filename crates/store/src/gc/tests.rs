@@ -627,7 +627,7 @@ async fn a_long_run_keeps_its_markers_fresh() {
         ..now_opts()
     };
     let rep = collect_with(&r, &opts, &hooks).await.unwrap();
-    let times = times.lock().unwrap();
+    let times = times.lock().unwrap().clone();
     let (marked, rechecked) = (&times[0], &times[1]);
     assert!(!marked.is_empty(), "{rep:?}");
     let newest_marked = marked.iter().max().unwrap();
