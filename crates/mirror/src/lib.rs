@@ -613,6 +613,42 @@ fn unreachable_starting() -> Result<BlobAnswer> {
     )))
 }
 
+/// The local repository for a request sent the way containerd sends it
+/// to a mirror: `name` as it is at the registry `ns` names
+/// (`/v2/library/alpine/...?ns=docker.io`). It is `<prefix>/<name>` of
+/// the upstream (of `upstreams`) whose registry host is `ns`, the
+/// repository a prefix-routed pull of `<prefix>/<name>` uses, so both share
+/// one cache. No such upstream: 404 `NAME_UNKNOWN`; a local name over the
+/// length limit: 400 `NAME_INVALID`.
+pub fn local_for_ns<'a>(
+    mut upstreams: impl Iterator<Item = &'a config::UpstreamSpec>,
+    ns: &str,
+    name: &RepoName,
+    max_name_length: usize,
+) -> std::result::Result<RepoName, RegistryError> {
+    let shown: String = ns.chars().take(200).collect();
+    let Some(spec) = upstreams.find(|s| s.serves_ns(ns)) else {
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!(
+                "repository {name} of registry {shown:?} (?ns=) is not mirrored here: no [[upstreams]] entry of this registry has that registry host (its url's host, or registry_host)"
+            ),
+        )
+        .with_status(404)
+        .with_detail(serde_json::json!({ "name": name.as_str(), "ns": shown })));
+    };
+    spec.local_repo(name, max_name_length).ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!(
+                "repository {name} of registry {shown:?} would be cached as {}/{name}, longer than this registry's limit of {max_name_length} characters",
+                spec.prefix
+            ),
+        )
+        .with_detail(serde_json::json!({ "name": name.as_str(), "ns": shown }))
+    })
+}
+
 fn upstream_error(route: &Route, f: &Failure, unknown: ErrorCode, what: &str) -> store::Error {
     store::Error::Registry(f.to_error(&route.upstream.spec, unknown, what))
 }
