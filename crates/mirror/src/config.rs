@@ -129,12 +129,6 @@ pub fn check(
                     spec.name
                 ));
             }
-            if other.registry_host == spec.registry_host {
-                return Err(format!(
-                    "{at}: registry host {:?} is also that of upstream {}: requests with ?ns={} could not choose (set registry_host on one of them)",
-                    spec.registry_host, other.name, spec.registry_host
-                ));
-            }
             let (a, b) = (spec.prefix.as_str(), other.prefix.as_str());
             if a == b || nested(a, b) || nested(b, a) {
                 return Err(format!(
@@ -498,22 +492,18 @@ mod tests {
         c.registry_host = Some("r.example/v2".into());
         let e = check(&[c], 255).unwrap_err();
         assert!(e.contains("registry_host \"r.example/v2\""), "{e}");
-        // Two upstreams of one registry host: ?ns= could not choose.
-        let e = check(
-            &[
-                cfg("a", "https://registry-1.docker.io", "a"),
-                cfg("b", "https://index.docker.io", "b"),
-            ],
-            255,
-        )
-        .unwrap_err();
+        // Two upstreams of one registry host (say, Docker Hub with two
+        // accounts) are allowed, as before; ?ns= takes the first.
         assert!(
-            e.contains("upstreams #2 (b)") && e.contains("docker.io"),
-            "{e}"
+            check(
+                &[
+                    cfg("a", "https://registry-1.docker.io", "a"),
+                    cfg("b", "https://index.docker.io", "b"),
+                ],
+                255
+            )
+            .is_ok()
         );
-        let mut b = cfg("b", "https://index.docker.io", "b");
-        b.registry_host = Some("hub-b.example".into());
-        assert!(check(&[cfg("a", "https://registry-1.docker.io", "a"), b], 255).is_ok());
     }
 
     #[test]

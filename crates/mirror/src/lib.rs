@@ -19,6 +19,11 @@
 //! - Blobs are fetched once however many clients ask at the same time,
 //!   and streamed to all of them while they are stored ([`fetch`]).
 //!
+//! - A request sent to Wharf as a mirror of a registry, containerd's way
+//!   (`/v2/<name>/...?ns=<registry>`), is one on `<prefix>/<name>` of the
+//!   upstream whose registry host `ns` is ([`local_for_ns`]); the server
+//!   maps it before authorization.
+//!
 //! Nothing mutable is kept in memory but the fetches in progress.
 
 pub mod config;
@@ -616,7 +621,8 @@ fn unreachable_starting() -> Result<BlobAnswer> {
 /// The local repository for a request sent the way containerd sends it
 /// to a mirror: `name` as it is at the registry `ns` names
 /// (`/v2/library/alpine/...?ns=docker.io`). It is `<prefix>/<name>` of
-/// the upstream (of `upstreams`) whose registry host is `ns`, the
+/// the first upstream (of `upstreams`, in config order) whose registry
+/// host is `ns`, the
 /// repository a prefix-routed pull of `<prefix>/<name>` uses, so both share
 /// one cache. No such upstream: 404 `NAME_UNKNOWN`; a local name over the
 /// length limit: 400 `NAME_INVALID`.

@@ -159,6 +159,7 @@ fn ns_selects_the_upstream_by_registry_host() {
         &[
             cfg("hub", "https://registry-1.docker.io", "dockerhub"),
             cfg("ghcr", "https://ghcr.io", "mirrors/ghcr"),
+            cfg("hub2", "https://index.docker.io", "dockerhub2"),
         ],
         255,
     )
@@ -166,7 +167,8 @@ fn ns_selects_the_upstream_by_registry_host() {
     let local = |ns: &str, n: &str| crate::local_for_ns(specs.iter(), ns, &name(n), 255);
     assert_eq!(
         local("docker.io", "library/alpine").unwrap().as_str(),
-        "dockerhub/library/alpine"
+        "dockerhub/library/alpine",
+        "the first upstream of the registry"
     );
     assert_eq!(
         local("registry-1.docker.io", "grafana/grafana")
