@@ -222,6 +222,10 @@ e2e_failed=$((e2e_failed + readme_failed))
 # 3b. Immutable tags and retention with skopeo and podman (starts its own server).
 e2e_script lifecycle lifecycle tests/e2e/lifecycle.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
+# 3c. The pull-through cache with podman, ctr (a private containerd),
+# skopeo and `wharf cp` (starts its own servers).
+e2e_script mirror mirror tests/e2e/mirror.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+
 # 4. The Docker daemon as a client (starts its own servers).
 e2e_script docker docker tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 

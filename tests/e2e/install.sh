@@ -28,6 +28,7 @@ packages=(
     busybox-static   # the one binary of the FROM scratch image docker.sh builds
     systemd          # systemd-analyze, which checks dist/wharf.service (crates/wharf/tests/dist.rs)
     binutils         # strip and readelf, for dist/build-image.sh
+    containerd       # ctr and a private containerd, for mirror.sh (hosts.toml, ?ns=)
 )
 
 if [[ -z ${WHARF_E2E_SKIP_APT:-} ]]; then

@@ -52,6 +52,11 @@ pub struct UpstreamConfig {
     /// PEM CA certificates to trust for the upstream besides the system's.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+    /// The registry host clients name when they use this Wharf as a
+    /// mirror (containerd's `?ns=<host>`). Default: the host of `url`;
+    /// `docker.io` and `registry-1.docker.io` are one.
+    #[serde(default)]
+    pub registry_host: Option<String>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -68,6 +73,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("push", &self.push)
             .field("docker_hub_library", &self.docker_hub_library)
             .field("ca_cert", &self.ca_cert)
+            .field("registry_host", &self.registry_host)
             .finish()
     }
 }
@@ -97,6 +103,9 @@ pub struct UpstreamSpec {
     pub push: bool,
     pub library: bool,
     pub ca_cert: Option<PathBuf>,
+    /// `host[:port]` clients name for this upstream in `?ns=`, normalised
+    /// by [`registry_host`] (`docker.io` for Docker Hub).
+    pub registry_host: String,
 }
 
 /// Check every `[[upstreams]]` entry and the set of them: what is wrong is
@@ -214,6 +223,14 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
     {
         return Err(format!("ca_cert {} is not a readable file", ca.display()));
     }
+    let registry_host = match &c.registry_host {
+        None => host.name.clone(),
+        Some(h) => registry_host(h).ok_or_else(|| {
+            format!(
+                "registry_host {h:?} is not a host[:port] (e.g. \"docker.io\" or \"registry.corp.example:5000\")"
+            )
+        })?,
+    };
     let library = c
         .docker_hub_library
         .unwrap_or(host.name == client::reference::DOCKER_HUB);
@@ -229,7 +246,31 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         push: c.push,
         library,
         ca_cert: c.ca_cert.clone(),
+        registry_host,
     })
+}
+
+/// A registry host as clients name it (`host[:port]`), normalised for
+/// comparison: lower case, and Docker Hub's API hosts (`registry-1.docker.io`,
+/// `index.docker.io`) as `docker.io`. `None` when it is not a host.
+pub fn registry_host(raw: &str) -> Option<String> {
+    let lower = raw.trim().to_ascii_lowercase();
+    let url = url::Url::parse(&format!("https://{lower}/")).ok()?;
+    let host = url.host_str()?;
+    if url.path() != "/"
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || lower.contains(['/', '?', '#', '@'])
+    {
+        return None;
+    }
+    let name = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    Some(Host::parse(&name, false).map(|h| h.name).unwrap_or(name))
 }
 
 impl UpstreamSpec {
@@ -247,6 +288,18 @@ impl UpstreamSpec {
             rest.to_owned()
         };
         RepoName::parse(&remote, remote.len().max(1)).ok()
+    }
+
+    /// Does a client's `?ns=` name this upstream's registry?
+    pub fn serves_ns(&self, ns: &str) -> bool {
+        registry_host(ns).is_some_and(|h| h == self.registry_host)
+    }
+
+    /// The local repository that caches `remote` (a name at this upstream,
+    /// as a client using Wharf as a mirror sends it): `<prefix>/<remote>`,
+    /// the repository a prefix-routed pull of the same name uses.
+    pub fn local_repo(&self, remote: &RepoName, max_name_length: usize) -> Option<RepoName> {
+        RepoName::parse(&format!("{}/{remote}", self.prefix), max_name_length).ok()
     }
 }
 
@@ -365,6 +418,87 @@ mod tests {
                 &[
                     cfg("a", "https://a.example", "m"),
                     cfg("b", "https://b.example", "mb"),
+                ],
+                255
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn registry_hosts_for_ns() {
+        let mut corp = cfg("corp", "https://10.0.0.9:5000", "corp");
+        corp.registry_host = Some("Registry.Corp.Example:5000".into());
+        let specs = check(
+            &[
+                cfg("hub", "https://registry-1.docker.io", "dockerhub"),
+                cfg("ghcr", "https://ghcr.io", "mirrors/ghcr"),
+                cfg("local", "http://127.0.0.1:5001", "local"),
+                corp,
+            ],
+            255,
+        )
+        .unwrap();
+        let host = |i: usize| specs[i].registry_host.as_str();
+        assert_eq!(
+            (host(0), host(1), host(2), host(3)),
+            (
+                "docker.io",
+                "ghcr.io",
+                "127.0.0.1:5001",
+                "registry.corp.example:5000"
+            )
+        );
+        // docker.io and Docker Hub's API hosts are one.
+        for ns in [
+            "docker.io",
+            "registry-1.docker.io",
+            "index.docker.io",
+            "Docker.IO",
+        ] {
+            assert!(specs[0].serves_ns(ns), "{ns}");
+        }
+        assert!(!specs[0].serves_ns("ghcr.io"));
+        assert!(specs[1].serves_ns("ghcr.io"));
+        assert!(specs[2].serves_ns("127.0.0.1:5001"));
+        assert!(!specs[2].serves_ns("127.0.0.1"));
+        assert!(!specs[2].serves_ns("127.0.0.1:5002"));
+        assert!(specs[3].serves_ns("registry.corp.example:5000"));
+        assert!(
+            !specs[3].serves_ns("10.0.0.9:5000"),
+            "registry_host replaces the url's host"
+        );
+        for junk in ["", "a/b", "u@h", "h?x", "h#x", " "] {
+            assert!(specs.iter().all(|s| !s.serves_ns(junk)), "{junk:?}");
+        }
+        let n = |s: &str| RepoName::parse(s, 255).unwrap();
+        let local = specs[0].local_repo(&n("library/alpine"), 255).unwrap();
+        assert_eq!(local.as_str(), "dockerhub/library/alpine");
+        // The same repository a prefix-routed pull uses, and back.
+        assert_eq!(
+            specs[0].upstream_repo(&local).unwrap().as_str(),
+            "library/alpine"
+        );
+        assert_eq!(
+            specs[1].local_repo(&n("owner/app"), 255).unwrap().as_str(),
+            "mirrors/ghcr/owner/app"
+        );
+        assert!(specs[1].local_repo(&n("owner/app"), 20).is_none());
+    }
+
+    #[test]
+    fn registry_host_errors() {
+        let mut c = cfg("x", "https://r.example", "p");
+        c.registry_host = Some("r.example/v2".into());
+        let e = check(&[c], 255).unwrap_err();
+        assert!(e.contains("registry_host \"r.example/v2\""), "{e}");
+        // Two upstreams of one registry host (say, Docker Hub with two
+        // accounts) are allowed, as before; ?ns= takes the first.
+        assert!(
+            check(
+                &[
+                    cfg("a", "https://registry-1.docker.io", "a"),
+                    cfg("b", "https://index.docker.io", "b"),
                 ],
                 255
             )

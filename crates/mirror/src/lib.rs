@@ -19,6 +19,11 @@
 //! - Blobs are fetched once however many clients ask at the same time,
 //!   and streamed to all of them while they are stored ([`fetch`]).
 //!
+//! - A request sent to Wharf as a mirror of a registry, containerd's way
+//!   (`/v2/<name>/...?ns=<registry>`), is one on `<prefix>/<name>` of the
+//!   upstream whose registry host `ns` is ([`local_for_ns`]); the server
+//!   maps it before authorization.
+//!
 //! Nothing mutable is kept in memory but the fetches in progress.
 
 pub mod config;
@@ -611,6 +616,43 @@ fn unreachable_starting() -> Result<BlobAnswer> {
     Err(store::Error::Io(std::io::Error::other(
         "internal error: a blob fetch reported no progress",
     )))
+}
+
+/// The local repository for a request sent the way containerd sends it
+/// to a mirror: `name` as it is at the registry `ns` names
+/// (`/v2/library/alpine/...?ns=docker.io`). It is `<prefix>/<name>` of
+/// the first upstream (of `upstreams`, in config order) whose registry
+/// host is `ns`, the
+/// repository a prefix-routed pull of `<prefix>/<name>` uses, so both share
+/// one cache. No such upstream: 404 `NAME_UNKNOWN`; a local name over the
+/// length limit: 400 `NAME_INVALID`.
+pub fn local_for_ns<'a>(
+    mut upstreams: impl Iterator<Item = &'a config::UpstreamSpec>,
+    ns: &str,
+    name: &RepoName,
+    max_name_length: usize,
+) -> std::result::Result<RepoName, RegistryError> {
+    let shown: String = ns.chars().take(200).collect();
+    let Some(spec) = upstreams.find(|s| s.serves_ns(ns)) else {
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            format!(
+                "repository {name} of registry {shown:?} (?ns=) is not mirrored here: no [[upstreams]] entry of this registry has that registry host (its url's host, or registry_host)"
+            ),
+        )
+        .with_status(404)
+        .with_detail(serde_json::json!({ "name": name.as_str(), "ns": shown })));
+    };
+    spec.local_repo(name, max_name_length).ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!(
+                "repository {name} of registry {shown:?} would be cached as {}/{name}, longer than this registry's limit of {max_name_length} characters",
+                spec.prefix
+            ),
+        )
+        .with_detail(serde_json::json!({ "name": name.as_str(), "ns": shown }))
+    })
 }
 
 fn upstream_error(route: &Route, f: &Failure, unknown: ErrorCode, what: &str) -> store::Error {

@@ -147,3 +147,52 @@ async fn the_collector_keeps_a_cached_image_and_what_it_fetched() {
         None
     );
 }
+
+#[test]
+fn ns_selects_the_upstream_by_registry_host() {
+    let cfg = |name: &str, url: &str, prefix: &str| -> crate::UpstreamConfig {
+        toml::from_str(&format!(
+            "name = \"{name}\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\n"
+        ))
+        .unwrap()
+    };
+    let specs = crate::config::check(
+        &[
+            cfg("hub", "https://registry-1.docker.io", "dockerhub"),
+            cfg("ghcr", "https://ghcr.io", "mirrors/ghcr"),
+            cfg("hub2", "https://index.docker.io", "dockerhub2"),
+        ],
+        255,
+    )
+    .unwrap();
+    let local = |ns: &str, n: &str| crate::local_for_ns(specs.iter(), ns, &name(n), 255);
+    assert_eq!(
+        local("docker.io", "library/alpine").unwrap().as_str(),
+        "dockerhub/library/alpine",
+        "the first upstream of the registry"
+    );
+    assert_eq!(
+        local("registry-1.docker.io", "grafana/grafana")
+            .unwrap()
+            .as_str(),
+        "dockerhub/grafana/grafana"
+    );
+    assert_eq!(
+        local("ghcr.io", "owner/app").unwrap().as_str(),
+        "mirrors/ghcr/owner/app"
+    );
+    // No upstream of that host: 404 NAME_UNKNOWN naming it.
+    for ns in ["quay.io", "", "ghcr.io:443x", "docker.io/x"] {
+        let e = local(ns, "owner/app").unwrap_err();
+        assert_eq!((e.code, e.status), (ErrorCode::NameUnknown, 404), "{ns:?}");
+        assert!(e.message.contains("owner/app") && e.message.contains("not mirrored"));
+    }
+    // No cache configured at all: the same answer.
+    let e =
+        crate::local_for_ns(std::iter::empty(), "docker.io", &name("library/x"), 255).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NameUnknown);
+    // Too long once prefixed: 400 NAME_INVALID.
+    let long = "a".repeat(250);
+    let e = crate::local_for_ns(specs.iter(), "docker.io", &name(&long), 255).unwrap_err();
+    assert_eq!((e.code, e.status), (ErrorCode::NameInvalid, 400));
+}

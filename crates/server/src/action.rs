@@ -125,6 +125,78 @@ impl Action {
         }
     }
 
+    /// The same action on another repository: how a request sent to
+    /// Wharf as a mirror (`?ns=`, [`namespace`]) becomes one on the local
+    /// repository that caches it, before authorization looks at it.
+    pub fn with_repo(self, local: RepoName) -> Action {
+        use Action::*;
+        match self {
+            a @ (Base | Catalog { .. }) => a,
+            ListTags { n, last, .. } => ListTags {
+                repo: local,
+                n,
+                last,
+            },
+            GetManifest {
+                reference, head, ..
+            } => GetManifest {
+                repo: local,
+                reference,
+                head,
+            },
+            PutManifest {
+                reference, tags, ..
+            } => PutManifest {
+                repo: local,
+                reference,
+                tags,
+            },
+            DeleteManifest { reference, .. } => DeleteManifest {
+                repo: local,
+                reference,
+            },
+            GetBlob { digest, head, .. } => GetBlob {
+                repo: local,
+                digest,
+                head,
+            },
+            DeleteBlob { digest, .. } => DeleteBlob {
+                repo: local,
+                digest,
+            },
+            StartUpload {
+                digest,
+                algorithm,
+                mount,
+                from,
+                ..
+            } => StartUpload {
+                repo: local,
+                digest,
+                algorithm,
+                mount,
+                from,
+            },
+            PatchUpload { id, .. } => PatchUpload { repo: local, id },
+            PutUpload { id, digest, .. } => PutUpload {
+                repo: local,
+                id,
+                digest,
+            },
+            GetUpload { id, .. } => GetUpload { repo: local, id },
+            DeleteUpload { id, .. } => DeleteUpload { repo: local, id },
+            Referrers {
+                subject,
+                artifact_type,
+                ..
+            } => Referrers {
+                repo: local,
+                subject,
+                artifact_type,
+            },
+        }
+    }
+
     /// A cross-repository mount also reads the source repository (a
     /// `from` without `mount` reads nothing).
     pub fn mount_source(&self) -> Option<&RepoName> {
@@ -245,6 +317,15 @@ impl Query {
     fn last(&self) -> Option<String> {
         self.get("last").map(str::to_owned)
     }
+}
+
+/// The registry host a request names in `?ns=`: containerd's convention
+/// for a request sent to a mirror (`GET /v2/library/alpine/manifests/3.20?ns=docker.io`
+/// is `docker.io/library/alpine:3.20`). The repository in the path is the
+/// name at that registry; the server maps it onto the local repository that
+/// caches it (`mirror::Mirror::local_for_ns`) before authorization.
+pub fn namespace(query: Option<&str>) -> Option<String> {
+    Query::parse(query).get("ns").map(str::to_owned)
 }
 
 /// Route a request. `head` requests route like `GET`.
@@ -486,6 +567,68 @@ mod tests {
         assert!(
             matches!(refs, Action::Referrers { artifact_type: Some(ref a), .. } if a == "application/x")
         );
+    }
+
+    #[test]
+    fn ns_is_read_and_every_action_moves_to_another_repository() {
+        assert_eq!(
+            namespace(Some("ns=docker.io")).as_deref(),
+            Some("docker.io")
+        );
+        assert_eq!(
+            namespace(Some("n=1&ns=registry.example%3A5000")).as_deref(),
+            Some("registry.example:5000")
+        );
+        assert_eq!(namespace(Some("n=1")), None);
+        assert_eq!(namespace(None), None);
+        let local = RepoName::parse("dockerhub/library/alpine", 255).unwrap();
+        let requests = [
+            ("GET", "/v2/library/alpine/tags/list".to_owned(), None),
+            ("HEAD", "/v2/library/alpine/manifests/3.20".to_owned(), None),
+            ("PUT", "/v2/library/alpine/manifests/3.20".to_owned(), None),
+            (
+                "DELETE",
+                "/v2/library/alpine/manifests/3.20".to_owned(),
+                None,
+            ),
+            ("GET", format!("/v2/library/alpine/blobs/{D}"), None),
+            ("DELETE", format!("/v2/library/alpine/blobs/{D}"), None),
+            (
+                "POST",
+                "/v2/library/alpine/blobs/uploads/".to_owned(),
+                Some(format!("mount={D}&from=b/c")),
+            ),
+            (
+                "PATCH",
+                "/v2/library/alpine/blobs/uploads/x".to_owned(),
+                None,
+            ),
+            (
+                "PUT",
+                "/v2/library/alpine/blobs/uploads/x".to_owned(),
+                Some(format!("digest={D}")),
+            ),
+            ("GET", "/v2/library/alpine/blobs/uploads/x".to_owned(), None),
+            (
+                "DELETE",
+                "/v2/library/alpine/blobs/uploads/x".to_owned(),
+                None,
+            ),
+            ("GET", format!("/v2/library/alpine/referrers/{D}"), None),
+        ];
+        for (m, p, q) in requests {
+            let a = r(m, &p, q.as_deref()).unwrap();
+            assert_eq!(a.repo().unwrap().as_str(), "library/alpine");
+            let moved = a.clone().with_repo(local.clone());
+            assert_eq!(moved.repo(), Some(&local), "{m} {p}");
+            assert_eq!(moved.access(), a.access(), "{m} {p}");
+            assert_eq!(moved.mount_source(), a.mount_source(), "{m} {p}");
+            // Nothing but the repository changed.
+            assert_eq!(moved.with_repo(a.repo().unwrap().clone()), a, "{m} {p}");
+        }
+        for a in [Action::Base, r("GET", "/v2/_catalog", None).unwrap()] {
+            assert_eq!(a.clone().with_repo(local.clone()), a);
+        }
     }
 
     #[test]

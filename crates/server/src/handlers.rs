@@ -60,6 +60,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Ok(a) => a,
         Err(e) => return r::error(&e, head),
     };
+    // containerd's mirror convention: `?ns=<registry>` and the name there.
+    // Everything after this (auth and policy included) sees the local
+    // repository that caches it.
+    let action = match action::namespace(req.uri().query()) {
+        Some(ns) => match mirrored(&state, action, &ns) {
+            Ok(a) => a,
+            Err(e) => return r::error(&e, head),
+        },
+        None => action,
+    };
     let conn = ConnInfo::of(&req).cloned();
     let client = conn.as_ref().map(|c| c.peer.ip());
     let (parts, body) = req.into_parts();
@@ -107,6 +117,21 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         resp.extensions_mut().insert(AuthUser(name.to_owned()));
     }
     resp
+}
+
+/// `action` (sent with `?ns=ns`) on the local repository that caches its
+/// repository; actions on no repository are left as they are.
+fn mirrored(
+    state: &AppState,
+    action: Action,
+    ns: &str,
+) -> std::result::Result<Action, RegistryError> {
+    let Some(name) = action.repo() else {
+        return Ok(action);
+    };
+    let upstreams = state.mirror.iter().flat_map(|m| m.upstreams());
+    let local = mirror::local_for_ns(upstreams, ns, name, state.limits.max_name_length)?;
+    Ok(action.with_repo(local))
 }
 
 pub(crate) type Result<T> = std::result::Result<T, store::Error>;

@@ -771,6 +771,104 @@ async fn a_blob_transfer_cut_midway_leaves_nothing_and_a_retry_succeeds() {
     );
 }
 
+/// containerd's mirror convention: `/v2/<name>/...?ns=<registry>` with the
+/// name as it is upstream, routed by the upstream's `registry_host` onto
+/// `<prefix>/<name>`, the repository prefix-routed pulls use; the cache's
+/// auth policy judges that local name.
+#[tokio::test]
+async fn ns_requests_are_routed_to_the_upstream_of_that_registry() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let n = nonce();
+    let (ok_remote, team_remote) = (format!("ok/app-{n}"), format!("team/app-{n}"));
+    up.push_as_pusher(&[&ok_remote, &team_remote]).await;
+    let img = push_image(&up.reg, &ok_remote, "v1", 1, 50_000).await;
+    push_image(&up.reg, &team_remote, "v1", 1, 1000).await;
+    // Anonymous pulls of cache/ok/** only; team/** (the bare name of what
+    // ?ns= maps to cache/team/**) does not grant the cached repository.
+    let extra = r#"registry_host = "Registry.Test.Example:5000"
+[auth.token]
+enabled = true
+[[auth.policy]]
+repos = ["cache/ok/**", "team/**"]
+pull = ["anonymous"]
+"#;
+    let cache = cache_of(&up, dir.path(), extra).await;
+    let ns = "?ns=registry.test.example:5000";
+
+    // By tag with ?ns=: fetched from the upstream, digest identical.
+    let path = format!("/v2/{ok_remote}/manifests/v1{ns}");
+    let r = cache.get_m(&path).await;
+    assert_eq!(r.status(), 200, "{}", cache.logs());
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), img.digest);
+    assert_eq!(cache_header(&r), "miss");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    let r = cache.head_m(&path).await;
+    assert_eq!((r.status().as_u16(), cache_header(&r)), (200, "hit".into()));
+    // The prefix-routed name is the same cache: a hit, nothing upstream.
+    let local = format!("cache/{ok_remote}");
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "hit"));
+    for desc in std::iter::once(&img.config).chain(&img.layers) {
+        let r = cache
+            .get(&format!("/v2/{ok_remote}/blobs/{}{ns}", desc.digest))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), desc.digest);
+        pull_blob(&cache, &local, &desc.digest).await;
+        let r = cache
+            .head(&format!("/v2/{ok_remote}/blobs/{}{ns}", desc.digest))
+            .await;
+        assert_eq!(content_length(&r), Some(desc.size as u64));
+        assert_eq!(
+            up.count("GET", &format!("/v2/{ok_remote}/blobs/{}", desc.digest)),
+            1
+        );
+    }
+    let r = cache.get(&format!("/v2/{local}/tags/list")).await;
+    assert_eq!(json_body(r).await["tags"], serde_json::json!(["v1"]));
+    // The local repository with ?ns= is not the same name: cache/cache/...
+    let r = cache.get_m(&format!("/v2/{local}/manifests/v1{ns}")).await;
+    assert_eq!(r.status(), 401);
+
+    // The policy judges the local name: team/** does not grant cache/team/**,
+    // and the challenge names the local repository.
+    let r = cache
+        .get_m(&format!("/v2/{team_remote}/manifests/v1{ns}"))
+        .await;
+    assert_eq!(r.status(), 401);
+    let challenge = header(&r, "www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains(&format!("repository:cache/{team_remote}:pull")),
+        "{challenge}"
+    );
+
+    // A registry no upstream is: 404 NAME_UNKNOWN saying so, HEAD too
+    // (the upstream's url host is not its registry host here).
+    let up_host = up.reg.host_port().to_owned();
+    for other in ["quay.io", up_host.as_str(), "docker.io"] {
+        let r = cache
+            .get_m(&format!("/v2/{ok_remote}/manifests/v1?ns={other}"))
+            .await;
+        let (status, e) = error_json(r).await;
+        assert_eq!((status, e["code"].as_str()), (404, Some("NAME_UNKNOWN")));
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("not mirrored") && msg.contains(other), "{msg}");
+        let r = cache
+            .head(&format!(
+                "/v2/{ok_remote}/blobs/{}?ns={other}",
+                img.config.digest
+            ))
+            .await;
+        assert_eq!(r.status(), 404);
+    }
+    // Without ?ns= the bare name is an ordinary (here empty) repository.
+    let r = cache.get_m(&format!("/v2/{ok_remote}/manifests/v1")).await;
+    assert_eq!(r.status(), 401, "no rule grants {ok_remote}");
+}
+
 #[tokio::test]
 async fn pushes_into_a_mirrored_prefix_are_refused() {
     let Some(up) = upstream().await else {
