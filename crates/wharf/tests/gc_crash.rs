@@ -25,11 +25,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 const KEEP_A: &str = "crash/keep-a";
 const KEEP_B: &str = "crash/keep-b";
-/// Garbage per round: deleted images of this many unique layers ...
-const JUNK_IMAGES: usize = 3;
-const JUNK_LAYERS: usize = 12;
-/// ... and this many blobs pushed and never referenced.
-const LOOSE_BLOBS: usize = 40;
+/// Garbage per round: deleted images of unique layers, and blobs pushed
+/// and never referenced. Smaller on S3, where every object costs the
+/// collector round trips: its steps last long enough to be hit anyway.
+#[derive(Clone, Copy)]
+struct Sizes {
+    junk_images: usize,
+    junk_layers: usize,
+    loose_blobs: usize,
+}
+
+const FS_SIZES: Sizes = Sizes {
+    junk_images: 3,
+    junk_layers: 12,
+    loose_blobs: 40,
+};
+const S3_SIZES: Sizes = Sizes {
+    junk_images: 2,
+    junk_layers: 6,
+    loose_blobs: 16,
+};
 /// Uploads in flight at once.
 const PARALLEL: usize = 8;
 
@@ -488,12 +503,17 @@ async fn make_garbage(
     reg: &Registry,
     round: usize,
     shared: &[Vec<u8>],
+    sizes: Sizes,
 ) -> (Garbage, (String, Built)) {
     let junk = format!("crash/junk-{round:02}");
     let mut g = Garbage::default();
     let mut first = None;
-    for i in 0..JUNK_IMAGES {
-        let img = build(&format!("junk {round}.{i}"), JUNK_LAYERS, &shared[..1]);
+    for i in 0..sizes.junk_images {
+        let img = build(
+            &format!("junk {round}.{i}"),
+            sizes.junk_layers,
+            &shared[..1],
+        );
         push(reg, &junk, &format!("t{i}"), &img)
             .await
             .expect("push a junk image");
@@ -507,7 +527,7 @@ async fn make_garbage(
         g.content.insert(content_key(&sha256(&img.manifest)));
         first.get_or_insert(img);
     }
-    let loose: Vec<Vec<u8>> = (0..LOOSE_BLOBS)
+    let loose: Vec<Vec<u8>> = (0..sizes.loose_blobs)
         .map(|i| unique_bytes(&format!("loose {round}.{i}")))
         .collect();
     assert!(
@@ -583,6 +603,7 @@ async fn kills_during_collection_lose_nothing_and_the_next_run_finishes() {
     let config = config.to_str().expect("a UTF-8 path").to_owned();
     let store = store_of(&reg);
     let view = View::of(&reg).await;
+    let sizes = if reg.on_s3() { S3_SIZES } else { FS_SIZES };
 
     // Kept from the start: two repositories sharing layers, and an index.
     let shared: Vec<Vec<u8>> = (0..3)
@@ -609,7 +630,7 @@ async fn kills_during_collection_lose_nothing_and_the_next_run_finishes() {
     while let Some((target, attempt)) = queue.pop() {
         round += 1;
         // 1. Fresh garbage, pushed with no collector running.
-        let (garbage, deleted) = make_garbage(&reg, round, &shared).await;
+        let (garbage, deleted) = make_garbage(&reg, round, &shared, sizes).await;
         // Something kept in every round too.
         let img = build(&format!("kept round {round}"), 1, &shared[..1]);
         kept.push(
