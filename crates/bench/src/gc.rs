@@ -634,6 +634,9 @@ async fn serve_step(a: &GcArgs) -> Result<Value> {
             "server_rss_idle_mb": mb(rss_idle),
             "server_rss_after_baseline_mb": mb(rss_after_baseline),
             "server_rss_max_during_gc_mb": mb(rss_max),
+            // What the server keeps once the run is over (the filesystem
+            // backend's listing index holds every directory it listed).
+            "server_rss_after_gc_mb": mb(mem_kib(pid).map_or(0, |m| m.0)),
             "server_hwm_mb": mb(mem_kib(pid).map_or(0, |m| m.1)),
         });
         if let Some(m) = finished {
