@@ -8,6 +8,11 @@
 #   BENCH_STORAGE=s3 bench/run.sh # both registries on one three-node Garage cluster
 #                                 # (issue 14), with a plain S3 client as the ceiling:
 #                                 # about 5.5 minutes on 2 cores
+#   BENCH_GC=1 bench/run.sh       # garbage collection (issue 15): a store of 10,000
+#                                 # and 100,000 small blobs, mostly garbage; wharf gc
+#                                 # time and peak RSS, manifest GET latency without and
+#                                 # during a collection, the reference's offline GC.
+#                                 # With BENCH_STORAGE=s3: 10,000 blobs on Garage.
 #
 # Builds wharf and wharf-bench (profile dist), installs docker-registry with apt
 # if it is missing, then for each registry in turn: a fresh data directory,
@@ -34,11 +39,16 @@
 # /tmp), BENCH_OUT ($CARGO_TARGET_DIR/bench-results/<time>), BENCH_NO_BUILD=1,
 # BENCH_VERIFY_PULL=1, BENCH_KEEP_DATA=1, BENCH_REF_CACHE (inmemory; "none" drops the
 # reference's blob descriptor cache), BENCH_WHARF_ARGS (extra serve flags),
-# CARGO_TARGET_DIR (where the binaries are built and looked for; target/).
+# CARGO_TARGET_DIR (where the binaries are built and looked for; target/),
+# BENCH_PROFILE (dist; release builds quicker, not the published binary).
 # S3 mode: BENCH_STORAGE (fs; s3), BENCH_S3_PART_SIZE (8M) and
 # BENCH_S3_CONCURRENCY (4): the S3 client's multipart parts and parts in
 # flight, BENCH_S3_CEILING_REPEAT (2, the best is the ceiling), GARAGE_BIN
 # (see tests/s3/garage-cluster.sh).
+# GC mode: BENCH_GC=1, BENCH_GC_SIZES (10000,100000; on S3 10000),
+# BENCH_GC_STEPS (dry_run,serve,cli,reference), BENCH_GC_DURING (20: at most
+# this many seconds of GETs during the collection; BENCH_DURATION is the
+# baseline's), BENCH_GC_REFERENCED_PCT (10).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,6 +93,9 @@ target_dir=${CARGO_TARGET_DIR:-target}
 [[ $target_dir == /* ]] || target_dir=$root/$target_dir
 out=${BENCH_OUT:-$target_dir/bench-results/$(date +%Y%m%d-%H%M%S)}
 ref_cache=${BENCH_REF_CACHE:-inmemory}
+# Cargo profile of the binaries: dist as published; release for a quicker
+# build (not the published figure).
+profile=${BENCH_PROFILE:-dist}
 registry_bin=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 # As tests/s3/garage-cluster.sh finds it.
 garage_bin=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cache/wharf-garage/2.5.0/bin/garage")}
@@ -95,12 +108,12 @@ say() { printf '== [%4ds] %s\n' "$(( $(date +%s) - t_start ))" "$*" >&2; }
 
 # ---------------------------------------------------------------- build
 if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
-    say "building wharf and wharf-bench (profile dist: full LTO, one codegen unit)"
-    cargo build --profile dist -q -p wharf -p wharf-bench
+    say "building wharf and wharf-bench (profile $profile$([[ $profile == dist ]] && echo ': full LTO, one codegen unit' || true))"
+    cargo build --profile "$profile" -q -p wharf -p wharf-bench
 fi
 t_built=$(date +%s)
-wharf_bin=$target_dir/dist/wharf
-bench_bin=$target_dir/dist/wharf-bench
+wharf_bin=$target_dir/$profile/wharf
+bench_bin=$target_dir/$profile/wharf-bench
 
 if [[ " $registries " == *" reference "* && ! -x $registry_bin ]]; then
     say "installing docker-registry with apt"
@@ -155,13 +168,16 @@ mem_line=${mem_line%; }
     echo "data dir:   $data_root on $fs_type"
     echo "page cache: ${pc_steps[*]} MB/s for each 256 MiB of 1 GiB of new data (dd, no fsync; bare metal: several GB/s each)"
     echo "memory:     ${mem_line:-no page reporting or DAMON reclaim found}"
-    wharf_rev="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), profile dist (full LTO, one codegen unit)"
+    wharf_rev="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+uncommitted changes'), profile $profile$([[ $profile == dist ]] && echo ' (full LTO, one codegen unit)' || true)"
     ref_version=$("$registry_bin" --version 2>/dev/null | awk '{print $2, $3}')
     if [[ $storage == s3 ]]; then
         echo "storage:    S3: Garage $("$garage_bin" --version 2>/dev/null | awk '{sub(/^cargo:/, "", $2); print $2; exit}'), three nodes on loopback (replication 3, sqlite metadata), data on this machine's disk"
         echo "wharf:      $wharf_rev, --storage s3 (prefix wharf; blob GETs streamed, no redirect: as shipped)"
         echo "reference:  $ref_version, s3 driver (rootdirectory /reference; defaults: 10 MiB chunks; redirect disabled so blobs stream through it like Wharf's), delete enabled, blobdescriptor cache: $ref_cache"
         echo "sizes:      blob $big (chunks $chunk), ${duration}s per load; scenarios $scenarios"
+    elif [[ ${BENCH_GC:-0} == 1 ]]; then
+        echo "wharf:      $wharf_rev, fsync on (as shipped)"
+        echo "reference:  $ref_version, filesystem, offline garbage-collect"
     else
         echo "wharf:      $wharf_rev, fsync on (as shipped)"
         echo "reference:  $ref_version, filesystem, delete enabled, blobdescriptor cache: $ref_cache"
@@ -232,13 +248,57 @@ if [[ $storage == s3 ]]; then
     source "$cluster/env"
     storage_pids=$(cat "$cluster"/node[123]/pid | paste -sd, -)
     s3_env=(WHARF_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" WHARF_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY")
-    say "S3 ceiling: a plain S3 client, multipart PUT ($s3_part parts, $s3_conc in flight) and GET of $big, best of $s3_repeat"
-    rc=0
-    env "${s3_env[@]}" "$bench_bin" s3-ceiling --endpoint "$WHARF_S3_ENDPOINT" \
-        --region "$WHARF_S3_REGION" --bucket "$WHARF_S3_BUCKET" --prefix s3-client \
-        --size "$big" --part-size "$s3_part" --concurrency "$s3_conc" --repeat "$s3_repeat" \
-        --storage-pids "$storage_pids" --threads "$threads" >"$out/s3-client.jsonl" || rc=$?
-    [[ $rc == 0 ]] || say "S3 ceiling: wharf-bench s3-ceiling exited with $rc"
+    # (Not in GC mode: no big objects there.)
+    if [[ ${BENCH_GC:-0} != 1 ]]; then
+        say "S3 ceiling: a plain S3 client, multipart PUT ($s3_part parts, $s3_conc in flight) and GET of $big, best of $s3_repeat"
+        rc=0
+        env "${s3_env[@]}" "$bench_bin" s3-ceiling --endpoint "$WHARF_S3_ENDPOINT" \
+            --region "$WHARF_S3_REGION" --bucket "$WHARF_S3_BUCKET" --prefix s3-client \
+            --size "$big" --part-size "$s3_part" --concurrency "$s3_conc" --repeat "$s3_repeat" \
+            --storage-pids "$storage_pids" --threads "$threads" >"$out/s3-client.jsonl" || rc=$?
+        [[ $rc == 0 ]] || say "S3 ceiling: wharf-bench s3-ceiling exited with $rc"
+    fi
+fi
+
+# ------------------------------------------------------- GC (issue 15)
+# One store per size (written by wharf-bench through the store crate),
+# measured in turn; the table at the end. The servers and `wharf gc` are
+# wharf-bench's children.
+if [[ ${BENCH_GC:-0} == 1 ]]; then
+    if [[ $storage == s3 ]]; then gc_sizes=${BENCH_GC_SIZES:-10000}; else gc_sizes=${BENCH_GC_SIZES:-10000,100000}; fi
+    echo "gc:         sizes $gc_sizes blobs of 1 KiB, ${BENCH_GC_REFERENCED_PCT:-10}% in tagged images; GETs: ${duration}s without GC, ≤${BENCH_GC_DURING:-20}s during; steps ${BENCH_GC_STEPS:-dry_run,serve,cli,reference}" >>"$out/machine.txt"
+    for n in ${gc_sizes//,/ }; do
+        work=$(mktemp -d "$data_root/wharf-bench-gc.XXXXXX")
+        s3_args=()
+        if [[ $storage == s3 ]]; then
+            s3_args=(--s3-endpoint "$WHARF_S3_ENDPOINT" --s3-region "$WHARF_S3_REGION"
+                     --s3-bucket "$WHARF_S3_BUCKET" --s3-prefix "gc-$n")
+        fi
+        say "gc: $n blobs on $storage in $work"
+        rc=0
+        env ${s3_env[@]+"${s3_env[@]}"} "$bench_bin" gc --wharf "$wharf_bin" --storage "$storage" \
+            --work "$work" --blobs "$n" --referenced-pct "${BENCH_GC_REFERENCED_PCT:-10}" \
+            --baseline-secs "$duration" --during-secs "${BENCH_GC_DURING:-20}" \
+            --port "$wharf_port" --reference "$registry_bin" \
+            --steps "${BENCH_GC_STEPS:-dry_run,serve,cli,reference}" \
+            ${s3_args[@]+"${s3_args[@]}"} >>"$out/gc.jsonl" || rc=$?
+        [[ $rc == 0 ]] || say "gc: wharf-bench gc exited with $rc"
+        leftovers+=("$work")
+        work=
+    done
+    stop_cluster
+    echo
+    echo "## Machine"
+    echo
+    sed 's/^/    /' "$out/machine.txt"
+    echo
+    echo "## Garbage collection"
+    echo
+    "$bench_bin" gc-report "$out/gc.jsonl" | tee "$out/gc-table.md"
+    echo "raw results: $out"
+    echo "time: build $(( t_built - t_start )) s, benchmark $(( $(date +%s) - t_built )) s"
+    remove_data
+    exit 0
 fi
 
 start_wharf() {

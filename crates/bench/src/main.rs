@@ -4,6 +4,7 @@
 
 mod bench;
 mod blobgen;
+mod gc;
 mod http;
 mod procfs;
 mod report;
@@ -32,6 +33,12 @@ enum Cmd {
     /// The ceiling on S3: a plain S3 client's multipart PUT and GET of one
     /// big object, straight to the bucket; JSON lines on stdout.
     S3Ceiling(s3::CeilingArgs),
+    /// Garbage collection (issue 15): a store of N small blobs, mostly
+    /// garbage; `wharf gc` time and peak RSS, manifest GET latency without
+    /// and during a collection, the reference's offline GC; JSON lines.
+    Gc(Box<gc::GcArgs>),
+    /// The table of `gc` results.
+    GcReport(gc::GcReportArgs),
 }
 
 /// Sizes accept K, M, G suffixes (powers of 1024): 1G, 16M, 4096.
@@ -158,6 +165,14 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(s3::ceiling(a))
+        }
+        Cmd::GcReport(a) => gc::report(a),
+        Cmd::Gc(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(gc::run(*a))
         }
         Cmd::Run(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -4,7 +4,7 @@
 //! collector is about to delete what it depends on.
 
 use super::keys as gck;
-use crate::backend::Backend;
+use crate::backend::{Backend, KeyPages};
 use bytes::Bytes;
 use oci::{Digest, RepoName};
 use std::io;
@@ -175,20 +175,58 @@ pub(crate) async fn link_doomed(b: &dyn Backend, name: &RepoName, d: &Digest) ->
     live_marker(b, &gck::link_markers(name, d)).await
 }
 
-/// Any marker under `prefix` younger than [`MARKER_TTL`]?
+/// Any marker under `prefix` younger than [`MARKER_TTL`]? Every key is
+/// looked at, not a first page: markers of dead runs (a collector that
+/// crashed again and again) may sort before a live run's, and stay until
+/// the next run removes them.
 async fn live_marker(b: &dyn Backend, prefix: &str) -> io::Result<bool> {
     let now = SystemTime::now();
-    for name in b.list(prefix, None, 16).await? {
-        let key = format!("{prefix}{name}");
-        if let Some(meta) = b.head(&key).await? {
-            let age = meta
-                .modified
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if age < MARKER_TTL {
-                return Ok(true);
+    let mut pages = KeyPages::new(b, prefix, 16);
+    while let Some(page) = pages.next().await? {
+        for name in page {
+            let key = format!("{prefix}{name}");
+            if let Some(meta) = b.head(&key).await? {
+                let age = meta
+                    .modified
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if age < MARKER_TTL {
+                    return Ok(true);
+                }
             }
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::FsBackend;
+
+    /// Twenty markers of dead runs, older than MARKER_TTL and sorting
+    /// first, hide neither a live run's flag nor its marker.
+    #[tokio::test]
+    async fn a_live_marker_behind_many_stale_ones_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::open(dir.path(), false).unwrap();
+        let d = Digest::sha256_of(b"doomed");
+        let old = SystemTime::now() - MARKER_TTL - Duration::from_secs(60);
+        for prefix in [gck::ACTIVE_PREFIX.to_owned(), gck::content_markers(&d)] {
+            for i in 0..20 {
+                let key = format!("{prefix}0dead{i:02}");
+                b.put(&key, Bytes::new()).await.unwrap();
+                let file = std::fs::File::options()
+                    .write(true)
+                    .open(dir.path().join(format!("{key}~")))
+                    .unwrap();
+                file.set_modified(old).unwrap();
+            }
+            assert!(!live_marker(&b, &prefix).await.unwrap(), "{prefix}");
+            b.put(&format!("{prefix}ffff"), Bytes::new()).await.unwrap();
+            assert!(live_marker(&b, &prefix).await.unwrap(), "{prefix}");
+        }
+        assert!(content_doomed(&b, &d).await.unwrap());
+        assert!(collector_active(&b, &IdleSeen::default()).await.unwrap());
+    }
 }
