@@ -154,6 +154,7 @@ pub async fn collect_with(
     };
     report.stale_markers_removed = remove_stale_markers(b, opts.dry_run).await?;
     let active = format!("{}{run}", keys::ACTIVE_PREFIX);
+    let mut fresh = Freshness::new(&run, opts);
     if !opts.dry_run {
         b.put(&active, Bytes::from(run.clone())).await?;
         // Writers that saw no collector rely on it for a moment: let that
@@ -161,7 +162,7 @@ pub async fn collect_with(
         tokio::time::sleep(fence::COLLECTOR_START_DELAY).await;
     }
     let immutable = reg.immutable_tags();
-    let result = run_phases(b, opts, immutable, hooks, &run, &mut report).await;
+    let result = run_phases(b, opts, immutable, hooks, &mut fresh, &mut report).await;
     if !opts.dry_run {
         b.delete(&active).await?;
     }
@@ -179,9 +180,10 @@ async fn run_phases(
     opts: &GcOptions,
     immutable: &[ImmutableTags],
     hooks: &GcHooks,
-    run: &str,
+    fresh: &mut Freshness<'_>,
     report: &mut GcReport,
 ) -> Result<(), Error> {
+    let run = fresh.run;
     // 1. Links, repository by repository.
     let mut live = Spill::new(opts.spill_dir.as_ref())?;
     let mut pages = KeyPages::new(b, rk::CATALOG_PREFIX, PAGE);
@@ -191,6 +193,7 @@ async fn run_phases(
                 continue;
             };
             report.repositories += 1;
+            fresh.keep(b).await?;
             let c = Collector {
                 b,
                 opts,
@@ -211,7 +214,6 @@ async fn run_phases(
 
     // 2. Content that no link names: marked (or counted, in a dry run).
     let mut marked = 0u64;
-    let mut fresh = Freshness::new(run, opts.marker_refresh);
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, "blobs/", PAGE);
     while let Some(page) = pages.next().await? {
@@ -255,6 +257,7 @@ async fn run_phases(
     while let Some(page) = pages.next().await? {
         for name in &page {
             if let Ok(name) = RepoName::parse(name, usize::MAX) {
+                fresh.keep(b).await?;
                 spill_links(b, &name, &mut live).await?;
             }
         }
@@ -299,32 +302,40 @@ async fn run_phases(
     Ok(())
 }
 
-/// How recently every content marker of a run was written: a writer
-/// honours a marker for [`MARKER_TTL`] from its write, so a run that takes
-/// long writes its markers again before they age (docs/gc.md, "Crashes").
+/// How recently a run's active flag and content markers were written: a
+/// writer honours them for [`MARKER_TTL`] from their write, so a run that
+/// takes long writes them again before they age (docs/gc.md, "Crashes").
 struct Freshness<'a> {
     run: &'a str,
     every: Duration,
-    /// When the oldest write of any marker still standing began.
+    dry_run: bool,
+    /// When the oldest write of any of them still standing began.
     since: Instant,
 }
 
 impl<'a> Freshness<'a> {
-    fn new(run: &'a str, every: Duration) -> Self {
+    /// Taken before the run writes anything.
+    fn new(run: &'a str, opts: &GcOptions) -> Self {
         Freshness {
             run,
-            every,
+            every: opts.marker_refresh,
+            dry_run: opts.dry_run,
             since: Instant::now(),
         }
     }
 
-    /// Write this run's content markers again once the oldest is `every`
-    /// old (an eighth of [`MARKER_TTL`]).
+    /// Write this run's active flag and content markers again once the
+    /// oldest is `every` old (an eighth of [`MARKER_TTL`]).
     async fn keep(&mut self, b: &dyn Backend) -> io::Result<()> {
-        if self.since.elapsed() < self.every {
+        if self.dry_run || self.since.elapsed() < self.every {
             return Ok(());
         }
         let started = Instant::now();
+        b.put(
+            &format!("{}{}", keys::ACTIVE_PREFIX, self.run),
+            Bytes::from(self.run.to_owned()),
+        )
+        .await?;
         let suffix = format!("/{}", self.run);
         let mut pages = KeyPages::new(b, keys::CONTENT_MARKERS, PAGE);
         while let Some(page) = pages.next().await? {

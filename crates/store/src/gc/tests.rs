@@ -587,8 +587,8 @@ async fn fsck_finds_damage_and_repairs_what_loses_nothing() {
     );
 }
 
-/// A run that takes long writes its content markers again before writers
-/// stop honouring them (here: at every step, so the markers seen after the
+/// A run that takes long writes its content markers and active flag again
+/// before writers stop honouring them (here: at every step, so the markers seen after the
 /// second walk were written after the marking ended).
 #[tokio::test]
 async fn a_long_run_keeps_its_markers_fresh() {
@@ -604,11 +604,14 @@ async fn a_long_run_keeps_its_markers_fresh() {
             Box::pin(async move {
                 let b = r.backend();
                 let mut seen = Vec::new();
-                let mut pages = KeyPages::new(b.as_ref(), keys::CONTENT_MARKERS, 100);
-                while let Some(page) = pages.next().await.unwrap() {
-                    for rel in page {
-                        let key = format!("{}{rel}", keys::CONTENT_MARKERS);
-                        seen.push(b.head(&key).await.unwrap().unwrap().modified.unwrap());
+                // The run's content markers and its active flag.
+                for prefix in [keys::CONTENT_MARKERS, keys::ACTIVE_PREFIX] {
+                    let mut pages = KeyPages::new(b.as_ref(), prefix, 100);
+                    while let Some(page) = pages.next().await.unwrap() {
+                        for rel in page {
+                            let key = format!("{prefix}{rel}");
+                            seen.push(b.head(&key).await.unwrap().unwrap().modified.unwrap());
+                        }
                     }
                 }
                 // Markers written now are measurably newer.
