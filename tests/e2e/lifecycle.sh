@@ -33,13 +33,9 @@ HOST=127.0.0.1:$PORT
 RUN_ID=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # Tool configuration in the work dir only (as tests/e2e/run.sh does).
-mkdir -p "$W/tmp" "$W/storage" "$W/libpod-tmp" "$W/networks"
-cat >"$W/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$W/storage/graph"
-runroot = "$W/storage/run"
-EOF
+# shellcheck source=helpers/common.sh
+source "$HERE/helpers/common.sh"
+containers_env "$W"
 cat >"$W/registries.conf" <<EOF
 unqualified-search-registries = []
 
@@ -47,26 +43,6 @@ unqualified-search-registries = []
 location = "$HOST"
 insecure = true
 EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$W/policy.json"
-cat >"$W/containers.conf" <<EOF
-[engine]
-tmp_dir = "$W/libpod-tmp"
-image_copy_tmp_dir = "$W/tmp"
-events_logger = "none"
-cgroup_manager = "cgroupfs"
-
-[network]
-network_config_dir = "$W/networks"
-network_backend = "cni"
-EOF
-export CONTAINERS_STORAGE_CONF=$W/storage.conf CONTAINERS_REGISTRIES_CONF=$W/registries.conf
-export CONTAINERS_CONF=$W/containers.conf REGISTRY_AUTH_FILE=$W/auth.json STORAGE_DRIVER=vfs TMPDIR=$W/tmp
-echo '{}' >"$W/auth.json"
-
-sk() { skopeo --policy "$W/policy.json" --tmpdir "$W/tmp" --command-timeout 120s "$@"; }
-fail() { echo "FAILED: $*" >&2; exit 1; }
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: got '$1', want '$2'"; }
-ref_digest() { jq -r --arg r "$2" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$1/index.json"; }
 # layout_image DIR REF TEXT: a small image of its own (random bytes) in an OCI layout.
 layout_image() { python3 "$HERE/helpers/oci_layout.py" image "$1" --ref "$2" --text "$3" --random-kib 64 >/dev/null; }
 
@@ -150,21 +126,7 @@ sc_retention_skopeo() {
     grep -q "garbage collection done" "$W/wharf.log" || fail "no collection run was logged"
 }
 
-SCENARIOS=(immutable_podman_skopeo retention_skopeo)
-passed=0 failed=0
-for sc in "${SCENARIOS[@]}"; do
-    name=${sc//_/-}
-    # In its own (background) subshell so that errexit applies inside it.
-    ("sc_$sc") >"$W/$name.log" 2>&1 &
-    if wait $!; then
-        echo "ok - lifecycle-$name"
-        passed=$((passed + 1))
-    else
-        echo "FAIL - lifecycle-$name: $(grep FAILED "$W/$name.log" | tail -n 1 | sed 's/^FAILED: //')"
-        tail -n 15 "$W/$name.log" | sed 's/^/# /' >&2
-        failed=$((failed + 1))
-    fi
-done
-if ((failed)); then tail -n 20 "$W/wharf.log" | sed 's/^/# wharf: /' >&2; fi
-echo "lifecycle: $passed passed, $failed failed"
-((failed == 0))
+run_scenarios lifecycle "$W" immutable_podman_skopeo retention_skopeo
+if ((SCENARIOS_FAILED)); then tail -n 20 "$W/wharf.log" | sed 's/^/# wharf: /' >&2; fi
+echo "lifecycle: $SCENARIOS_PASSED passed, $SCENARIOS_FAILED failed"
+((SCENARIOS_FAILED == 0))

@@ -39,7 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=helpers/common.sh
+source "$HERE/helpers/common.sh"
 UP=127.0.0.1:$(free_port)
 CACHE=127.0.0.1:$(free_port)
 CHAIN=127.0.0.1:$(free_port)
@@ -49,13 +50,8 @@ DEAD=127.0.0.1:$(free_port)
 RUN_ID=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # Tool configuration in the work dir only (as tests/e2e/run.sh does).
-mkdir -p "$W/tmp" "$W/storage" "$W/libpod-tmp" "$W/networks" "$W/home/.config/containers"
-cat >"$W/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$W/storage/graph"
-runroot = "$W/storage/run"
-EOF
+containers_env "$W"
+export CONTAINERS_REGISTRIES_CONF=$W/registries-direct.conf
 # Direct pulls: every registry here, insecure.
 cat >"$W/registries-direct.conf" <<EOF
 unqualified-search-registries = []
@@ -78,28 +74,6 @@ insecure = true
 location = "$CACHE/up"
 insecure = true
 EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$W/policy.json"
-cp "$W/policy.json" "$W/home/.config/containers/policy.json"
-cat >"$W/containers.conf" <<EOF
-[engine]
-tmp_dir = "$W/libpod-tmp"
-image_copy_tmp_dir = "$W/tmp"
-events_logger = "none"
-cgroup_manager = "cgroupfs"
-
-[network]
-network_config_dir = "$W/networks"
-network_backend = "cni"
-EOF
-export CONTAINERS_STORAGE_CONF=$W/storage.conf CONTAINERS_REGISTRIES_CONF=$W/registries-direct.conf
-export CONTAINERS_CONF=$W/containers.conf REGISTRY_AUTH_FILE=$W/auth.json STORAGE_DRIVER=vfs TMPDIR=$W/tmp
-echo '{}' >"$W/auth.json"
-
-sk() { skopeo --policy "$W/policy.json" --tmpdir "$W/tmp" --command-timeout 120s "$@"; }
-fail() { echo "FAILED: $*" >&2; exit 1; }
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: got '$1', want '$2'"; }
-blob_file() { echo "$1/blobs/${2%%:*}/${2#*:}"; }
-ref_digest() { jq -r --arg r "$2" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$1/index.json"; }
 # Is blob DIGEST's content in the store under data dir $1?
 in_store() {
     local hex=${2#sha256:}
@@ -313,23 +287,9 @@ location = "$CHAIN"
 insecure = true
 EOF
 
-SCENARIOS=(podman_registries_conf ctr_hosts_toml skopeo_and_wharf_cp multi_platform chained_cache)
-passed=0 failed=0
-for sc in "${SCENARIOS[@]}"; do
-    name=${sc//_/-}
-    # In its own (background) subshell so that errexit applies inside it.
-    ("sc_$sc") >"$W/$name.log" 2>&1 &
-    if wait $!; then
-        echo "ok - mirror-$name"
-        passed=$((passed + 1))
-    else
-        echo "FAIL - mirror-$name: $(grep FAILED "$W/$name.log" | tail -n 1 | sed 's/^FAILED: //')"
-        tail -n 15 "$W/$name.log" | sed 's/^/# /' >&2
-        failed=$((failed + 1))
-    fi
-done
-if ((failed)); then
+run_scenarios mirror "$W" podman_registries_conf ctr_hosts_toml skopeo_and_wharf_cp multi_platform chained_cache
+if ((SCENARIOS_FAILED)); then
     for s in cache chain; do tail -n 20 "$W/$s.log" | sed "s/^/# $s: /" >&2; done
 fi
-echo "mirror: $passed passed, $failed failed"
-((failed == 0))
+echo "mirror: $SCENARIOS_PASSED passed, $SCENARIOS_FAILED failed"
+((SCENARIOS_FAILED == 0))

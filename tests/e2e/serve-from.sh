@@ -33,13 +33,9 @@ HOST=127.0.0.1:$PORT
 RUN_ID=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # Tool configuration in the work dir only (as tests/e2e/run.sh does).
-mkdir -p "$W/tmp" "$W/storage" "$W/libpod-tmp" "$W/networks" "$W/home/.config/containers"
-cat >"$W/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$W/storage/graph"
-runroot = "$W/storage/run"
-EOF
+# shellcheck source=helpers/common.sh
+source "$HERE/helpers/common.sh"
+containers_env "$W"
 cat >"$W/registries.conf" <<EOF
 unqualified-search-registries = []
 
@@ -47,29 +43,6 @@ unqualified-search-registries = []
 location = "$HOST"
 insecure = true
 EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$W/policy.json"
-cp "$W/policy.json" "$W/home/.config/containers/policy.json"
-cat >"$W/containers.conf" <<EOF
-[engine]
-tmp_dir = "$W/libpod-tmp"
-image_copy_tmp_dir = "$W/tmp"
-events_logger = "none"
-cgroup_manager = "cgroupfs"
-
-[network]
-network_config_dir = "$W/networks"
-network_backend = "cni"
-EOF
-export CONTAINERS_STORAGE_CONF=$W/storage.conf CONTAINERS_REGISTRIES_CONF=$W/registries.conf
-export CONTAINERS_CONF=$W/containers.conf REGISTRY_AUTH_FILE=$W/auth.json STORAGE_DRIVER=vfs TMPDIR=$W/tmp
-echo '{}' >"$W/auth.json"
-
-sk() { skopeo --policy "$W/policy.json" --tmpdir "$W/tmp" --command-timeout 120s "$@"; }
-fail() { echo "FAILED: $*" >&2; exit 1; }
-expect_eq() { [[ $1 == "$2" ]] || fail "$3: got '$1', want '$2'"; }
-sha256_of() { echo "sha256:$(sha256sum "$1" | cut -d' ' -f1)"; }
-blob_file() { echo "$1/blobs/${2%%:*}/${2#*:}"; }
-ref_digest() { jq -r --arg r "$2" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest' "$1/index.json"; }
 
 # --- sources -------------------------------------------------------------
 S=$W/src
@@ -193,21 +166,7 @@ sc_read_only_beside_writable() {
     expect_eq "$(sk inspect --tls-verify=false "docker://$HOST/e2e/writable:1" | jq -r .Digest)" "$(ref_digest "$S/orig" v1)" "pushed beside the sources"
 }
 
-SCENARIOS=(docker_archive_podman docker_archive_skopeo wharf_cp oci_layout_and_archive umoci_layout read_only_beside_writable)
-passed=0 failed=0
-for sc in "${SCENARIOS[@]}"; do
-    name=${sc//_/-}
-    # In its own (background) subshell so that errexit applies inside it.
-    ("sc_$sc") >"$W/$name.log" 2>&1 &
-    if wait $!; then
-        echo "ok - from-$name"
-        passed=$((passed + 1))
-    else
-        echo "FAIL - from-$name: $(grep FAILED "$W/$name.log" | tail -n 1 | sed 's/^FAILED: //')"
-        tail -n 15 "$W/$name.log" | sed 's/^/# /' >&2
-        failed=$((failed + 1))
-    fi
-done
-if ((failed)); then tail -n 20 "$W/wharf.log" | sed 's/^/# wharf: /' >&2; fi
-echo "serve-from: $passed passed, $failed failed"
-((failed == 0))
+run_scenarios from "$W" docker_archive_podman docker_archive_skopeo wharf_cp oci_layout_and_archive umoci_layout read_only_beside_writable
+if ((SCENARIOS_FAILED)); then tail -n 20 "$W/wharf.log" | sed 's/^/# wharf: /' >&2; fi
+echo "serve-from: $SCENARIOS_PASSED passed, $SCENARIOS_FAILED failed"
+((SCENARIOS_FAILED == 0))
