@@ -162,11 +162,24 @@ fn lock_dir(root: &Path) -> io::Result<std::fs::File> {
 /// this process's writes, so a page of a listing costs O(log n + page) and
 /// not a `readdir` and sort of the whole directory. Valid because one
 /// process owns a data directory (enforced by `.lock`: see
-/// [`FsBackend::open`]). Each directory has its own lock.
+/// [`FsBackend::open`]). Each directory has its own lock. Bounded: beyond
+/// [`INDEXED_DIRS`] directories or [`INDEXED_NAMES`] names, the directories
+/// indexed first are dropped, and read again when next listed (a walk of
+/// the whole store, as garbage collection makes, does not keep it all).
 #[derive(Default)]
 struct DirIndex {
     dirs: DashMap<PathBuf, Arc<Mutex<Option<NameSet>>>>,
+    /// Directories in the order they were indexed, with how many names
+    /// each held then.
+    order: Mutex<std::collections::VecDeque<(PathBuf, usize)>>,
+    /// Names indexed, as counted when their directories were read.
+    names: std::sync::atomic::AtomicUsize,
 }
+
+/// Directories indexed at most.
+const INDEXED_DIRS: usize = 4096;
+/// Names indexed at most (as counted when their directories were read).
+const INDEXED_NAMES: usize = 1 << 20;
 
 impl DirIndex {
     /// Run `f` on the sorted entries of `dir` ("name" for an object,
@@ -177,13 +190,62 @@ impl DirIndex {
         let mut guard = slot
             .lock()
             .map_err(|_| io::Error::other("directory index poisoned"))?;
+        let mut read = None;
         if guard.is_none() {
-            *guard = Some(read_entries(dir)?);
+            let set = read_entries(dir)?;
+            read = Some(set.len());
+            *guard = Some(set);
         }
-        match guard.as_ref() {
+        let out = match guard.as_ref() {
             Some(set) => Ok(f(set)),
             None => Err(io::Error::other("directory index missing")),
+        };
+        drop(guard);
+        drop(slot);
+        if let Some(n) = read {
+            self.indexed(dir, n);
         }
+        out
+    }
+
+    /// Count a directory just read, and drop the oldest while over budget.
+    fn indexed(&self, dir: &Path, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.names.fetch_add(n, Relaxed).saturating_add(n);
+        let mut drop_now = Vec::new();
+        if let Ok(mut order) = self.order.lock() {
+            order.push_back((dir.to_owned(), n));
+            let mut total = total;
+            while order.len() > INDEXED_DIRS || (total > INDEXED_NAMES && order.len() > 1) {
+                let Some((d, k)) = order.pop_front() else {
+                    break;
+                };
+                total = total.saturating_sub(k);
+                drop_now.push((d, k));
+            }
+        }
+        for (d, k) in drop_now {
+            self.names
+                .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(k)))
+                .ok();
+            self.forget(&d);
+        }
+    }
+
+    /// Drop the index of `dir`: emptied under its lock (a listing holding
+    /// it finishes first; the next one reads the directory again), then
+    /// removed from the map unless someone holds it. Writes to a directory
+    /// not indexed need no record: the disk has them.
+    fn forget(&self, dir: &Path) {
+        let slot = self.dirs.get(dir).map(|e| e.value().clone());
+        if let Some(slot) = slot {
+            if let Ok(mut guard) = slot.lock() {
+                *guard = None;
+            }
+            drop(slot);
+        }
+        self.dirs
+            .remove_if(dir, |_, slot| Arc::strong_count(slot) == 1);
     }
 
     /// Up to `n` entries of `dir` after `after`.
@@ -1234,6 +1296,34 @@ mod tests {
 
     /// The index kept current by writes agrees with a fresh read of the disk,
     /// page by page, whatever the interleaving of puts, deletes and lists.
+    /// A walk over more directories than the index keeps drops the oldest;
+    /// listings stay right, also of a directory written to while dropped.
+    #[tokio::test]
+    async fn listing_index_is_bounded() {
+        let (_dir, b) = backend().await;
+        let dirs = INDEXED_DIRS + 100;
+        for i in 0..dirs {
+            b.put(&format!("many/{i:05}/x"), Bytes::new())
+                .await
+                .unwrap();
+        }
+        for i in 0..dirs {
+            let got = b.list(&format!("many/{i:05}/"), None, 10).await.unwrap();
+            assert_eq!(got, ["x"], "{i}");
+        }
+        let indexed = b.inner.index.dirs.len();
+        assert!(indexed <= INDEXED_DIRS + 1, "{indexed} directories indexed");
+        // The first directories were dropped: written to now, and listed.
+        b.put("many/00000/y", Bytes::new()).await.unwrap();
+        b.delete("many/00001/x").await.unwrap();
+        assert_eq!(b.list("many/00000/", None, 10).await.unwrap(), ["x", "y"]);
+        assert!(b.list("many/00001/", None, 10).await.unwrap().is_empty());
+        // And one still indexed stays current too.
+        let last = format!("many/{:05}/", dirs - 1);
+        b.put(&format!("{last}z"), Bytes::new()).await.unwrap();
+        assert_eq!(b.list(&last, None, 10).await.unwrap(), ["x", "z"]);
+    }
+
     #[tokio::test]
     async fn listing_index_stays_current() {
         let (_dir, b) = backend().await;

@@ -73,6 +73,11 @@ impl<'a> Iterator for Entries<'a> {
 }
 
 impl NameSet {
+    /// How many entries it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.blocks.iter().map(|b| b.count).sum()
+    }
+
     /// The block `name` belongs in: the last whose first entry is ≤ `name`
     /// (or the first block).
     fn block_for(&self, name: &str) -> usize {
