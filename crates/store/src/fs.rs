@@ -179,7 +179,7 @@ struct DirIndex {
 /// Directories indexed at most.
 const INDEXED_DIRS: usize = 4096;
 /// Names indexed at most (as counted when their directories were read).
-const INDEXED_NAMES: usize = 1 << 20;
+const INDEXED_NAMES: usize = 1 << 16;
 
 impl DirIndex {
     /// Run `f` on the sorted entries of `dir` ("name" for an object,

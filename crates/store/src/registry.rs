@@ -410,7 +410,8 @@ impl Registry {
 
     /// After the writes into `name` under `quiet`: unless no collector can
     /// have missed them, make sure none removes the repository's catalog
-    /// entry (an empty repository's) after they were made.
+    /// entry (an empty repository's) after they were made. Never fails on a
+    /// dead collector's marker: it waits [`gc::fence::SETTLE_WAIT`] at most.
     async fn settle_repo(&self, name: &RepoName, quiet: gc::fence::Quiet) -> Result<()> {
         let b = self.backend.as_ref();
         let settled = gc::fence::settle(
@@ -423,7 +424,10 @@ impl Registry {
         )
         .await?;
         if settled == gc::fence::Settled::TimedOut {
-            return Err(being_retained(name.as_str()));
+            // The marker's collector is dead, or past the short time it has
+            // to remove the entry (EMPTY_REPO_BUDGET): the entry written
+            // now stands.
+            b.put(&keys::catalog(name), Bytes::new()).await?;
         }
         Ok(())
     }

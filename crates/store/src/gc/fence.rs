@@ -107,6 +107,12 @@ pub(crate) async fn quiet(b: &dyn Backend, seen: &IdleSeen) -> io::Result<Quiet>
 /// collector that marked it to finish, before giving up.
 pub const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
+/// A collector removes an empty repository's catalog entry only within
+/// this of starting to mark it, so a writer that has waited
+/// [`SETTLE_WAIT`] on such a marker (a dead collector's) knows the entry is
+/// safe to write again and goes on, rather than fail for an hour.
+pub const EMPTY_REPO_BUDGET: Duration = Duration::from_secs(2);
+
 /// What [`settle`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Settled {

@@ -454,7 +454,8 @@ impl Collector<'_> {
         if let Some(hook) = &self.hooks.after_empty_recheck {
             hook().await;
         }
-        if still_empty && Self::in_time(marked_at) {
+        // Quickly or not at all: writers wait this long at most (fence).
+        if still_empty && marked_at.elapsed() < fence::EMPTY_REPO_BUDGET {
             b.delete(&rk::catalog(name)).await?;
             report.repositories_deleted += 1;
         } else {

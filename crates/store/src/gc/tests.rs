@@ -732,3 +732,30 @@ async fn fsck_accepts_a_cached_manifest_without_its_blobs() {
     let report = check(&r, &FsckOptions::default()).await.unwrap();
     assert!(report.clean(), "{report:?}");
 }
+
+/// A dead collector's marker on a repository's catalog entry (S3 keeps it
+/// for an hour) holds a push into the repository back for SETTLE_WAIT at
+/// most; then the entry is written again and the push goes in.
+#[tokio::test]
+async fn a_dead_runs_repository_marker_delays_a_push_but_does_not_fail_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let a = name("dead/repo");
+    let b = r.backend().clone();
+    b.put(&format!("{}deadbeef", keys::ACTIVE_PREFIX), Bytes::new())
+        .await
+        .unwrap();
+    b.put(&marker(&keys::repo_markers(&a), "deadbeef"), Bytes::new())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    push_blob(&r, &a, b"into a repository a dead run marked").await;
+    assert!(
+        started.elapsed() >= fence::SETTLE_WAIT,
+        "it waited the marker out"
+    );
+    assert_eq!(
+        r.catalog(None, None).await.unwrap().items,
+        vec!["dead/repo".to_string()]
+    );
+}
