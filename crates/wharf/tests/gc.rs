@@ -37,18 +37,6 @@ async fn one_kept_one_deleted(reg: &Registry, prefix: &str) -> (String, Image, I
     (repo, keep, gone)
 }
 
-/// Every blob of `img` is served in `repo`.
-async fn assert_complete(reg: &Registry, repo: &str, tag: &str, img: &Image) {
-    let r = reg.get_m(&format!("/v2/{repo}/manifests/{tag}")).await;
-    assert_eq!(r.status(), 200, "{repo}:{tag}");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
-    for d in std::iter::once(&img.config).chain(&img.layers) {
-        let r = reg.get_blob(repo, &d.digest).await;
-        assert_eq!(r.status(), 200, "{repo}:{tag} lost {}", d.digest);
-        assert_eq!(sha256(&r.bytes().await.unwrap()), d.digest);
-    }
-}
-
 #[tokio::test]
 async fn the_server_reclaims_a_deleted_image_and_keeps_the_rest() {
     // Pushed before collection starts: with no grace period, a collector

@@ -41,17 +41,6 @@ async fn tags(reg: &Registry, repo: &str) -> Vec<String> {
     tags
 }
 
-/// Every blob of `img` is served in `repo`, and the manifest by `tag`.
-async fn assert_complete(reg: &Registry, repo: &str, tag: &str, img: &Image) {
-    let r = reg.get_m(&format!("/v2/{repo}/manifests/{tag}")).await;
-    assert_eq!(r.status(), 200, "{repo}:{tag}");
-    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
-    for d in std::iter::once(&img.config).chain(&img.layers) {
-        let r = reg.get_blob(repo, &d.digest).await;
-        assert_eq!(r.status(), 200, "{repo}:{tag} lost {}", d.digest);
-    }
-}
-
 /// Push times on S3 are whole seconds: let one pass between pushes whose
 /// order the rules look at.
 async fn next_second(reg: &Registry) {

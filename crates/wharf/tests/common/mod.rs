@@ -1380,3 +1380,15 @@ where
     }
     out
 }
+
+/// `img` is served in `repo` by `tag`, byte for byte, and every blob of it.
+pub async fn assert_complete(reg: &Registry, repo: &str, tag: &str, img: &Image) {
+    let r = reg.get_m(&format!("/v2/{repo}/manifests/{tag}")).await;
+    assert_eq!(r.status(), 200, "{repo}:{tag}");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    for d in std::iter::once(&img.config).chain(&img.layers) {
+        let r = reg.get_blob(repo, &d.digest).await;
+        assert_eq!(r.status(), 200, "{repo}:{tag} lost {}", d.digest);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), d.digest);
+    }
+}
