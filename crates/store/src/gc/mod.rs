@@ -8,8 +8,11 @@
 //! them, look again, delete those still unreferenced; spill every digest
 //! still linked to disk; (2) walk the content and mark what no link names
 //! and is older than the grace period; (3) walk the links again and delete
-//! the marked content still unnamed. Memory: one repository's references
-//! and a 256th of the live digests at a time.
+//! the marked content still unnamed. Memory does not grow with the store:
+//! the live digests, a repository's references and its candidate links
+//! are spilled to local disk and read back a shard (a 256th or a 16th) or
+//! a line at a time; what grows is only retention's view of one
+//! repository with a `[[retention]]` rule (its tags and manifest graph).
 
 pub(crate) mod fence;
 pub mod fsck;
@@ -543,7 +546,9 @@ impl Collector<'_> {
     }
 }
 
-/// Phase 1 for one repository.
+/// Phase 1 for one repository. What it holds does not grow with the
+/// repository: its references and its candidate links are spilled to disk
+/// (`opts.spill_dir`) and read back a shard or a line at a time.
 #[allow(clippy::too_many_arguments)]
 async fn collect_links(
     b: &dyn Backend,
@@ -555,17 +560,21 @@ async fn collect_links(
     live: &mut Spill,
     report: &mut GcReport,
 ) -> Result<(), Error> {
-    let (manifests, refs) = referenced(b, name, excluded).await?;
-    report.manifests += manifests.len() as u64;
+    // What the manifests name counts as live even without a link (it
+    // should have one): never delete on an inconsistency.
+    let mut refs = Spill::narrow(opts.spill_dir.as_ref())?;
+    report.manifests += referenced(b, name, excluded, &mut refs, live).await?;
+    refs.finish()?;
+    let mut in_refs = ShardCursor::new(&refs);
+    let mut candidates = Candidates::new(opts.spill_dir.as_ref())?;
     let prefix = format!("repositories/{name}/_blobs/");
-    let mut candidates = Vec::new();
     let mut pages = KeyPages::new(b, &prefix, PAGE);
     while let Some(page) = pages.next().await? {
         for rel in &page {
             let Some(d) = link_digest(rel) else {
                 continue;
             };
-            if refs.contains(&d) {
+            if in_refs.contains(&d)? {
                 live.add(&d)?;
                 continue;
             }
@@ -574,22 +583,20 @@ async fn collect_links(
                 .await?
                 .and_then(|m| m.modified);
             if older_than(modified, opts.grace) {
-                candidates.push((d, modified));
+                candidates.add(&d, modified)?;
             } else {
                 live.add(&d)?;
             }
         }
     }
-    // What the manifests name counts as live even without a link (it
-    // should have one): never delete on an inconsistency.
-    for d in manifests.iter().chain(&refs) {
-        live.add(d)?;
-    }
-    if candidates.is_empty() {
+    drop(in_refs);
+    candidates.finish()?;
+    if candidates.count == 0 {
         return Ok(());
     }
     if opts.dry_run {
-        for (d, _) in candidates {
+        for c in candidates.read()? {
+            let (d, _) = c?;
             report.links_deleted += 1;
             report.note(format!("{name}@{d}"));
         }
@@ -599,22 +606,24 @@ async fn collect_links(
         hook().await;
     }
     let marked_at = Instant::now();
-    for (d, _) in &candidates {
-        b.put(&marker(&keys::link_markers(name, d), run), Bytes::new())
+    for c in candidates.read()? {
+        let (d, _) = c?;
+        b.put(&marker(&keys::link_markers(name, &d), run), Bytes::new())
             .await?;
     }
     if let Some(hook) = &hooks.after_link_marks {
         hook().await;
     }
     // The second look: a manifest pushed meanwhile keeps its links.
-    let (manifests, refs) = referenced(b, name, excluded).await?;
-    for d in manifests.iter().chain(&refs) {
-        live.add(d)?;
-    }
+    let mut refs = Spill::narrow(opts.spill_dir.as_ref())?;
+    referenced(b, name, excluded, &mut refs, live).await?;
+    refs.finish()?;
     if let Some(hook) = &hooks.after_link_recheck {
         hook().await;
     }
-    for (d, first_seen) in candidates {
+    let mut in_refs = ShardCursor::new(&refs);
+    for c in candidates.read()? {
+        let (d, first_seen) = c?;
         let in_time = Collector::in_time(marked_at);
         // Written again since the first look (an upload or mount of the
         // blob): it starts a new grace period.
@@ -622,7 +631,7 @@ async fn collect_links(
             .head(&rk::repo_blob(name, &d))
             .await?
             .is_some_and(|m| m.modified != first_seen);
-        if refs.contains(&d) || rewritten || !in_time {
+        if in_refs.contains(&d)? || rewritten || !in_time {
             report.kept_after_recheck += 1;
             live.add(&d)?;
         } else {
@@ -637,15 +646,17 @@ async fn collect_links(
 }
 
 /// The manifests linked in `name` (but those in `excluded`: a dry run's
-/// retention) and every digest they reference.
+/// retention): each of them and every digest they reference go to `live`,
+/// the references also to `refs`. Returns how many manifests there are.
 async fn referenced(
     b: &dyn Backend,
     name: &RepoName,
     excluded: &HashSet<Digest>,
-) -> io::Result<(Vec<Digest>, HashSet<Digest>)> {
+    refs: &mut Spill,
+    live: &mut Spill,
+) -> io::Result<u64> {
     let prefix = format!("repositories/{name}/_manifests/");
-    let mut manifests = Vec::new();
-    let mut refs = HashSet::new();
+    let mut manifests = 0u64;
     let mut pages = KeyPages::new(b, &prefix, PAGE);
     while let Some(page) = pages.next().await? {
         for rel in &page {
@@ -659,13 +670,15 @@ async fn referenced(
                 && let Ok(m) = manifest::parse(None, &body)
             {
                 for desc in m.config.iter().chain(&m.layers).chain(&m.manifests) {
-                    refs.insert(desc.digest.clone());
+                    refs.add(&desc.digest)?;
+                    live.add(&desc.digest)?;
                 }
             }
-            manifests.push(d);
+            live.add(&d)?;
+            manifests += 1;
         }
     }
-    Ok((manifests, refs))
+    Ok(manifests)
 }
 
 /// Every digest linked in `name` (blob links and manifest links) to `live`.
@@ -762,31 +775,47 @@ fn content_digest(rel: &str) -> Option<Digest> {
     format!("{alg}:{hex}").parse().ok()
 }
 
-/// Live digests on local disk, one file per algorithm and first byte, so
-/// that a 256th of them is in memory at a time.
+/// A set of digests on local disk, one file per algorithm and first hex
+/// digits (two for the store's live set: a 256th of it in memory at a
+/// time; one for a repository's references, to keep open files few).
 struct Spill {
     dir: tempfile::TempDir,
+    /// Hex digits that name a shard.
+    width: usize,
     writers: BTreeMap<String, BufWriter<std::fs::File>>,
 }
 
-fn shard_of(d: &Digest) -> String {
-    format!("{}-{}", d.algorithm(), &d.hex()[..2])
+fn spill_dir(base: Option<&PathBuf>) -> io::Result<tempfile::TempDir> {
+    match base {
+        Some(b) => tempfile::Builder::new().prefix("wharf-gc-").tempdir_in(b),
+        None => tempfile::Builder::new().prefix("wharf-gc-").tempdir(),
+    }
 }
 
 impl Spill {
     fn new(base: Option<&PathBuf>) -> io::Result<Spill> {
-        let dir = match base {
-            Some(b) => tempfile::Builder::new().prefix("wharf-gc-").tempdir_in(b)?,
-            None => tempfile::Builder::new().prefix("wharf-gc-").tempdir()?,
-        };
         Ok(Spill {
-            dir,
+            dir: spill_dir(base)?,
+            width: 2,
             writers: BTreeMap::new(),
         })
     }
 
+    /// Sixteen shards.
+    fn narrow(base: Option<&PathBuf>) -> io::Result<Spill> {
+        Ok(Spill {
+            width: 1,
+            ..Spill::new(base)?
+        })
+    }
+
+    fn shard_of(&self, d: &Digest) -> String {
+        let hex = d.hex();
+        format!("{}-{}", d.algorithm(), &hex[..self.width.min(hex.len())])
+    }
+
     fn add(&mut self, d: &Digest) -> io::Result<()> {
-        let shard = shard_of(d);
+        let shard = self.shard_of(d);
         let w = match self.writers.get_mut(&shard) {
             Some(w) => w,
             None => {
@@ -831,12 +860,78 @@ impl<'a> ShardCursor<'a> {
     }
 
     fn contains(&mut self, d: &Digest) -> io::Result<bool> {
-        let shard = shard_of(d);
+        let shard = self.spill.shard_of(d);
         if shard != self.shard {
             self.set = self.spill.load(&shard)?;
             self.shard = shard;
         }
         Ok(self.set.contains(d.hex()))
+    }
+}
+
+/// A repository's candidate links on local disk, in listing order: the
+/// digest and the link's modification time at the first look
+/// (`<digest> <nanoseconds since 1970>`, or `-` without a time).
+struct Candidates {
+    file: tempfile::NamedTempFile,
+    writer: Option<BufWriter<std::fs::File>>,
+    count: u64,
+}
+
+impl Candidates {
+    fn new(base: Option<&PathBuf>) -> io::Result<Candidates> {
+        let file = match base {
+            Some(b) => tempfile::Builder::new()
+                .prefix("wharf-gc-")
+                .tempfile_in(b)?,
+            None => tempfile::Builder::new().prefix("wharf-gc-").tempfile()?,
+        };
+        let writer = Some(BufWriter::new(file.reopen()?));
+        Ok(Candidates {
+            file,
+            writer,
+            count: 0,
+        })
+    }
+
+    fn add(&mut self, d: &Digest, modified: Option<SystemTime>) -> io::Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(io::Error::other("gc: candidates added after finish"));
+        };
+        let nanos = modified.and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok());
+        match nanos {
+            Some(n) => writeln!(w, "{d} {}", n.as_nanos())?,
+            None => writeln!(w, "{d} -")?,
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> io::Result<impl Iterator<Item = io::Result<(Digest, Option<SystemTime>)>>> {
+        let lines = std::io::BufReader::new(self.file.reopen()?).lines();
+        Ok(lines.map(|line| {
+            let line = line?;
+            let bad = || io::Error::other(format!("gc: a corrupt candidate line: {line:?}"));
+            let (d, t) = line.split_once(' ').ok_or_else(bad)?;
+            let d: Digest = d.parse().map_err(|_| bad())?;
+            let t = match t {
+                "-" => None,
+                n => {
+                    let n: u128 = n.parse().map_err(|_| bad())?;
+                    let secs = u64::try_from(n / 1_000_000_000).map_err(|_| bad())?;
+                    let sub = u32::try_from(n % 1_000_000_000).map_err(|_| bad())?;
+                    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, sub))
+                }
+            };
+            Ok((d, t))
+        }))
     }
 }
 
