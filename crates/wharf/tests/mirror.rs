@@ -1012,6 +1012,54 @@ async fn an_upstreams_own_listener_serves_it_at_the_root() {
 }
 
 #[tokio::test]
+async fn the_root_listener_is_authorized_by_the_local_name() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let n = nonce();
+    let (open, closed) = (format!("library/app-{n}"), format!("other/app-{n}"));
+    up.push_as_pusher(&[&open, &closed]).await;
+    let img = push_image(&up.reg, &open, "v1", 1, 1000).await;
+    push_image(&up.reg, &closed, "v1", 1, 1000).await;
+    // Anonymous pulls of cache/library/** only; other/** (the bare name
+    // of what the root listener maps to cache/other/**) grants nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        r#"listen = "{root}"
+[auth.token]
+enabled = true
+[[auth.policy]]
+repos = ["cache/library/**", "other/**"]
+pull = ["anonymous"]
+"#
+    );
+    let _cache = cache_of(&up, dir.path(), &extra).await;
+    let http = client();
+    let r = http
+        .get(format!("http://{root}/v2/{open}/manifests/v1"))
+        .header("Accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), img.digest);
+    let r = http
+        .get(format!("http://{root}/v2/{closed}/manifests/v1"))
+        .header("Accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = header(&r, "www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains(&format!("repository:cache/{closed}:pull"))
+            && challenge.contains(&format!("realm=\"http://{root}/token\"")),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
 async fn a_listen_address_in_use_stops_the_server_with_a_clear_message() {
     if external_url().is_some() {
         return;
