@@ -4,6 +4,7 @@
 use client::Host;
 use oci::RepoName;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,6 +58,11 @@ pub struct UpstreamConfig {
     /// `docker.io` and `registry-1.docker.io` are one.
     #[serde(default)]
     pub registry_host: Option<String>,
+    /// An address of its own where this upstream is served at the root:
+    /// `/v2/<name>/...` there is `<prefix>/<name>` (the Docker daemon's
+    /// `registry-mirrors`, which sends bare Docker Hub names).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -74,6 +80,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("docker_hub_library", &self.docker_hub_library)
             .field("ca_cert", &self.ca_cert)
             .field("registry_host", &self.registry_host)
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -106,6 +113,9 @@ pub struct UpstreamSpec {
     /// `host[:port]` clients name for this upstream in `?ns=`, normalised
     /// by [`registry_host`] (`docker.io` for Docker Hub).
     pub registry_host: String,
+    /// Where this upstream is served at the root, if anywhere
+    /// ([`UpstreamSpec::root_repo`]).
+    pub listen: Option<SocketAddr>,
 }
 
 /// Check every `[[upstreams]]` entry and the set of them: what is wrong is
@@ -133,6 +143,13 @@ pub fn check(
             if a == b || nested(a, b) || nested(b, a) {
                 return Err(format!(
                     "{at}: prefix {a:?} overlaps the prefix {b:?} of upstream {}: a repository must belong to one upstream",
+                    other.name
+                ));
+            }
+            if spec.listen.is_some() && spec.listen == other.listen {
+                return Err(format!(
+                    "{at}: listen {} is the address of upstream {} too: each address serves one upstream at the root",
+                    c.listen.map(|a| a.to_string()).unwrap_or_default(),
                     other.name
                 ));
             }
@@ -247,6 +264,7 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         library,
         ca_cert: c.ca_cert.clone(),
         registry_host,
+        listen: c.listen,
     })
 }
 
@@ -503,6 +521,32 @@ mod tests {
                 255
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let mut a = cfg("a", "https://registry-1.docker.io", "hub");
+        a.listen = Some("127.0.0.1:5001".parse().unwrap());
+        let mut b = cfg("b", "https://ghcr.io", "ghcr");
+        let specs = check(&[a.clone(), b.clone()], 255).unwrap();
+        assert_eq!(specs[0].listen, a.listen);
+        assert_eq!(specs[1].listen, None);
+        b.listen = a.listen;
+        let e = check(&[a, b], 255).unwrap_err();
+        assert!(
+            e.contains("upstreams #2 (b): listen 127.0.0.1:5001") && e.contains("upstream a"),
+            "{e}"
+        );
+        let parsed: UpstreamConfig = toml_one(
+            "name = \"h\"\nurl = \"https://h.example\"\nprefix = \"h\"\nlisten = \"[::]:5001\"\n",
+        );
+        assert_eq!(parsed.listen, Some("[::]:5001".parse().unwrap()));
+        assert!(
+            toml::from_str::<UpstreamConfig>(
+                "name = \"h\"\nurl = \"https://h.example\"\nprefix = \"h\"\nlisten = \"h.example\"\n"
+            )
+            .is_err()
         );
     }
 
