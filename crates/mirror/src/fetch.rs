@@ -11,6 +11,13 @@
 //! go through a small channel to the store and are written to the spool
 //! in batches of at most [`SPOOL_BATCH`] bytes.
 //!
+//! Readers that keep up do not read the spool back: the newest chunks
+//! (at most [`RECENT_BYTES`] of them once spooled) stay in memory as the
+//! upstream's own `Bytes`, and a reader whose position is among them is
+//! handed a slice of one (a reference count, no copy, no system call).
+//! Only a reader that fell behind them (a slow client, or one that joined
+//! late) reads the spool.
+//!
 //! The last byte is held back from readers until the store has verified
 //! and committed the blob: a client never receives a complete body that
 //! does not match its digest. When the transfer breaks or the digest does
@@ -22,9 +29,10 @@ use crate::upstream::{Failure, Upstream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Digest, RepoName};
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 /// Spool writes are batched up to this many bytes.
@@ -33,6 +41,10 @@ pub const SPOOL_BATCH: usize = 256 << 10;
 const READ_CHUNK: u64 = 256 << 10;
 /// Chunks in flight to the store.
 const STORE_QUEUE: usize = 4;
+/// Spooled bytes kept in memory for readers that keep up.
+pub const RECENT_BYTES: usize = 2 << 20;
+/// Spooled chunks kept in memory at most (each holds its whole buffer).
+const RECENT_CHUNKS: usize = 256;
 
 /// How far a fetch has come.
 #[derive(Clone, Debug)]
@@ -45,17 +57,90 @@ pub(crate) enum End {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
-    /// Bytes readers may read from the spool.
+    /// Bytes readers may read (from memory or the spool).
     pub readable: u64,
     pub end: End,
 }
 
-/// A blob being fetched: its spool and its progress.
+/// A blob being fetched: its spool, its newest chunks and its progress.
 pub struct Fetch {
     /// The upstream's `Content-Length`, when it sent one.
     pub size: Option<u64>,
     spool: Arc<std::fs::File>,
+    recent: Mutex<Recent>,
     progress: watch::Receiver<Progress>,
+}
+
+/// The newest chunks received, contiguous, each at its offset. Every byte
+/// readers may read is here or in the spool: a chunk leaves only once it
+/// is spooled, so the first one here starts at or before the spool's end.
+#[derive(Default)]
+struct Recent {
+    chunks: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// Where a reader at some position finds its next bytes.
+enum Source {
+    /// In memory: a slice of a received chunk.
+    Memory(Bytes),
+    /// In the spool, up to this offset (where memory starts).
+    Spool(u64),
+}
+
+impl Recent {
+    fn push(&mut self, at: u64, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.bytes = self.bytes.saturating_add(chunk.len());
+        self.chunks.push_back((at, chunk));
+    }
+
+    /// Drop the oldest chunks past the bounds, of those spooled (ending at
+    /// or before `spooled`).
+    fn trim(&mut self, spooled: u64) {
+        while self.bytes > RECENT_BYTES || self.chunks.len() > RECENT_CHUNKS {
+            match self.chunks.front() {
+                Some((at, c)) if at.saturating_add(c.len() as u64) <= spooled => {
+                    self.bytes = self.bytes.saturating_sub(c.len());
+                    self.chunks.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The bytes from `pos` (below `avail`) in memory, or how far the spool
+    /// must be read.
+    fn find(&self, pos: u64, avail: u64) -> Source {
+        let Some((first, _)) = self.chunks.front() else {
+            return Source::Spool(avail);
+        };
+        if pos < *first {
+            return Source::Spool((*first).min(avail));
+        }
+        // The last chunk starting at or before `pos`.
+        let i = self.chunks.partition_point(|(at, _)| *at <= pos);
+        let Some((at, c)) = i.checked_sub(1).and_then(|i| self.chunks.get(i)) else {
+            return Source::Spool(avail);
+        };
+        let from = usize::try_from(pos - at).unwrap_or(usize::MAX);
+        let to = usize::try_from(avail.saturating_sub(*at)).unwrap_or(usize::MAX);
+        let to = to.min(c.len());
+        if from >= to {
+            // Past the newest chunk (cannot happen: readers never pass what
+            // was received); the spool holds whatever was written.
+            return Source::Spool(avail);
+        }
+        Source::Memory(c.slice(from..to))
+    }
+}
+
+impl Fetch {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Where a fetch is: waiting for the upstream's answer, streaming, or
@@ -114,9 +199,10 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     let fetch = Arc::new(Fetch {
         size,
         spool: spool.clone(),
+        recent: Mutex::new(Recent::default()),
         progress: progress_rx,
     });
-    phase.send_replace(Phase::Streaming(fetch));
+    phase.send_replace(Phase::Streaming(fetch.clone()));
     tracing::info!(target: "wharf::mirror", upstream = %up, repo = %local, %digest, size, "fetching a blob from the upstream");
 
     let (store_tx, store_rx) = mpsc::channel::<io::Result<Bytes>>(STORE_QUEUE);
@@ -124,7 +210,7 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
         rx.recv().await.map(|item| (item, rx))
     });
     let stored = registry.upload_whole(&local, Box::pin(body), &digest);
-    let pumped = pump(resp.response, size, &spool, &progress_tx, store_tx);
+    let pumped = pump(resp.response, size, &fetch, &progress_tx, store_tx);
     let (stored, pumped) = tokio::join!(stored, pumped);
     let end = match (stored, pumped) {
         (Ok(n), Ok(_)) => {
@@ -154,12 +240,13 @@ fn spool_failure(e: &io::Error) -> Failure {
     }
 }
 
-/// Stream the upstream's body to the store and the spool. Returns the
-/// byte count, or why it stopped (the store is then told of the failure).
+/// Stream the upstream's body to the store, the spool and the readers.
+/// Returns the byte count, or why it stopped (the store is then told of
+/// the failure).
 async fn pump(
     resp: reqwest::Response,
     size: Option<u64>,
-    spool: &Arc<std::fs::File>,
+    fetch: &Fetch,
     progress: &watch::Sender<Progress>,
     store: mpsc::Sender<io::Result<Bytes>>,
 ) -> Result<u64, String> {
@@ -189,6 +276,7 @@ async fn pump(
         else {
             return fail(store, "the upstream sent more than 2^64 bytes".into()).await;
         };
+        let at = received;
         received = n;
         if let Some(s) = size
             && received > s
@@ -198,16 +286,18 @@ async fn pump(
         }
         batch_len = batch_len.saturating_add(chunk.len());
         batch.push(chunk.clone());
+        fetch.recent().push(at, chunk.clone());
+        publish(progress, received, size);
         if store.send(Ok(chunk)).await.is_err() {
             return Err("the store stopped reading".into());
         }
         if batch_len >= SPOOL_BATCH {
-            written = match spool_write(spool, written, std::mem::take(&mut batch)).await {
+            written = match spool_write(&fetch.spool, written, std::mem::take(&mut batch)).await {
                 Ok(w) => w,
                 Err(e) => return fail(store, format!("writing the spool file failed: {e}")).await,
             };
             batch_len = 0;
-            publish(progress, written, size);
+            fetch.recent().trim(written);
         }
     }
     if let Some(s) = size
@@ -216,21 +306,21 @@ async fn pump(
         let why = format!("the upstream ended after {received} of {s} bytes");
         return fail(store, why).await;
     }
-    written = match spool_write(spool, written, batch).await {
+    written = match spool_write(&fetch.spool, written, batch).await {
         Ok(w) => w,
         Err(e) => return fail(store, format!("writing the spool file failed: {e}")).await,
     };
-    publish(progress, written, size);
+    fetch.recent().trim(written);
     // Dropping `store` ends the body: the store verifies and commits.
     Ok(received)
 }
 
-/// Let readers at `written` bytes, but never at the last byte of a body of
-/// known size before the store has verified it.
-fn publish(progress: &watch::Sender<Progress>, written: u64, size: Option<u64>) {
+/// Let readers at `received` bytes, but never at the last byte of a body
+/// of known size before the store has verified it.
+fn publish(progress: &watch::Sender<Progress>, received: u64, size: Option<u64>) {
     let readable = match size {
-        Some(s) if written >= s => s.saturating_sub(1),
-        _ => written,
+        Some(s) if received >= s => s.saturating_sub(1),
+        _ => received,
     };
     progress.send_modify(|p| p.readable = readable);
 }
@@ -298,7 +388,15 @@ pub fn reader(
             }
             let avail = p.readable.min(limit);
             if st.pos < avail {
-                let n = (avail - st.pos).min(READ_CHUNK);
+                let found = st.fetch.recent().find(st.pos, avail);
+                let upto = match found {
+                    Source::Memory(b) => {
+                        st.pos = st.pos.saturating_add(b.len() as u64);
+                        return Some((Ok(b), st));
+                    }
+                    Source::Spool(upto) => upto,
+                };
+                let n = upto.saturating_sub(st.pos).clamp(1, READ_CHUNK);
                 let (f, at) = (st.fetch.spool.clone(), st.pos);
                 let read = tokio::task::spawn_blocking(move || {
                     let len = usize::try_from(n).map_err(io::Error::other)?;
@@ -340,4 +438,50 @@ pub fn reader(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::{RECENT_BYTES, Recent, Source};
+    use bytes::Bytes;
+
+    fn at(s: Source) -> Result<Bytes, u64> {
+        match s {
+            Source::Memory(b) => Ok(b),
+            Source::Spool(upto) => Err(upto),
+        }
+    }
+
+    #[test]
+    fn slices_what_it_holds_and_sends_the_rest_to_the_spool() {
+        let mut r = Recent::default();
+        assert_eq!(at(r.find(0, 10)), Err(10));
+        let chunk = |n: usize, v: u8| Bytes::from(vec![v; n]);
+        let half = RECENT_BYTES / 2;
+        r.push(0, chunk(half, 1));
+        r.push(half as u64, chunk(half, 2));
+        r.push(2 * half as u64, Bytes::new());
+        r.push(2 * half as u64, chunk(10, 3));
+        let end = 2 * half as u64 + 10;
+        // Nothing spooled: nothing leaves, over the bound or not.
+        r.trim(0);
+        assert_eq!(r.chunks.len(), 3);
+        assert_eq!(at(r.find(5, end)).unwrap(), chunk(half - 5, 1));
+        assert_eq!(
+            at(r.find(half as u64 + 1, half as u64 + 3)).unwrap(),
+            chunk(2, 2)
+        );
+        assert_eq!(at(r.find(end - 1, end)).unwrap(), chunk(1, 3));
+        // The first chunk spooled: it leaves (the bound is passed); the
+        // second is not spooled, so it stays.
+        r.trim(half as u64 + 1);
+        assert_eq!(r.chunks.len(), 2);
+        assert_eq!(r.bytes, half + 10);
+        assert_eq!(at(r.find(5, end)), Err(half as u64));
+        assert_eq!(at(r.find(5, 7)), Err(7));
+        assert_eq!(at(r.find(half as u64, end)).unwrap(), chunk(half, 2));
+        // Within the bound: kept although spooled.
+        r.trim(end);
+        assert_eq!(r.chunks.len(), 2);
+    }
 }

@@ -1439,3 +1439,60 @@ async fn replicas_share_the_cache_and_when_tags_were_checked() {
     }
     assert_eq!(up.api_requests(), before);
 }
+
+/// A client that stops reading while another pulls the whole blob falls
+/// behind the chunks the fetch keeps in memory (2 MiB) and reads the rest
+/// from the spool; a `Range` request that starts before them, made while
+/// the fetch is in progress, does too. Every byte arrives intact, from
+/// one upstream GET.
+#[tokio::test]
+async fn a_client_that_falls_behind_reads_the_spool() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_of(&up, dir.path(), "").await;
+    let remote = repo("lag/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let size: usize = 40 << 20;
+    let data = pseudo_random(size, rand_seed());
+    let digest = up.reg.push_blob(&remote, &data).await;
+    let url = cache.url(&format!("/v2/{local}/blobs/{digest}"));
+
+    // The slow client: its first bytes, then nothing for a while.
+    let slow = fresh_client();
+    let mut r = slow.get(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(content_length(&r), Some(size as u64));
+    let mut got: Vec<u8> = Vec::with_capacity(size);
+    while got.len() < (1 << 20) {
+        let c = r.chunk().await.unwrap().expect("the body ended early");
+        got.extend_from_slice(&c);
+    }
+
+    // While the fetch may still run: a range near the start.
+    let ranged = fresh_client()
+        .get(url.clone())
+        .header("range", "bytes=100-1048675")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    let part = ranged.bytes().await.unwrap();
+    assert_eq!(&part[..], &data[100..1_048_676]);
+
+    // A fast client takes the whole blob: the fetch runs to its end.
+    let fast = fresh_client().get(url.clone()).send().await.unwrap();
+    assert_eq!(fast.status(), 200);
+    assert_eq!(sha256(&fast.bytes().await.unwrap()), digest);
+
+    // The slow one now reads the rest, mostly from the spool.
+    while let Some(c) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got.len(), size);
+    assert!(got == data, "the slow client's bytes differ from the blob");
+    let path = format!("/v2/{remote}/blobs/{digest}");
+    assert_eq!(up.count("GET", &path), 1, "upstream blob GETs");
+}
