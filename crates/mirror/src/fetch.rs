@@ -2,21 +2,24 @@
 //!
 //! The first request for an uncached blob starts one fetch, a task of its
 //! own (it outlives the clients that asked): it GETs the blob upstream and
-//! hands every chunk both to the store (`Registry::upload_whole`, which
+//! hands every chunk to the store (`Registry::upload_whole`, which
 //! verifies the digest while it writes and makes the blob visible only
-//! when it matches) and to a spool file, an unlinked temporary file. Every
-//! client of that blob, the first included, reads the spool at its own
-//! pace as it grows, so none waits for the whole blob and none slows the
-//! others; later clients join the same fetch. Memory is bounded: chunks
-//! go through a small channel to the store and are written to the spool
-//! in batches of at most [`SPOOL_BATCH`] bytes.
+//! when it matches) and to its readers, every client of that blob, the
+//! first included, each at its own pace: none waits for the whole blob and
+//! none slows the others; later clients join the same fetch.
 //!
-//! Readers that keep up do not read the spool back: the newest chunks
-//! (at most [`RECENT_BYTES`] of them once spooled) stay in memory as the
-//! upstream's own `Bytes`, and a reader whose position is among them is
-//! handed a slice of one (a reference count, no copy, no system call).
-//! Only a reader that fell behind them (a slow client, or one that joined
-//! late) reads the spool.
+//! Readers that keep up are served from memory: the newest chunks (at
+//! least [`RECENT_BYTES`] of them) stay there as the upstream's own
+//! `Bytes`, and a reader is handed slices of them (a reference count, no
+//! copy, no system call). A chunk that leaves memory while a reader still
+//! needs it is first written to a spool file (an unlinked temporary file,
+//! at the chunk's offset), where that reader finds it: a slow client
+//! makes the fetch spool, a fast one costs no spool I/O at all. A reader
+//! that starts behind what memory holds (a client that joined late, a
+//! `Range` from near the start) waits for the blob to be stored and reads
+//! it from the store. Memory is bounded: chunks go through a small
+//! channel to the store, and what stays in memory is bounded whatever the
+//! readers do.
 //!
 //! The last byte is held back from readers until the store has verified
 //! and committed the blob: a client never receives a complete body that
@@ -29,7 +32,7 @@ use crate::upstream::{Failure, Upstream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::{Digest, RepoName};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
@@ -41,9 +44,9 @@ pub const SPOOL_BATCH: usize = 256 << 10;
 const READ_CHUNK: u64 = 256 << 10;
 /// Chunks in flight to the store.
 const STORE_QUEUE: usize = 4;
-/// Spooled bytes kept in memory for readers that keep up.
-pub const RECENT_BYTES: usize = 2 << 20;
-/// Spooled chunks kept in memory at most (each holds its whole buffer).
+/// Bytes kept in memory for readers that keep up.
+pub const RECENT_BYTES: usize = 4 << 20;
+/// Chunks kept in memory at most (each holds its whole buffer).
 const RECENT_CHUNKS: usize = 256;
 
 /// How far a fetch has come.
@@ -69,15 +72,27 @@ pub struct Fetch {
     spool: Arc<std::fs::File>,
     recent: Mutex<Recent>,
     progress: watch::Receiver<Progress>,
+    /// Where late readers read the blob once it is stored.
+    registry: Arc<store::Registry>,
+    local: RepoName,
+    digest: Digest,
 }
 
-/// The newest chunks received, contiguous, each at its offset. Every byte
-/// readers may read is here or in the spool: a chunk leaves only once it
-/// is spooled, so the first one here starts at or before the spool's end.
+/// The newest chunks received, contiguous, each at its offset, and the
+/// readers' positions. A chunk leaves memory only once no reader needs it
+/// or it is spooled; a reader is registered only at or past the first
+/// chunk here, so every byte a registered reader still needs is in memory
+/// or in the spool.
 #[derive(Default)]
 struct Recent {
-    chunks: VecDeque<(u64, Bytes)>,
+    /// (offset, bytes, written to the spool)
+    chunks: VecDeque<(u64, Bytes, bool)>,
     bytes: usize,
+    /// Where memory starts: every byte before it left.
+    start: u64,
+    /// Registered readers' positions.
+    readers: HashMap<u64, u64>,
+    next_reader: u64,
 }
 
 /// Where a reader at some position finds its next bytes.
@@ -94,35 +109,81 @@ impl Recent {
             return;
         }
         self.bytes = self.bytes.saturating_add(chunk.len());
-        self.chunks.push_back((at, chunk));
+        self.chunks.push_back((at, chunk, false));
     }
 
-    /// Drop the oldest chunks past the bounds, of those spooled (ending at
-    /// or before `spooled`).
-    fn trim(&mut self, spooled: u64) {
-        while self.bytes > RECENT_BYTES || self.chunks.len() > RECENT_CHUNKS {
-            match self.chunks.front() {
-                Some((at, c)) if at.saturating_add(c.len() as u64) <= spooled => {
-                    self.bytes = self.bytes.saturating_sub(c.len());
-                    self.chunks.pop_front();
-                }
-                _ => break,
+    /// A reader from `pos`, or `None` if memory is already past it.
+    fn register(&mut self, pos: u64) -> Option<u64> {
+        if pos < self.start {
+            return None;
+        }
+        let id = self.next_reader;
+        self.next_reader = self.next_reader.wrapping_add(1);
+        self.readers.insert(id, pos);
+        Some(id)
+    }
+
+    fn over(&self) -> bool {
+        self.bytes > RECENT_BYTES || self.chunks.len() > RECENT_CHUNKS
+    }
+
+    /// Drop the oldest chunks past the bounds that no reader needs (or
+    /// that are spooled). Returns the chunks to spool before the next can
+    /// go (empty when within the bounds): unspooled ones from the oldest
+    /// on, up to [`SPOOL_BATCH`] bytes or what memory holds.
+    fn trim(&mut self) -> Vec<(u64, Bytes)> {
+        let low = self.readers.values().min().copied();
+        while self.over() {
+            let Some((at, c, spooled)) = self.chunks.front() else {
+                break;
+            };
+            let end = at.saturating_add(c.len() as u64);
+            if !*spooled && low.is_some_and(|l| l < end) {
+                break;
             }
+            self.bytes = self.bytes.saturating_sub(c.len());
+            self.start = end;
+            self.chunks.pop_front();
+        }
+        let mut out = Vec::new();
+        if !self.over() {
+            return out;
+        }
+        let mut n = 0usize;
+        for (at, c, spooled) in &self.chunks {
+            if n >= SPOOL_BATCH {
+                break;
+            }
+            if !*spooled {
+                n = n.saturating_add(c.len());
+                out.push((*at, c.clone()));
+            }
+        }
+        out
+    }
+
+    /// Mark the chunks ending at or before `upto` as spooled.
+    fn spooled(&mut self, upto: u64) {
+        for (at, c, spooled) in self.chunks.iter_mut() {
+            if at.saturating_add(c.len() as u64) > upto {
+                break;
+            }
+            *spooled = true;
         }
     }
 
     /// The bytes from `pos` (below `avail`) in memory, or how far the spool
-    /// must be read.
-    fn find(&self, pos: u64, avail: u64) -> Source {
-        let Some((first, _)) = self.chunks.front() else {
-            return Source::Spool(avail);
-        };
-        if pos < *first {
-            return Source::Spool((*first).min(avail));
+    /// must be read; moves reader `id` to `pos`.
+    fn find(&mut self, id: u64, pos: u64, avail: u64) -> Source {
+        if let Some(p) = self.readers.get_mut(&id) {
+            *p = pos;
+        }
+        if pos < self.start {
+            return Source::Spool(self.start.min(avail));
         }
         // The last chunk starting at or before `pos`.
-        let i = self.chunks.partition_point(|(at, _)| *at <= pos);
-        let Some((at, c)) = i.checked_sub(1).and_then(|i| self.chunks.get(i)) else {
+        let i = self.chunks.partition_point(|(at, _, _)| *at <= pos);
+        let Some((at, c, _)) = i.checked_sub(1).and_then(|i| self.chunks.get(i)) else {
             return Source::Spool(avail);
         };
         let from = usize::try_from(pos - at).unwrap_or(usize::MAX);
@@ -130,7 +191,7 @@ impl Recent {
         let to = to.min(c.len());
         if from >= to {
             // Past the newest chunk (cannot happen: readers never pass what
-            // was received); the spool holds whatever was written.
+            // was received).
             return Source::Spool(avail);
         }
         Source::Memory(c.slice(from..to))
@@ -201,6 +262,9 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
         spool: spool.clone(),
         recent: Mutex::new(Recent::default()),
         progress: progress_rx,
+        registry: registry.clone(),
+        local: local.clone(),
+        digest: digest.clone(),
     });
     phase.send_replace(Phase::Streaming(fetch.clone()));
     tracing::info!(target: "wharf::mirror", upstream = %up, repo = %local, %digest, size, "fetching a blob from the upstream");
@@ -240,9 +304,9 @@ fn spool_failure(e: &io::Error) -> Failure {
     }
 }
 
-/// Stream the upstream's body to the store, the spool and the readers.
-/// Returns the byte count, or why it stopped (the store is then told of
-/// the failure).
+/// Stream the upstream's body to the store and the readers (spooling
+/// what a lagging reader needs). Returns the byte count, or why it stopped
+/// (the store is then told of the failure).
 async fn pump(
     resp: reqwest::Response,
     size: Option<u64>,
@@ -252,9 +316,6 @@ async fn pump(
 ) -> Result<u64, String> {
     let mut stream = resp.bytes_stream();
     let mut received: u64 = 0;
-    let mut written: u64 = 0;
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batch_len: usize = 0;
     let fail = |store: mpsc::Sender<io::Result<Bytes>>, why: String| async move {
         // An error, not an early end: the store must not take a short
         // body for a whole one.
@@ -284,20 +345,24 @@ async fn pump(
             let why = format!("the upstream sent more than its Content-Length of {s} bytes");
             return fail(store, why).await;
         }
-        batch_len = batch_len.saturating_add(chunk.len());
-        batch.push(chunk.clone());
         fetch.recent().push(at, chunk.clone());
         publish(progress, received, size);
         if store.send(Ok(chunk)).await.is_err() {
             return Err("the store stopped reading".into());
         }
-        if batch_len >= SPOOL_BATCH {
-            written = match spool_write(&fetch.spool, written, std::mem::take(&mut batch)).await {
-                Ok(w) => w,
-                Err(e) => return fail(store, format!("writing the spool file failed: {e}")).await,
+        // Back within the bounds, spooling what a reader still needs.
+        loop {
+            let batch = fetch.recent().trim();
+            let Some(upto) = batch
+                .last()
+                .map(|(at, c)| at.saturating_add(c.len() as u64))
+            else {
+                break;
             };
-            batch_len = 0;
-            fetch.recent().trim(written);
+            if let Err(e) = spool_write(&fetch.spool, batch).await {
+                return fail(store, format!("writing the spool file failed: {e}")).await;
+            }
+            fetch.recent().spooled(upto);
         }
     }
     if let Some(s) = size
@@ -306,11 +371,6 @@ async fn pump(
         let why = format!("the upstream ended after {received} of {s} bytes");
         return fail(store, why).await;
     }
-    written = match spool_write(&fetch.spool, written, batch).await {
-        Ok(w) => w,
-        Err(e) => return fail(store, format!("writing the spool file failed: {e}")).await,
-    };
-    fetch.recent().trim(written);
     // Dropping `store` ends the body: the store verifies and commits.
     Ok(received)
 }
@@ -325,26 +385,14 @@ fn publish(progress: &watch::Sender<Progress>, received: u64, size: Option<u64>)
     progress.send_modify(|p| p.readable = readable);
 }
 
-/// Append `batch` to the spool at `offset`; returns the new length.
-async fn spool_write(
-    spool: &Arc<std::fs::File>,
-    offset: u64,
-    batch: Vec<Bytes>,
-) -> io::Result<u64> {
-    if batch.is_empty() {
-        return Ok(offset);
-    }
+/// Write each chunk of `batch` to the spool at its offset.
+async fn spool_write(spool: &Arc<std::fs::File>, batch: Vec<(u64, Bytes)>) -> io::Result<()> {
     let f = spool.clone();
     tokio::task::spawn_blocking(move || {
-        let mut at = offset;
-        for b in batch {
+        for (at, b) in batch {
             f.write_all_at(&b, at)?;
-            at = u64::try_from(b.len())
-                .ok()
-                .and_then(|n| at.checked_add(n))
-                .ok_or_else(|| io::Error::other("spool offset overflow"))?;
         }
-        Ok(at)
+        Ok(())
     })
     .await
     .map_err(io::Error::other)?
@@ -360,14 +408,29 @@ pub fn reader(
     struct St {
         fetch: Arc<Fetch>,
         rx: watch::Receiver<Progress>,
+        /// Registered with the fetch; `None`: started behind its memory,
+        /// reads the store once the blob is there.
+        id: Option<u64>,
+        /// The stored blob, for a reader that started late.
+        stored: Option<store::ByteStream>,
         pos: u64,
         end: Option<u64>,
         over: bool,
     }
+    impl Drop for St {
+        fn drop(&mut self) {
+            if let Some(id) = self.id {
+                self.fetch.recent().readers.remove(&id);
+            }
+        }
+    }
     let rx = fetch.progress.clone();
+    let id = fetch.recent().register(start);
     let st = St {
         fetch,
         rx,
+        id,
+        stored: None,
         pos: start,
         end,
         over: false,
@@ -375,6 +438,16 @@ pub fn reader(
     futures_util::stream::unfold(st, |mut st| async move {
         if st.over {
             return None;
+        }
+        if let Some(body) = st.stored.as_mut() {
+            return match body.next().await {
+                Some(Ok(b)) => Some((Ok(b), st)),
+                Some(Err(e)) => {
+                    st.over = true;
+                    Some((Err(e), st))
+                }
+                None => None,
+            };
         }
         loop {
             let p = st.rx.borrow_and_update().clone();
@@ -387,8 +460,10 @@ pub fn reader(
                 return None;
             }
             let avail = p.readable.min(limit);
-            if st.pos < avail {
-                let found = st.fetch.recent().find(st.pos, avail);
+            if let Some(id) = st.id
+                && st.pos < avail
+            {
+                let found = st.fetch.recent().find(id, st.pos, avail);
                 let upto = match found {
                     Source::Memory(b) => {
                         st.pos = st.pos.saturating_add(b.len() as u64);
@@ -423,6 +498,32 @@ pub fn reader(
                     st.over = true;
                     return Some((Err(io::Error::other(why.to_string())), st));
                 }
+                End::Done(_) if st.id.is_none() => {
+                    // Stored: read it from the store.
+                    let f = &st.fetch;
+                    match f
+                        .registry
+                        .blob_get(&f.local, &f.digest, Some((st.pos, limit)))
+                        .await
+                    {
+                        Ok(r) => {
+                            st.stored = Some(r.body);
+                            let body = st.stored.as_mut()?;
+                            return match body.next().await {
+                                Some(Ok(b)) => Some((Ok(b), st)),
+                                Some(Err(e)) => {
+                                    st.over = true;
+                                    Some((Err(e), st))
+                                }
+                                None => None,
+                            };
+                        }
+                        Err(e) => {
+                            st.over = true;
+                            return Some((Err(io::Error::other(e.to_string())), st));
+                        }
+                    }
+                }
                 // Everything readable was read and the range lies beyond
                 // the blob (cannot happen with a checked range).
                 End::Done(_) => return None,
@@ -452,36 +553,66 @@ mod recent_tests {
         }
     }
 
+    fn chunk(n: usize, v: u8) -> Bytes {
+        Bytes::from(vec![v; n])
+    }
+
     #[test]
-    fn slices_what_it_holds_and_sends_the_rest_to_the_spool() {
+    fn nobody_behind_nothing_spooled() {
         let mut r = Recent::default();
-        assert_eq!(at(r.find(0, 10)), Err(10));
-        let chunk = |n: usize, v: u8| Bytes::from(vec![v; n]);
+        let fast = r.register(0).unwrap();
+        let half = RECENT_BYTES / 2;
+        for i in 0..4u8 {
+            r.push(u64::from(i) * half as u64, chunk(half, i));
+            let _ = r.find(
+                fast,
+                u64::from(i) * half as u64,
+                u64::from(i + 1) * half as u64,
+            );
+            assert!(r.trim().is_empty(), "nothing to spool");
+        }
+        // Two chunks left memory, unspooled: a reader from before them is
+        // refused (it reads the store), one from within memory is not.
+        assert_eq!(r.start, 2 * half as u64);
+        assert_eq!(r.register(0), None);
+        assert!(r.register(2 * half as u64).is_some());
+    }
+
+    #[test]
+    fn a_lagging_reader_makes_the_fetch_spool_and_finds_its_bytes() {
+        let mut r = Recent::default();
+        assert!(r.trim().is_empty());
+        let slow = r.register(5).unwrap();
+        let fast = r.register(0).unwrap();
         let half = RECENT_BYTES / 2;
         r.push(0, chunk(half, 1));
         r.push(half as u64, chunk(half, 2));
         r.push(2 * half as u64, Bytes::new());
         r.push(2 * half as u64, chunk(10, 3));
         let end = 2 * half as u64 + 10;
-        // Nothing spooled: nothing leaves, over the bound or not.
-        r.trim(0);
-        assert_eq!(r.chunks.len(), 3);
-        assert_eq!(at(r.find(5, end)).unwrap(), chunk(half - 5, 1));
+        assert_eq!(at(r.find(fast, 5, end)).unwrap(), chunk(half - 5, 1));
         assert_eq!(
-            at(r.find(half as u64 + 1, half as u64 + 3)).unwrap(),
+            at(r.find(fast, half as u64 + 1, half as u64 + 3)).unwrap(),
             chunk(2, 2)
         );
-        assert_eq!(at(r.find(end - 1, end)).unwrap(), chunk(1, 3));
-        // The first chunk spooled: it leaves (the bound is passed); the
-        // second is not spooled, so it stays.
-        r.trim(half as u64 + 1);
+        assert_eq!(at(r.find(fast, end - 1, end)).unwrap(), chunk(1, 3));
+        // Over the bound, and the slow reader needs the first chunk: it
+        // must be spooled before it can leave.
+        let batch = r.trim();
+        assert_eq!(batch.len(), 1, "up to the batch size, from the oldest");
+        assert_eq!(batch[0].0, 0);
+        assert_eq!(r.chunks.len(), 3);
+        r.spooled(batch[0].1.len() as u64);
+        assert!(r.trim().is_empty());
         assert_eq!(r.chunks.len(), 2);
-        assert_eq!(r.bytes, half + 10);
-        assert_eq!(at(r.find(5, end)), Err(half as u64));
-        assert_eq!(at(r.find(5, 7)), Err(7));
-        assert_eq!(at(r.find(half as u64, end)).unwrap(), chunk(half, 2));
-        // Within the bound: kept although spooled.
-        r.trim(end);
-        assert_eq!(r.chunks.len(), 2);
+        assert_eq!(r.start, half as u64);
+        // The slow reader is sent to the spool, up to where memory starts.
+        assert_eq!(at(r.find(slow, 5, end)), Err(half as u64));
+        assert_eq!(at(r.find(slow, 5, 7)), Err(7));
+        assert_eq!(at(r.find(slow, half as u64, end)).unwrap(), chunk(half, 2));
+        // Gone readers hold nothing back.
+        r.readers.clear();
+        r.push(end, chunk(half, 4));
+        assert!(r.trim().is_empty());
     }
 }

@@ -1440,11 +1440,12 @@ async fn replicas_share_the_cache_and_when_tags_were_checked() {
     assert_eq!(up.api_requests(), before);
 }
 
-/// A client that stops reading while another pulls the whole blob falls
-/// behind the chunks the fetch keeps in memory (2 MiB) and reads the rest
-/// from the spool; a `Range` request that starts before them, made while
-/// the fetch is in progress, does too. Every byte arrives intact, from
-/// one upstream GET.
+/// A client that stops reading while the fetch goes on falls behind the
+/// chunks the fetch keeps in memory (4 MiB): the fetch spools what it
+/// still needs, and it reads the rest from there. Clients that come later
+/// (a `Range` from near the start, a whole pull) start behind memory and
+/// are served from the store once the blob is there. Every byte arrives
+/// intact, from one upstream GET.
 #[tokio::test]
 async fn a_client_that_falls_behind_reads_the_spool() {
     let Some(mut up) = upstream().await else {
