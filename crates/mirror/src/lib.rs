@@ -584,7 +584,7 @@ impl Mirror {
             if fetch::run(job, tx).await {
                 // A request that looked in the store just before the blob
                 // landed there joins this fetch for a moment longer (and
-                // reads the spool) rather than fetching it again.
+                // reads it from the store) rather than fetching it again.
                 tokio::time::sleep(JOIN_AFTER_DONE).await;
             }
         });
