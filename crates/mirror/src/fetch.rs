@@ -21,9 +21,9 @@
 //! channel to the store, and what stays in memory is bounded whatever the
 //! readers do.
 //!
-//! The last byte is held back from readers until the store has verified
-//! and committed the blob: a client never receives a complete body that
-//! does not match its digest. When the transfer breaks or the digest does
+//! The last byte is held back from readers until the store has the whole
+//! body and has verified it (before its commit): a client never receives
+//! a complete body that does not match its digest. When the transfer breaks or the digest does
 //! not match, nothing is stored (the store's private upload is removed),
 //! readers get an error (their response is cut short) and the fetch is
 //! forgotten, so the next request fetches again.
@@ -36,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Spool writes are batched up to this many bytes.
 pub const SPOOL_BATCH: usize = 256 << 10;
@@ -273,9 +273,19 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     let body = futures_util::stream::unfold(store_rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let stored = registry.upload_whole(&local, Box::pin(body), &digest);
+    let (verified_tx, verified_rx) = oneshot::channel();
+    let stored = registry.upload_whole_verified(&local, Box::pin(body), &digest, verified_tx);
     let pumped = pump(resp.response, size, &fetch, &progress_tx, store_tx);
-    let (stored, pumped) = tokio::join!(stored, pumped);
+    // The last byte goes out once the store has the whole body and it
+    // matched the digest, without waiting for the commit's fsync.
+    let release = async {
+        if verified_rx.await.is_ok()
+            && let Some(s) = size
+        {
+            progress_tx.send_modify(|p| p.readable = p.readable.max(s));
+        }
+    };
+    let (stored, pumped, ()) = tokio::join!(stored, pumped, release);
     let end = match (stored, pumped) {
         (Ok(n), Ok(_)) => {
             tracing::info!(target: "wharf::mirror", upstream = %up, repo = %local, %digest, size = n, "blob cached");

@@ -928,6 +928,34 @@ impl Registry {
         expected: &Digest,
         declared: Option<u64>,
     ) -> Result<u64> {
+        self.upload_whole_inner(name, body, expected, declared, None)
+            .await
+    }
+
+    /// [`Registry::upload_whole`] that also says, on `verified`, when the
+    /// whole body has arrived and matched `expected`: before the blob is
+    /// committed (and fsync'ed), so a caller streaming the same bytes
+    /// elsewhere can let them go. The blob may still fail to be stored
+    /// (quota, disk) after that; the result says.
+    pub async fn upload_whole_verified(
+        &self,
+        name: &RepoName,
+        body: ByteStream,
+        expected: &Digest,
+        verified: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<u64> {
+        self.upload_whole_inner(name, body, expected, None, Some(verified))
+            .await
+    }
+
+    async fn upload_whole_inner(
+        &self,
+        name: &RepoName,
+        body: ByteStream,
+        expected: &Digest,
+        declared: Option<u64>,
+        verified: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<u64> {
         let room = self
             .quotas
             .room_for_new(name, &keys::repo_blob(name, expected))
@@ -936,7 +964,9 @@ impl Registry {
             room.check(name, declared.unwrap_or(0))?;
         }
         let cap = room.as_ref().map(|r| (name, r));
-        let (size, charge) = self.store_blob_capped(body, expected, cap).await?;
+        let (size, charge) = self
+            .store_blob_capped(body, expected, cap, verified)
+            .await?;
         self.link_blob(name, expected).await?;
         self.quotas.record(name, charge).await?;
         Ok(size)
@@ -946,7 +976,7 @@ impl Registry {
     /// streams, without linking it into any repository (a store copy
     /// brings the links itself). Nothing is left behind on failure.
     pub async fn store_blob(&self, body: ByteStream, expected: &Digest) -> Result<u64> {
-        Ok(self.store_blob_capped(body, expected, None).await?.0)
+        Ok(self.store_blob_capped(body, expected, None, None).await?.0)
     }
 
     /// [`Registry::store_blob`] for a new link in a repository under a
@@ -958,6 +988,7 @@ impl Registry {
         mut body: ByteStream,
         expected: &Digest,
         cap: Option<(&RepoName, &Room)>,
+        verified: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(u64, Option<quota::Charge>)> {
         // Small content (configs, small layers) is checked in memory and
         // written with one put: an upload session costs a dozen requests
@@ -973,7 +1004,7 @@ impl Registry {
                 let head = buf.freeze();
                 let whole = futures_util::stream::once(async move { Ok(head) }).chain(body);
                 return self
-                    .store_blob_streamed(Box::pin(whole), expected, cap)
+                    .store_blob_streamed(Box::pin(whole), expected, cap, verified)
                     .await;
             }
         }
@@ -981,6 +1012,9 @@ impl Registry {
         let actual = Digest::of(expected.algorithm(), &data);
         if &actual != expected {
             return Err(digest_mismatch(expected, &actual));
+        }
+        if let Some(v) = verified {
+            let _ = v.send(());
         }
         let key = keys::blob(expected);
         let size = data.len() as u64;
@@ -1014,6 +1048,7 @@ impl Registry {
         body: ByteStream,
         expected: &Digest,
         cap: Option<(&RepoName, &Room)>,
+        verified: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<(u64, Option<quota::Charge>)> {
         let id = new_upload_id();
         self.backend.upload_create(&id, None).await?;
@@ -1024,6 +1059,9 @@ impl Registry {
             let actual = hasher.finish();
             if &actual != expected {
                 return Err(digest_mismatch(expected, &actual));
+            }
+            if let Some(v) = verified {
+                let _ = v.send(());
             }
             let charge = self.admit_capped(expected, size, cap).await?;
             self.backend

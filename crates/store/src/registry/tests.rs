@@ -122,6 +122,46 @@ async fn digest_mismatch_stores_nothing() {
     assert!(r.backend().upload_list().await.unwrap().is_empty());
 }
 
+/// `upload_whole_verified` says "verified" for a body that matched (small
+/// and streamed), never for one that did not.
+#[tokio::test]
+async fn upload_whole_verified_says_so_only_for_a_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let repo = name("x");
+    let big: &'static [u8] = Box::leak(vec![7u8; 600 << 10].into_boxed_slice());
+    let stream = |data: &'static [u8]| -> ByteStream {
+        Box::pin(futures_util::stream::iter(
+            data.chunks(64 << 10)
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    for data in [&b"data"[..], big] {
+        let d = Digest::sha256_of(data);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let n = r
+            .upload_whole_verified(&repo, stream(data), &d, tx)
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(rx.await.is_ok(), "a match is reported");
+        assert_eq!(r.blob_size(&repo, &d).await.unwrap(), Some(n));
+
+        let wrong = Digest::sha256_of(b"other");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let e = r
+            .upload_whole_verified(&repo, stream(data), &wrong, tx)
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::DigestInvalid);
+        assert!(
+            rx.await.is_err(),
+            "a mismatch is never reported as verified"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sha512_and_algorithm_switch() {
     let dir = tempfile::tempdir().unwrap();
