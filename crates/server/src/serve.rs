@@ -215,6 +215,7 @@ pub async fn run_on(
             grace: Duration::from_secs(config.gc.grace_secs),
             upload_expiry: expiry,
             retention,
+            concurrency: config.gc.concurrency,
             ..store::gc::GcOptions::default()
         };
         tokio::spawn(collect_garbage(
