@@ -186,7 +186,9 @@ async fn pump(
         let chunk = match stream.next().await {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
-                stats.broken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .broken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let why = format!("the upstream transfer broke after {received} bytes: {e}");
                 return fail(store, why).await;
             }

@@ -235,7 +235,9 @@ impl Action {
             GetBlob { .. } => "get_blob",
             DeleteBlob { .. } => "delete_blob",
             StartUpload { mount: Some(_), .. } => "mount_blob",
-            StartUpload { digest: Some(_), .. } => "post_blob",
+            StartUpload {
+                digest: Some(_), ..
+            } => "post_blob",
             StartUpload { .. } => "start_blob_upload",
             PatchUpload { .. } => "patch_blob_upload",
             PutUpload { .. } => "put_blob_upload",

@@ -98,7 +98,7 @@ async fn handle_named(state: Arc<AppState>, req: Request, name: &mut &'static st
     let conn = ConnInfo::of(&req).cloned();
     let client = conn.as_ref().map(|c| c.peer.ip());
     let (parts, body) = req.into_parts();
-    let body = state.metrics.received(*name, body);
+    let body = state.metrics.received(name, body);
     // Where the client sent the request (HTTP/2 carries the host in the
     // URI, HTTP/1.1 in the Host header), for absolute Location URLs and
     // the default token realm.

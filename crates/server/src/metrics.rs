@@ -47,8 +47,7 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Request latency buckets, seconds: from a cached manifest to a large
 /// upload.
 const REQUEST_BUCKETS: [f64; 16] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// The name of what a request asked for, for metrics: an
@@ -100,6 +99,17 @@ struct CacheLabels {
 struct VersionLabels {
     version: &'static str,
 }
+
+/// What background garbage collection removes, as labelled.
+const GC_KINDS: [&str; 7] = [
+    "blob",
+    "manifest",
+    "tag",
+    "link",
+    "referrer",
+    "repository",
+    "upload",
+];
 
 /// Authentication refusals by reason; shared by the metrics registry and
 /// `auth::Auth`, which counts every refusal it answers.
@@ -167,10 +177,9 @@ impl Metrics {
             "HTTP requests answered, by action (the registry API operation; healthz, readyz, metrics, token, or unknown for requests the router refused) and status class",
             requests.clone(),
         );
-        let duration =
-            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                request_histogram,
-            );
+        let duration = Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_histogram,
+        );
         registry.register(
             "wharf_http_request_duration_seconds",
             "Time from a request's arrival to its response head, by action (uploads include receiving the body; downloads exclude sending it)",
@@ -240,6 +249,17 @@ impl Metrics {
             "Always 1; the version label is the running Wharf's",
             info,
         );
+        // Series that exist from the start (at 0), so that rates and
+        // alerts on them work before the first event.
+        for reason in ["unauthenticated", "bad_credentials", "denied", "throttled"] {
+            refusals.0.get_or_create(&ReasonLabels { reason }).inc_by(0);
+        }
+        for result in ["ok", "error"] {
+            gc_runs.get_or_create(&ResultLabels { result }).inc_by(0);
+        }
+        for kind in GC_KINDS {
+            gc_deleted.get_or_create(&KindLabels { kind }).inc_by(0);
+        }
         Metrics {
             registry,
             requests,
@@ -259,6 +279,21 @@ impl Metrics {
 
     /// Add the figures read at scrape time: process, upload sessions, upstreams.
     pub fn with_sources(mut self, sources: Sources) -> Metrics {
+        for (upstream, _) in sources.mirror.iter().flat_map(|m| m.stats()) {
+            let manifest = ["hit", "revalidated", "miss", "stale", "error"];
+            let blob = ["hit", "miss", "error"];
+            for (kind, results) in [("manifest", &manifest[..]), ("blob", &blob[..])] {
+                for &result in results {
+                    self.cache
+                        .get_or_create(&CacheLabels {
+                            upstream: upstream.to_owned(),
+                            kind,
+                            result,
+                        })
+                        .inc_by(0);
+                }
+            }
+        }
         self.registry
             .register_collector(Box::new(process::Collector::new(sources)));
         self
@@ -302,7 +337,10 @@ impl Metrics {
 
     /// A request body counted as it is read.
     pub fn received(&self, action: &'static str, body: Body) -> Body {
-        let counter = self.received.get_or_create(&ActionLabels { action }).clone();
+        let counter = self
+            .received
+            .get_or_create(&ActionLabels { action })
+            .clone();
         Body::new(CountedBody::new(body, counter))
     }
 
@@ -333,9 +371,14 @@ impl Metrics {
                     ("link", r.links_deleted),
                     ("referrer", r.referrers_deleted),
                     ("repository", r.repositories_deleted),
-                    ("upload", u64::try_from(r.uploads_expired).unwrap_or(u64::MAX)),
+                    (
+                        "upload",
+                        u64::try_from(r.uploads_expired).unwrap_or(u64::MAX),
+                    ),
                 ] {
-                    self.gc_deleted.get_or_create(&KindLabels { kind }).inc_by(n);
+                    self.gc_deleted
+                        .get_or_create(&KindLabels { kind })
+                        .inc_by(n);
                 }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -362,7 +405,10 @@ impl Metrics {
             ))
         } else {
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
-            Ok((out, prometheus_client::encoding::prometheus_text::CONTENT_TYPE))
+            Ok((
+                out,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            ))
         }
     }
 }

@@ -8,8 +8,8 @@
 //! answers with what is cached.
 
 use crate::action::{Access, Action};
-use crate::metrics::Metrics;
 use crate::handlers::{Accept, Result, blob_answer, default_platform_child, manifest_response};
+use crate::metrics::Metrics;
 use crate::response::{self as r, Resp};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -37,7 +37,11 @@ pub async fn answer(
             head,
         } => {
             let (answer, cache) = get_manifest(m, &route, repo, reference, *head, headers).await;
-            metrics.cache(upstream, "manifest", cache.map_or("error", CacheStatus::as_str));
+            metrics.cache(
+                upstream,
+                "manifest",
+                cache.map_or("error", CacheStatus::as_str),
+            );
             Some(answer)
         }
         Action::GetBlob { repo, digest, head } => {

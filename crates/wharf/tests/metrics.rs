@@ -94,7 +94,12 @@ fn check_histograms(s: &Scrape) {
         seen += 1;
         let mut last = 0.0;
         for b in buckets {
-            assert!(b.count >= last, "{} {:?}: buckets decrease", h.metric, h.labels);
+            assert!(
+                b.count >= last,
+                "{} {:?}: buckets decrease",
+                h.metric,
+                h.labels
+            );
             last = b.count;
         }
         let inf = buckets
@@ -221,7 +226,9 @@ async fn requests_bytes_storage_and_process_are_counted() {
     assert_eq!(reg.get("/nope").await.status(), 404);
 
     let after = scrape(&metrics, None).await;
-    let d = |action: &str, status: &str| requests(&after, action, status) - requests(&before, action, status);
+    let d = |action: &str, status: &str| {
+        requests(&after, action, status) - requests(&before, action, status)
+    };
     // start_blob_upload: push_blob's, config's, and the two sessions.
     assert_eq!(d("start_blob_upload", "2xx"), 4.0);
     assert_eq!(d("put_blob_upload", "2xx"), 2.0);
@@ -235,7 +242,12 @@ async fn requests_bytes_storage_and_process_are_counted() {
     // The first scrape was counted once it was answered.
     assert_eq!(d("metrics", "2xx"), 1.0);
     for status in ["3xx", "5xx"] {
-        for action in ["put_blob_upload", "get_blob", "get_manifest", "put_manifest"] {
+        for action in [
+            "put_blob_upload",
+            "get_blob",
+            "get_manifest",
+            "put_manifest",
+        ] {
             assert_eq!(d(action, status), 0.0, "{action} {status}");
         }
     }
@@ -275,12 +287,20 @@ async fn requests_bytes_storage_and_process_are_counted() {
         assert!(ops(&after, op) > ops(&before, op), "storage {op}");
     }
     assert_eq!(
-        value(&after, "wharf_storage_errors_total", &[("backend", backend)]),
+        value(
+            &after,
+            "wharf_storage_errors_total",
+            &[("backend", backend)]
+        ),
         0.0
     );
     let other = if backend == "fs" { "s3" } else { "fs" };
     assert_eq!(
-        value(&after, "wharf_storage_operations_total", &[("backend", other)]),
+        value(
+            &after,
+            "wharf_storage_operations_total",
+            &[("backend", other)]
+        ),
         0.0
     );
 
@@ -314,7 +334,11 @@ async fn requests_bytes_storage_and_process_are_counted() {
     );
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
     assert_eq!(
-        reg.req(Method::POST, "/metrics").send().await.unwrap().status(),
+        reg.req(Method::POST, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         405
     );
 }
@@ -382,7 +406,9 @@ async fn with_auth_on_the_main_listener_wants_a_user_and_refusals_are_counted() 
     assert_eq!(refusals("denied"), 1.0);
     assert_eq!(refusals("bad_credentials"), 3.0);
     assert_eq!(refusals("throttled"), 0.0);
-    let d = |action: &str, status: &str| requests(&after, action, status) - requests(&before, action, status);
+    let d = |action: &str, status: &str| {
+        requests(&after, action, status) - requests(&before, action, status)
+    };
     assert_eq!(d("base", "4xx"), 3.0);
     assert_eq!(d("start_blob_upload", "4xx"), 1.0);
     assert_eq!(d("metrics", "4xx"), 1.0);
@@ -437,7 +463,9 @@ async fn a_separate_metrics_listener_serves_metrics_and_probes_and_counts_thrott
     };
     assert_eq!(refusals("bad_credentials"), 2.0);
     assert_eq!(refusals("throttled"), 2.0);
-    let d = |action: &str, status: &str| requests(&after, action, status) - requests(&before, action, status);
+    let d = |action: &str, status: &str| {
+        requests(&after, action, status) - requests(&before, action, status)
+    };
     assert_eq!(d("base", "4xx"), 4.0);
     // The metrics listener's own requests are not counted; the main
     // listener's 404 for /metrics is a request the router refused.
@@ -555,4 +583,50 @@ async fn the_pull_through_cache_counts_hits_misses_stale_serves_and_upstream_err
         0.0
     );
     check_histograms(&after);
+}
+
+#[tokio::test]
+async fn background_garbage_collection_is_counted() {
+    let mut reg = local_only!(Registry::start_with(&[]).await);
+    let repo = repo("metrics-gc");
+    let gone = reg.push_image(&repo, "gone").await;
+    let d = reg
+        .delete(&format!("/v2/{repo}/manifests/{}", gone.digest))
+        .await;
+    assert_eq!(d.status(), 202);
+    // Pushed before collection starts (see tests/gc.rs), then a server
+    // collecting every second with no grace period.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gc.toml");
+    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").unwrap();
+    reg.restart_with(&["--config", config.to_str().unwrap()])
+        .await;
+    let metrics = reg.url("/metrics");
+    let first = scrape(&metrics, None).await;
+    assert_eq!(
+        value(&first, "wharf_gc_runs_total", &[("result", "error")]),
+        0.0
+    );
+    let pushed = (gone.layers[0].size + gone.config.size) as f64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let s = loop {
+        let s = scrape(&metrics, None).await;
+        if value(&s, "wharf_gc_reclaimed_bytes_total", &[]) >= pushed {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing reclaimed within 120 s:\n{}",
+            reg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(value(&s, "wharf_gc_runs_total", &[("result", "ok")]) >= 1.0);
+    assert_eq!(
+        value(&s, "wharf_gc_runs_total", &[("result", "error")]),
+        0.0
+    );
+    // The layer and the config, and the manifest.
+    assert!(value(&s, "wharf_gc_deleted_objects_total", &[("kind", "blob")]) >= 2.0);
+    assert!(one(&s, "wharf_gc_last_success_timestamp_seconds", &[]) > 1.6e9);
 }

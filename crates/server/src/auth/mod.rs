@@ -507,7 +507,10 @@ mod tests {
             password_hash: bcrypt::hash("pw", 4).unwrap(),
             groups: vec!["readers".into()],
         }];
-        let auth = Auth::from_config(&config, true, Default::default()).await.unwrap().unwrap();
+        let auth = Auth::from_config(&config, true, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
         let none = HeaderMap::new();
         let id = auth
             .authenticate(&none, Some(&conn(Some("carol"))))
@@ -542,7 +545,10 @@ mod tests {
 
         // off: certificate names mean nothing
         config.auth.mtls_users = false;
-        let auth = Auth::from_config(&config, false, Default::default()).await.unwrap().unwrap();
+        let auth = Auth::from_config(&config, false, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
         let id = auth
             .authenticate(&none, Some(&conn(Some("carol"))))
             .await
