@@ -212,7 +212,7 @@ struct ServeArgs {
     /// endpoint/region/bucket/prefix/access_key_id/secret_access_key/virtual_hosted/
     /// redirect/redirect_expiry_secs/timeout_secs, [[sources]] path/as,
     /// [tls] cert/key/client_ca/client_auth/reload_secs, [http] public_url,
-    /// [auth] ...: see docs/auth.md).
+    /// [metrics] enabled/listen, [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
