@@ -124,7 +124,14 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
         rx.recv().await.map(|item| (item, rx))
     });
     let stored = registry.upload_whole(&local, Box::pin(body), &digest);
-    let pumped = pump(resp.response, size, &spool, &progress_tx, store_tx);
+    let pumped = pump(
+        resp.response,
+        size,
+        &spool,
+        &progress_tx,
+        store_tx,
+        &upstream.stats,
+    );
     let (stored, pumped) = tokio::join!(stored, pumped);
     let end = match (stored, pumped) {
         (Ok(n), Ok(_)) => {
@@ -162,6 +169,7 @@ async fn pump(
     spool: &Arc<std::fs::File>,
     progress: &watch::Sender<Progress>,
     store: mpsc::Sender<io::Result<Bytes>>,
+    stats: &crate::upstream::Stats,
 ) -> Result<u64, String> {
     let mut stream = resp.bytes_stream();
     let mut received: u64 = 0;
@@ -178,11 +186,15 @@ async fn pump(
         let chunk = match stream.next().await {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
+                stats
+                    .broken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let why = format!("the upstream transfer broke after {received} bytes: {e}");
                 return fail(store, why).await;
             }
             None => break,
         };
+        stats.received(chunk.len());
         let Some(n) = u64::try_from(chunk.len())
             .ok()
             .and_then(|n| received.checked_add(n))

@@ -177,6 +177,13 @@ impl Mirror {
         self.upstreams().find(|s| s.name == name)
     }
 
+    /// Each upstream's name and traffic counts, in configuration order.
+    pub fn stats(&self) -> impl Iterator<Item = (&str, &upstream::Stats)> {
+        self.upstreams
+            .iter()
+            .map(|u| (u.spec.name.as_str(), &u.stats))
+    }
+
     /// The upstream of a local repository, if it is below a prefix.
     pub fn route(&self, local: &RepoName) -> Option<Route> {
         self.upstreams.iter().find_map(|u| {

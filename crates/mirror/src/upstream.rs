@@ -9,12 +9,53 @@ use oci::manifest::Descriptor;
 use oci::{Digest, ErrorCode, Reference, RegistryError, RepoName};
 use reqwest::StatusCode;
 use reqwest::header;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// An upstream and its client.
 pub struct Upstream {
     pub spec: UpstreamSpec,
     client: Client,
+    /// What this process received from it and how its requests failed
+    /// (the server's `/metrics` reads them).
+    pub stats: Stats,
+}
+
+/// Counts of one upstream's traffic since the process started. Plain
+/// atomics: the server reads them when it is scraped.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Body bytes received: manifests and blobs (also of transfers that
+    /// broke off).
+    pub bytes: AtomicU64,
+    /// Requests that failed because the upstream was unreachable, timed
+    /// out, or answered 429 or 5xx.
+    pub unavailable: AtomicU64,
+    /// Requests the upstream refused (401, 403, or its token service did).
+    pub denied: AtomicU64,
+    /// Malformed answers, content not matching its digest, unexpected
+    /// statuses.
+    pub bad: AtomicU64,
+    /// Blob transfers cut off mid-way.
+    pub broken: AtomicU64,
+}
+
+impl Stats {
+    pub fn received(&self, n: usize) {
+        self.bytes
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Count a failed request (a 404 is an answer, not a failure).
+    pub fn failed(&self, f: &Failure) {
+        let c = match f {
+            Failure::NotFound(_) => return,
+            Failure::Denied(_) => &self.denied,
+            Failure::Unavailable { .. } => &self.unavailable,
+            Failure::Bad { .. } => &self.bad,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Why an upstream request did not give what was asked.
@@ -204,7 +245,11 @@ impl Upstream {
         };
         let client = Client::new(spec.host.clone(), opts)
             .map_err(|e| format!("upstream {}: {e}", spec.name))?;
-        Ok(Upstream { spec, client })
+        Ok(Upstream {
+            spec,
+            client,
+            stats: Stats::default(),
+        })
     }
 
     /// Run `f` within the upstream's timeout.
@@ -216,9 +261,13 @@ impl Upstream {
         // The whole exchange (token flow, redirects) gets a few read
         // timeouts' worth; each read is bounded by the client itself.
         let limit = self.spec.timeout.saturating_mul(3);
-        tokio::time::timeout(limit, f)
+        let r = tokio::time::timeout(limit, f)
             .await
-            .unwrap_or_else(|_| Err(timed_out(what, limit)))
+            .unwrap_or_else(|_| Err(timed_out(what, limit)));
+        if let Err(f) = &r {
+            self.stats.failed(f);
+        }
+        r
     }
 
     /// HEAD a manifest by tag: its descriptor, `None` when the upstream
@@ -245,13 +294,16 @@ impl Upstream {
         digest: &Digest,
     ) -> Result<FetchedManifest, Failure> {
         let what = format!("GET manifest {repo}@{digest}");
-        self.timed(&what, async {
-            self.client
-                .get_manifest(repo, &Reference::Digest(digest.clone()))
-                .await
-                .map_err(Failure::from_client)
-        })
-        .await
+        let m = self
+            .timed(&what, async {
+                self.client
+                    .get_manifest(repo, &Reference::Digest(digest.clone()))
+                    .await
+                    .map_err(Failure::from_client)
+            })
+            .await?;
+        self.stats.received(m.bytes.len());
+        Ok(m)
     }
 
     async fn send_blob(

@@ -36,6 +36,29 @@ pub struct Config {
     /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
     /// docs/mirror.md).
     pub upstreams: Vec<mirror::UpstreamConfig>,
+    /// Prometheus metrics at `/metrics` (`[metrics]`, docs/observability.md).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where `/metrics` is served (docs/observability.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (and count storage operations and requests).
+    pub enabled: bool,
+    /// A separate plain-HTTP listener for `/metrics`, `/healthz` and
+    /// `/readyz` only (an admin or cluster-internal address). When set,
+    /// the main listener does not serve `/metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -548,6 +571,7 @@ impl Default for Config {
             gc: Gc::default(),
             retention: Vec::new(),
             upstreams: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod handlers;
 mod health;
 mod listener;
+pub mod metrics;
 mod mirror;
 pub mod origin;
 mod response;
