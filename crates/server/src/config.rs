@@ -36,6 +36,8 @@ pub struct Config {
     /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
     /// docs/mirror.md).
     pub upstreams: Vec<mirror::UpstreamConfig>,
+    /// Webhooks told of pushes and deletes (`[events]`, docs/events.md).
+    pub events: crate::events::EventsConfig,
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -545,6 +547,7 @@ impl Default for Config {
             gc: Gc::default(),
             retention: Vec::new(),
             upstreams: Vec::new(),
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -638,6 +641,7 @@ impl Config {
         mirror::config::check(&self.upstreams, self.limits.max_name_length)
             .map_err(anyhow::Error::msg)?;
         self.quota_rules()?;
+        self.events.endpoints()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {
