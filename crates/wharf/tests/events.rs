@@ -41,12 +41,8 @@ struct Delivery {
 
 impl Delivery {
     fn event(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     fn id(&self) -> String {
@@ -131,10 +127,7 @@ async fn receive(State(inbox): State<Arc<Inbox>>, req: Request) -> (StatusCode, 
         tokio::time::sleep(d).await;
         return (StatusCode::OK, "too late");
     }
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-        "ok",
-    )
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "ok")
 }
 
 /// A webhook receiver on loopback.
@@ -227,8 +220,16 @@ fn assert_signed(d: &Delivery) {
     let mut msg = t.as_bytes().to_vec();
     msg.push(b'.');
     msg.extend_from_slice(&d.body);
-    let want = format!("sha256={}", hex::encode(hmac_sha256(SECRET.as_bytes(), &msg)));
-    assert_eq!(sig, want, "signature of {}", String::from_utf8_lossy(&d.body));
+    let want = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(SECRET.as_bytes(), &msg))
+    );
+    assert_eq!(
+        sig,
+        want,
+        "signature of {}",
+        String::from_utf8_lossy(&d.body)
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -343,7 +344,12 @@ async fn events_made_while_the_receiver_is_down_arrive_once_it_is_up() {
     );
     let digests: Vec<String> = got
         .iter()
-        .map(|d| d.event()["data"]["digest"].as_str().unwrap_or("").to_owned())
+        .map(|d| {
+            d.event()["data"]["digest"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     let (d1, d2) = (one.digest.as_str(), two.digest.as_str());
     assert_eq!(digests, [d1, d1, d2, d2, d1, d2, d2]);
@@ -459,10 +465,7 @@ async fn undelivered_events_survive_kill_9() {
         .map(|d| d.event()["data"]["digest"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(pushed, digests, "every push's event, in order");
-    assert_eq!(
-        kinds(&got).last(),
-        Some(&ev("tag.set", Some("after")))
-    );
+    assert_eq!(kinds(&got).last(), Some(&ev("tag.set", Some("after"))));
     for d in &got {
         assert_signed(d);
     }
@@ -566,7 +569,14 @@ async fn endpoints_get_the_repositories_and_event_groups_they_ask_for() {
     let subjects: Vec<Value> = team.iter().map(|d| d.event()["subject"].clone()).collect();
     assert_eq!(
         subjects,
-        ["team-a/app", "team-a/app", "team-a/x/y", "team-a/x/y", "team-a/app", "team-a/app"]
+        [
+            "team-a/app",
+            "team-a/app",
+            "team-a/x/y",
+            "team-a/x/y",
+            "team-a/app",
+            "team-a/app"
+        ]
     );
     let all = rx.inbox.wait_accepted("/all", 3, &reg).await;
     assert_eq!(
@@ -657,7 +667,11 @@ async fn replicas_deliver_every_event() {
     let mut pushed = Vec::new();
     for i in 0..4 {
         let via = if i % 2 == 0 { &a } else { &b };
-        pushed.push(via.push_image("replicas/app", &format!("v{i}")).await.digest);
+        pushed.push(
+            via.push_image("replicas/app", &format!("v{i}"))
+                .await
+                .digest,
+        );
     }
     let got = rx.inbox.wait_accepted("/hook", 8, &a).await;
     let mut delivered: Vec<String> = got
@@ -671,4 +685,88 @@ async fn replicas_deliver_every_event() {
     for d in &got {
         assert_signed(d);
     }
+}
+
+/// Count the lines of the log that contain `text`.
+fn log_count(reg: &Registry, text: &str) -> usize {
+    reg.logs().lines().filter(|l| l.contains(text)).count()
+}
+
+/// An event not delivered within `max_age_secs` is dropped, loudly, and
+/// never delivered.
+#[tokio::test]
+async fn events_older_than_max_age_are_dropped_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = Receiver::reserve();
+    let cfg = config_file(
+        dir.path(),
+        &endpoint("hook", &format!("http://{addr}/hook"), "max_age_secs = 1"),
+    );
+    let reg = start(&cfg).await;
+    reg.push_image("old/app", "v1").await;
+    let deadline = Instant::now() + PATIENCE;
+    while log_count(&reg, "DROPPED an event") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two events were not dropped\n{}",
+            reg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reg.logs().contains("ERROR"), "dropping is an error");
+    if let Some(n) = outbox_len(&reg, "hook") {
+        assert_eq!(n, 0);
+    }
+    let rx = Receiver::start_on(addr, &[]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rx.inbox.all().is_empty(), "dropped events are never sent");
+}
+
+/// An outbox over `max_pending` loses its oldest events, loudly; the
+/// newest are delivered.
+#[tokio::test]
+async fn the_oldest_events_past_max_pending_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = Receiver::reserve();
+    let cfg = config_file(
+        dir.path(),
+        &endpoint("hook", &format!("http://{addr}/hook"), "max_pending = 3"),
+    );
+    let reg = start(&cfg).await;
+    for i in 0..3 {
+        reg.push_image("full/app", &format!("v{i}")).await;
+    }
+    let dropped = |reg: &Registry| {
+        reg.logs()
+            .lines()
+            .filter(|l| l.contains("DROPPING the oldest"))
+            .filter_map(|l| {
+                let at = l.find("dropped=")? + "dropped=".len();
+                let n: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+                n.parse::<usize>().ok()
+            })
+            .sum::<usize>()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while dropped(&reg) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "3 of the 6 events were not dropped\n{}",
+            reg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dropped(&reg), 3);
+    let rx = Receiver::start_on(addr, &[]).await;
+    let got = rx.inbox.wait_accepted("/hook", 3, &reg).await;
+    assert_eq!(
+        kinds(&got),
+        vec![
+            ev("tag.set", Some("v1")),
+            ev("manifest.pushed", None),
+            ev("tag.set", Some("v2")),
+        ]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.inbox.accepted("/hook").len(), 3);
 }

@@ -203,9 +203,9 @@ impl EventsConfig {
                     "push" => EventGroup::Push,
                     "delete" => EventGroup::Delete,
                     "pull" => EventGroup::Pull,
-                    other => anyhow::bail!(
-                        "{at}: unknown event group {other:?} (push, delete, pull)"
-                    ),
+                    other => {
+                        anyhow::bail!("{at}: unknown event group {other:?} (push, delete, pull)")
+                    }
                 };
                 if !groups.contains(&g) {
                     groups.push(g);
@@ -276,7 +276,8 @@ secret = "s3cret"
         assert_eq!(eps[0].groups, vec![EventGroup::Push, EventGroup::Pull]);
         assert!(eps[0].repos[0].matches("team/a/b"));
         assert_eq!(eps[0].secret.as_deref(), Some(&b"s3cret"[..]));
-        let d = parse("[events]\n[[events.endpoints]]\nname = \"x\"\nurl = \"http://h/\"\n").unwrap();
+        let d =
+            parse("[events]\n[[events.endpoints]]\nname = \"x\"\nurl = \"http://h/\"\n").unwrap();
         assert_eq!(d[0].groups, vec![EventGroup::Push, EventGroup::Delete]);
         assert!(d[0].repos[0].matches("any/thing"));
         for bad in [

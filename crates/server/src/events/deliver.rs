@@ -19,8 +19,11 @@ use tokio::sync::{Notify, watch};
 const PAGE: usize = 100;
 /// Outbox keys counted per listing when checking `max_pending`.
 const COUNT_PAGE: usize = 1000;
-/// How often a backlog of a full page or more is counted against `max_pending`.
+/// How often a backlog is counted against `max_pending` at most (or every
+/// `retry_max_secs`, when that is shorter, but not more often than
+/// [`COUNT_MIN`]).
 const COUNT_EVERY: Duration = Duration::from_secs(60);
+const COUNT_MIN: Duration = Duration::from_secs(2);
 
 /// What the lease object holds.
 #[derive(Serialize, Deserialize)]
@@ -201,7 +204,7 @@ impl Worker {
                 return Ok(found);
             }
             found = true;
-            if after.is_none() && page.len() == PAGE {
+            if page.len() == PAGE || page.len() as u64 > self.ep.max_pending {
                 self.limit_backlog(&prefix).await.map_err(Stop::Storage)?;
             }
             for id in &page {
@@ -217,7 +220,8 @@ impl Worker {
     /// Drop the oldest events past `max_pending` (counted once a minute at
     /// most, a page of keys in memory at a time).
     async fn limit_backlog(&mut self, prefix: &str) -> io::Result<()> {
-        if self.counted.is_some_and(|t| t.elapsed() < COUNT_EVERY) {
+        let every = COUNT_EVERY.min(self.ep.retry_max).max(COUNT_MIN);
+        if self.counted.is_some_and(|t| t.elapsed() < every) {
             return Ok(());
         }
         self.counted = Some(Instant::now());
@@ -297,6 +301,8 @@ impl Worker {
                     return Ok(());
                 }
                 Err(failure) => {
+                    // While this event holds up the others, they pile up.
+                    self.limit_backlog(prefix).await.map_err(Stop::Storage)?;
                     let wait = backoff(self.ep.retry_min, self.ep.retry_max, attempt);
                     tracing::warn!(
                         endpoint = %self.ep.name,
@@ -470,8 +476,9 @@ impl Lease {
             return;
         }
         let mine = match b.read(&self.key).await {
-            Ok(Some(raw)) => serde_json::from_slice::<LeaseRecord>(&raw)
-                .is_ok_and(|r| r.holder == self.node),
+            Ok(Some(raw)) => {
+                serde_json::from_slice::<LeaseRecord>(&raw).is_ok_and(|r| r.holder == self.node)
+            }
             _ => false,
         };
         if mine {
@@ -487,9 +494,20 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let s = Duration::from_secs;
-        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 256), (10, 300), (200, 300)] {
+        for (attempt, full) in [
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (4, 8),
+            (9, 256),
+            (10, 300),
+            (200, 300),
+        ] {
             let b = backoff(s(1), s(300), attempt);
-            assert!(b <= s(full) && b >= s(full).mul_f64(0.9), "{attempt}: {b:?}");
+            assert!(
+                b <= s(full) && b >= s(full).mul_f64(0.9),
+                "{attempt}: {b:?}"
+            );
         }
     }
 
