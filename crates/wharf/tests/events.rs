@@ -770,3 +770,50 @@ async fn the_oldest_events_past_max_pending_are_dropped() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.inbox.accepted("/hook").len(), 3);
 }
+
+/// With auth on, `data.actor` is the user who made the change.
+#[tokio::test]
+async fn the_actor_is_the_authenticated_user() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["passwd", "alice", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            writeln!(c.stdin.take().unwrap(), "alice-pw")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let hash = line.trim().split_once(':').unwrap().1.to_owned();
+    let rx = Receiver::start(&[]).await;
+    let auth = format!(
+        "[[auth.users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+         [[auth.policy]]\nrepos = [\"**\"]\npull = [\"user:alice\"]\npush = [\"user:alice\"]\ndelete = [\"user:alice\"]\n"
+    );
+    let cfg = config_file(
+        dir.path(),
+        &format!("{}{auth}", endpoint("hook", &rx.url("/hook"), "")),
+    );
+    let mut reg = start(&cfg).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:alice-pw");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {basic}").parse().unwrap(),
+    );
+    reg.client = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    reg.push_image("auth/app", "v1").await;
+    let got = rx.inbox.wait_accepted("/hook", 2, &reg).await;
+    for d in &got {
+        assert_eq!(d.event()["data"]["actor"], "alice", "{}", d.event());
+    }
+}
