@@ -662,7 +662,7 @@ async fn replicas_deliver_every_event() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start(&[]).await;
     let cfg = config_file(dir.path(), &endpoint("hook", &rx.url("/hook"), ""));
-    let a = start(&cfg).await;
+    let mut a = start(&cfg).await;
     let b = a.start_replica().await;
     let mut pushed = Vec::new();
     for i in 0..4 {
@@ -685,6 +685,18 @@ async fn replicas_deliver_every_event() {
     for d in &got {
         assert_signed(d);
     }
+    let took = "this replica delivers the endpoint's events";
+    assert!(
+        a.logs().contains(took) || b.logs().contains(took),
+        "a replica took the endpoint's lease"
+    );
+    // The first replica dies (it may have held the lease): the other
+    // delivers what is written through it, once the lease has run out.
+    a.kill_hard();
+    let last = b.push_image("replicas/app", "after").await.digest;
+    let got = rx.inbox.wait_accepted("/hook", 10, &b).await;
+    assert_eq!(got[8].event()["data"]["digest"], last.as_str());
+    assert_eq!(kinds(&got[9..]), vec![ev("tag.set", Some("after"))]);
 }
 
 /// Count the lines of the log that contain `text`.
