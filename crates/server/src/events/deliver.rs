@@ -291,7 +291,7 @@ impl Worker {
                 return Ok(());
             };
             attempt = attempt.saturating_add(1);
-            match self.send(id, &body, attempt).await {
+            match self.try_once(id, &body, attempt).await? {
                 Ok(()) => {
                     if let Err(e) = self.backend.delete(&key).await {
                         // Delivered; it is sent again later (at least once).
@@ -321,38 +321,75 @@ impl Worker {
         }
     }
 
-    /// One POST of the event.
-    async fn send(&self, id: &str, body: &Bytes, attempt: u32) -> Result<(), Failure> {
+    /// One try: the POST, while the lease (if any) is kept renewed and
+    /// shutdown is watched for (either abandons the try).
+    async fn try_once(
+        &mut self,
+        id: &str,
+        body: &Bytes,
+        attempt: u32,
+    ) -> Result<Result<(), Failure>, Stop> {
         let Some(client) = &self.client else {
-            return Err(Failure::Error("no HTTP client".into()));
+            return Ok(Err(Failure::Error("no HTTP client".into())));
         };
-        let mut req = client
-            .post(self.ep.url.clone())
-            .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
-            .header("x-wharf-event-id", id)
-            .header("x-wharf-delivery-attempt", attempt.to_string());
-        if let Some(secret) = &self.ep.secret {
-            let t = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                .to_string();
-            req = req
-                .header("x-wharf-timestamp", &t)
-                .header("x-wharf-signature", signature(secret, &t, body));
+        let send = post(client, &self.ep, id, body, attempt);
+        tokio::pin!(send);
+        let renew_every = self
+            .lease
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |l| l.ttl / 4);
+        loop {
+            tokio::select! {
+                r = &mut send => return Ok(r),
+                _ = self.stopped.changed() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(renew_every), if self.lease.is_some() => {
+                    if let Some(lease) = &mut self.lease {
+                        match lease.hold(self.backend.as_ref()).await {
+                            Ok(true) => {}
+                            Ok(false) => return Err(Stop::LostLease),
+                            Err(e) => return Err(Stop::Storage(e)),
+                        }
+                    }
+                }
+            }
         }
-        let resp = req
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(|e| Failure::Error(describe(&e)))?;
-        let status = resp.status();
-        // The answer's body is not read (nor the connection reused).
-        drop(resp);
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(Failure::Status(status.as_u16()))
-        }
+    }
+}
+
+/// One POST of the event.
+async fn post(
+    client: &reqwest::Client,
+    ep: &Endpoint,
+    id: &str,
+    body: &Bytes,
+    attempt: u32,
+) -> Result<(), Failure> {
+    let mut req = client
+        .post(ep.url.clone())
+        .header(http::header::CONTENT_TYPE, "application/cloudevents+json")
+        .header("x-wharf-event-id", id)
+        .header("x-wharf-delivery-attempt", attempt.to_string());
+    if let Some(secret) = &ep.secret {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        req = req
+            .header("x-wharf-timestamp", &t)
+            .header("x-wharf-signature", signature(secret, &t, body));
+    }
+    let resp = req
+        .body(body.clone())
+        .send()
+        .await
+        .map_err(|e| Failure::Error(describe(&e)))?;
+    let status = resp.status();
+    // The answer's body is not read (nor the connection reused).
+    drop(resp);
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Failure::Status(status.as_u16()))
     }
 }
 
