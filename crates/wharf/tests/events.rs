@@ -477,16 +477,8 @@ async fn undelivered_events_survive_kill_9() {
 #[tokio::test]
 async fn a_stalled_receiver_never_holds_up_a_push() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let held = accepted.clone();
-    let stall = tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            // Held open, never read from, never answered.
-            held.lock().unwrap().push(sock);
-        }
-    });
+    let stalled = Stalled::start().await;
+    let addr = stalled.addr;
     let cfg = config_file(
         dir.path(),
         &format!(
@@ -496,15 +488,7 @@ async fn a_stalled_receiver_never_holds_up_a_push() {
     let reg = start(&cfg).await;
     reg.push_image("stall/app", "v0").await;
     // The worker is now stuck sending that event.
-    let deadline = Instant::now() + PATIENCE;
-    while accepted.lock().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never connected to the receiver\n{}",
-            reg.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stalled.wait_connected(&reg).await;
     for i in 1..6 {
         let img = reg.push_image("stall/app", &format!("v{i}")).await;
         assert_eq!(
@@ -516,12 +500,12 @@ async fn a_stalled_receiver_never_holds_up_a_push() {
         delete_ok(&reg, &format!("/v2/stall/app/manifests/{}", img.digest)).await;
     }
     // Still the one connection: deliveries are in order, one at a time.
-    assert_eq!(accepted.lock().unwrap().len(), 1);
+    assert_eq!(stalled.accepted.lock().unwrap().len(), 1);
     if let Some(n) = outbox_len(&reg, "stalled") {
         // v0 (2 events), then per image: pushed, tag.set, tag.deleted, manifest.deleted.
         assert_eq!(n, 2 + 5 * 4);
     }
-    stall.abort();
+    stalled.stop().await;
 }
 
 /// Each endpoint gets the event groups it asked for, of the repositories
@@ -828,4 +812,109 @@ async fn the_actor_is_the_authenticated_user() {
     for d in &got {
         assert_eq!(d.event()["data"]["actor"], "alice", "{}", d.event());
     }
+}
+
+/// A receiver that accepts connections and never answers.
+struct Stalled {
+    addr: SocketAddr,
+    accepted: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stalled {
+    async fn start() -> Stalled {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let held = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                // Held open, never read from, never answered.
+                held.lock().unwrap().push(sock);
+            }
+        });
+        Stalled {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    async fn wait_connected(&self, reg: &Registry) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.accepted.lock().unwrap().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never connected to the receiver\n{}",
+                reg.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop listening and close the connections; the port is free again.
+    async fn stop(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.accepted.lock().unwrap().clear();
+        self.addr
+    }
+}
+
+/// Has process `pid` exited (gone, or a zombie not yet reaped)?
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
+}
+
+/// SIGTERM while a try waits on a receiver that never answers: wharf
+/// stops (abandoning the try, giving the lease up on S3), and the event,
+/// still in the outbox, is delivered by the next run.
+#[tokio::test]
+async fn sigterm_abandons_a_stalled_try_and_the_next_run_delivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stalled = Stalled::start().await;
+    let cfg = config_file(
+        dir.path(),
+        &endpoint(
+            "hook",
+            &format!("http://{}/hook", stalled.addr),
+            "timeout_secs = 600",
+        )
+        .replace("timeout_secs = 2\n", ""),
+    );
+    let mut reg = start(&cfg).await;
+    let img = reg.push_image("term/app", "v1").await;
+    stalled.wait_connected(&reg).await;
+    let pid = reg.pid().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + PATIENCE;
+    while !exited(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "wharf did not exit\n{}",
+            reg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reg.logs().contains("wharf registry stopped"),
+        "{}",
+        reg.logs()
+    );
+    if reg.on_s3() {
+        assert!(reg.logs().contains("gave the lease up"), "{}", reg.logs());
+    }
+    let addr = stalled.stop().await;
+    let rx = Receiver::start_on(addr, &[]).await;
+    reg.restart().await;
+    let got = rx.inbox.wait_accepted("/hook", 2, &reg).await;
+    assert_eq!(got[0].event()["data"]["digest"], img.digest.as_str());
+    assert_eq!(got[0].header("x-wharf-delivery-attempt"), Some("1"));
 }

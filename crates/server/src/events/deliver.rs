@@ -518,8 +518,8 @@ impl Lease {
             }
             _ => false,
         };
-        if mine {
-            let _ = b.delete(&self.key).await;
+        if mine && b.delete(&self.key).await.is_ok() {
+            tracing::info!(key = %self.key, "event webhook: gave the lease up");
         }
     }
 }
