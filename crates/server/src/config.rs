@@ -36,6 +36,8 @@ pub struct Config {
     /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
     /// docs/mirror.md).
     pub upstreams: Vec<mirror::UpstreamConfig>,
+    /// Webhooks told of pushes and deletes (`[events]`, docs/events.md).
+    pub events: crate::events::EventsConfig,
     /// Prometheus metrics at `/metrics` (`[metrics]`, docs/observability.md).
     pub metrics: MetricsConfig,
 }
@@ -572,6 +574,7 @@ impl Default for Config {
             retention: Vec::new(),
             upstreams: Vec::new(),
             metrics: MetricsConfig::default(),
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -665,6 +668,7 @@ impl Config {
         mirror::config::check(&self.upstreams, self.limits.max_name_length)
             .map_err(anyhow::Error::msg)?;
         self.quota_rules()?;
+        self.events.endpoints()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {

@@ -145,7 +145,16 @@ async fn handle_named(state: Arc<AppState>, req: Request, name: &mut &'static st
         origin,
         owner,
     };
-    let mut resp = match dispatch(&state, action, &req, body, filter).await {
+    // Who caused the events this request makes (docs/events.md).
+    let context = crate::events::RequestContext {
+        actor: id
+            .as_ref()
+            .and_then(|id| id.principal.name())
+            .map(str::to_owned),
+        request_id: crate::events::request_id(&parts.headers),
+    };
+    let dispatched = crate::events::scope(context, dispatch(&state, action, &req, body, filter));
+    let mut resp = match dispatched.await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
@@ -459,6 +468,11 @@ async fn dispatch(
                 if let Some(child) = default_platform_child(&m.body, &accept) {
                     m = reg.manifest_get(&repo, &Reference::Digest(child)).await?;
                 }
+            }
+            if !head && let Err(e) = reg.record_pull(&repo, &reference, &m).await {
+                // A pull changes nothing: it is served even when its event
+                // cannot be recorded.
+                tracing::error!(repo = %repo, digest = %m.digest, error = %e, "the pull event could not be written to the outbox; it is not delivered");
             }
             Ok(manifest_response(&m.digest, &m.media_type, &m.body, head))
         }

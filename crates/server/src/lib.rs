@@ -9,6 +9,7 @@ pub mod action;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod handlers;
 mod health;
 mod listener;

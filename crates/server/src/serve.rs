@@ -54,6 +54,31 @@ async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
     }
 }
 
+/// The event outbox when `[[events.endpoints]]` are configured (their
+/// secrets read). On S3 other replicas may share the store, so each
+/// endpoint's worker delivers only while it holds the endpoint's lease; a
+/// data directory is this process's alone.
+fn open_events(
+    config: &Config,
+    backend: &Arc<dyn Backend>,
+) -> anyhow::Result<Option<Arc<crate::events::Events>>> {
+    let mut endpoints = config.events.endpoints()?;
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    for e in &mut endpoints {
+        e.load_secret()?;
+    }
+    let public_origin = config.public_origin()?;
+    Ok(Some(Arc::new(crate::events::Events::new(
+        backend.clone(),
+        &config.events,
+        endpoints,
+        public_origin.as_deref(),
+        config.storage.backend == BackendKind::S3,
+    ))))
+}
+
 /// `[storage.s3]` plus credentials from `WHARF_S3_*` (the `AWS_*` chain is
 /// the S3 client's own fallback).
 pub fn s3_config(config: &Config) -> S3Config {
@@ -155,6 +180,13 @@ pub async fn run_on(
         },
     )
     .with_session_observer(upload_slots.clone());
+    // Event webhooks: the registry writes its events to the outbox, the
+    // workers deliver them (docs/events.md).
+    let events = open_events(&config, &backend)?;
+    let registry = match &events {
+        Some(e) => registry.with_event_sink(e.clone()),
+        None => registry,
+    };
     let registry = Arc::new(registry);
     let mirror = mirror::Mirror::new(
         &config.upstreams,
@@ -303,6 +335,7 @@ pub async fn run_on(
     }
     warn_if_exposed(&config, addr, auth.is_some());
     let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
+    let deliveries = events.as_ref().map(|e| e.start());
     let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
     ready();
     // One shutdown for every listener.
@@ -345,6 +378,9 @@ pub async fn run_on(
     }
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(d) = deliveries {
+        d.stop(Duration::from_secs(5)).await;
     }
     tracing::info!("wharf registry stopped");
     Ok(())

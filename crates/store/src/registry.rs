@@ -7,6 +7,7 @@
 
 use crate::backend::{Backend, ByteStream, ObjectReader};
 use crate::content_cache::ContentCache;
+use crate::events::{Event, EventKind, EventSink};
 use crate::gc;
 use crate::hashing::StreamHasher;
 use crate::keys;
@@ -200,6 +201,8 @@ pub struct Registry {
     gc_idle: gc::fence::IdleSeen,
     /// The quotas and their usage records.
     quotas: Quotas,
+    /// Told of every change (and pull) once it is in the store.
+    events: Option<Arc<dyn EventSink>>,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -343,7 +346,65 @@ impl Registry {
             tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             gc_idle: gc::fence::IdleSeen::default(),
             quotas,
+            events: None,
         }
+    }
+
+    /// Tell `sink` of every manifest pushed, tag set, manifest or tag
+    /// deleted (and manifest pulled: [`Registry::record_pull`]), after the
+    /// change is in the store and before the call that made it returns.
+    pub fn with_event_sink(mut self, sink: Arc<dyn EventSink>) -> Registry {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Does the event sink want events of `kind` in `name`?
+    fn wants(&self, kind: EventKind, name: &RepoName) -> bool {
+        self.events.as_ref().is_some_and(|s| s.wants(kind, name))
+    }
+
+    /// Give the sink the events it wants of those of one operation. An
+    /// error (the events could not be recorded) fails the operation, whose
+    /// change stays made: see docs/events.md.
+    async fn emit(&self, events: Vec<Event>) -> Result<()> {
+        let Some(sink) = &self.events else {
+            return Ok(());
+        };
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| sink.wants(e.kind, &e.repository))
+            .collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        sink.emit(events).await.map_err(Error::Io)
+    }
+
+    /// A manifest was served to a client (a GET by `reference`): the pull
+    /// event, if the sink wants one. The caller decides whether a failure
+    /// matters (the server logs it and serves the manifest anyway).
+    pub async fn record_pull(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        m: &StoredManifest,
+    ) -> Result<()> {
+        if !self.wants(EventKind::ManifestPulled, name) {
+            return Ok(());
+        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        self.emit(vec![Event {
+            kind: EventKind::ManifestPulled,
+            repository: name.clone(),
+            digest: Some(m.digest.clone()),
+            media_type: Some(m.media_type.clone()),
+            size: Some(m.body.len() as u64),
+            tag,
+        }])
+        .await
     }
 
     /// Report the end of every upload session to `observer`.
@@ -1342,6 +1403,23 @@ impl Registry {
             }
         }
         self.quotas.record(name, charge).await?;
+        // What a cache stores for its clients is no push (docs/events.md).
+        if !cached {
+            let mut events = Vec::with_capacity(tags.len() + 1);
+            let event = |kind, tag: Option<&Tag>| Event {
+                kind,
+                repository: name.clone(),
+                digest: Some(digest.clone()),
+                media_type: Some(m.media_type.clone()),
+                size: Some(body.len() as u64),
+                tag: tag.cloned(),
+            };
+            events.push(event(EventKind::ManifestPushed, None));
+            for t in &tags {
+                events.push(event(EventKind::TagSet, Some(t)));
+            }
+            self.emit(events).await?;
+        }
         Ok(PutManifest {
             digest,
             subject,
@@ -1507,15 +1585,33 @@ impl Registry {
                 {
                     return Err(immutable(name, t, rule, "deleted"));
                 }
+                // The digest it names, for the event (one read, only when
+                // an event is wanted).
+                let named = if self.wants(EventKind::TagDeleted, name) {
+                    self.backend
+                        .read(&keys::tag(name, t))
+                        .await?
+                        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+                } else {
+                    None
+                };
                 if !self.backend.delete(&keys::tag(name, t)).await? {
                     return Err(manifest_unknown(t));
                 }
-                Ok(())
+                self.emit(vec![Event {
+                    kind: EventKind::TagDeleted,
+                    repository: name.clone(),
+                    digest: named,
+                    media_type: None,
+                    size: None,
+                    tag: Some(t.clone()),
+                }])
+                .await
             }
             Reference::Digest(d) => {
-                if self.manifest_link(name, d).await?.is_none() {
+                let Some(link) = self.manifest_link(name, d).await? else {
                     return Err(manifest_unknown(d));
-                }
+                };
                 // The tags pointing at it go with it: none may be immutable.
                 let value = d.to_string();
                 let prefix = keys::tags_prefix(name);
@@ -1530,12 +1626,24 @@ impl Registry {
                         {
                             return Err(immutable(name, &t, rule, "deleted with its manifest"));
                         }
-                        pointing.push(key);
+                        pointing.push((key, tag));
                     }
                 }
                 // Tags first, so no tag ever points at a missing manifest.
-                for key in pointing {
-                    self.backend.delete(&key).await?;
+                let mut events = Vec::with_capacity(pointing.len() + 1);
+                for (key, tag) in pointing {
+                    if self.backend.delete(&key).await?
+                        && let Ok(tag) = Tag::parse(&tag)
+                    {
+                        events.push(Event {
+                            kind: EventKind::TagDeleted,
+                            repository: name.clone(),
+                            digest: Some(d.clone()),
+                            media_type: Some(link.media_type.clone()),
+                            size: Some(link.size),
+                            tag: Some(tag),
+                        });
+                    }
                 }
                 if let Some(body) = self.backend.read(&keys::blob(d)).await?
                     && let Ok(m) = manifest::parse(None, &body)
@@ -1547,7 +1655,15 @@ impl Registry {
                 }
                 self.backend.delete(&keys::repo_manifest(name, d)).await?;
                 self.quotas.recount_soon(name);
-                Ok(())
+                events.push(Event {
+                    kind: EventKind::ManifestDeleted,
+                    repository: name.clone(),
+                    digest: Some(d.clone()),
+                    media_type: Some(link.media_type),
+                    size: Some(link.size),
+                    tag: None,
+                });
+                self.emit(events).await
             }
         }
     }
