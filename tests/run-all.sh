@@ -226,6 +226,10 @@ e2e_script lifecycle lifecycle tests/e2e/lifecycle.sh "${CARGO_TARGET_DIR:-targe
 # skopeo and `wharf cp` (starts its own servers).
 e2e_script mirror mirror tests/e2e/mirror.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
+# 3d. The web UI in headless Chromium (WebDriver), seeded by skopeo and
+# the wharf client (starts its own server).
+e2e_script ui ui tests/e2e/ui.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+
 # 4. The Docker daemon as a client (starts its own servers).
 e2e_script docker docker tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 

@@ -36,6 +36,23 @@ pub struct Config {
     /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
     /// docs/mirror.md).
     pub upstreams: Vec<mirror::UpstreamConfig>,
+    /// The web UI at `/ui/` (`[ui]`, docs/ui.md).
+    pub ui: Ui,
+}
+
+/// `[ui]`: the web UI, served at `/ui/` on the registry's own listener
+/// (docs/ui.md). On by default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ui {
+    /// Serve the UI (false: `/ui/` and `/` answer 404 like any unknown path).
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui { enabled: true }
+    }
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -545,6 +562,7 @@ impl Default for Config {
             gc: Gc::default(),
             retention: Vec::new(),
             upstreams: Vec::new(),
+            ui: Ui::default(),
         }
     }
 }

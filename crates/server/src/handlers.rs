@@ -46,6 +46,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
     if crate::health::is_health_path(req.uri().path()) {
         return crate::health::serve(&state, req.method().as_str(), req.uri().path()).await;
     }
+    // The web UI (docs/ui.md): its own pages, the same auth decision.
+    if state.config.ui.enabled && crate::ui::is_ui_path(req.uri().path()) {
+        return crate::ui::serve(&state, req).await;
+    }
     if let Some(auth) = &state.auth
         && auth::endpoint::is_token_path(req.uri().path())
     {
