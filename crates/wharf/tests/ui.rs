@@ -101,11 +101,17 @@ async fn root_redirects_and_pages_carry_a_strict_csp() {
     assert!(csp.contains("default-src 'none'"), "{csp}");
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
-    assert_eq!(header(&r, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        header(&r, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
     assert!(header(&r, "content-type").unwrap().starts_with("text/html"));
     let body = r.text().await.unwrap();
     assert!(body.contains("<h1>Repositories</h1>"), "{body}");
-    assert!(body.contains("<label for=\"q\">"), "the search box has a label");
+    assert!(
+        body.contains("<label for=\"q\">"),
+        "the search box has a label"
+    );
     for s in ["/ui/static/style.css", "/ui/static/ui.js"] {
         let r = reg.get(s).await;
         assert_eq!(r.status(), 200, "{s}");
@@ -193,14 +199,18 @@ async fn repository_page_pages_tags_with_digest_size_and_push_time() {
     let img = reg.prepare_image(repo, 2).await;
     let tags: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
     for t in &tags {
-        reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest).await;
+        reg.push_manifest(repo, t, OCI_MANIFEST, &img.manifest)
+            .await;
     }
     let (st, body) = page(&reg, &format!("/ui/r/{repo}?n=3")).await;
     assert_eq!(st, 200);
     assert_eq!(tags_in(&body), tags[..3]);
     assert!(body.contains(&img.digest[..19]), "short digest shown");
     let size: usize = img.config.size + img.layers.iter().map(|l| l.size).sum::<usize>();
-    assert!(body.contains(&format!("{size} bytes")), "size shown: {size}");
+    assert!(
+        body.contains(&format!("{size} bytes")),
+        "size shown: {size}"
+    );
     // push time in RFC 3339
     assert!(body.contains("Z</td>"), "push time shown");
     let mut seen = tags_in(&body);
@@ -266,9 +276,7 @@ async fn manifest_page_shows_tree_config_referrers_and_pull_commands() {
         "annotations": {"org.opencontainers.image.description": "two platforms"},
     });
     let index_bytes = to_bytes(&index);
-    let index_digest = reg
-        .push_manifest(repo, "v1", OCI_INDEX, &index_bytes)
-        .await;
+    let index_digest = reg.push_manifest(repo, "v1", OCI_INDEX, &index_bytes).await;
     // a signature-like referrer of the index
     let subject = Desc {
         media_type: OCI_INDEX.into(),
@@ -401,7 +409,10 @@ async fn files_of_packages_are_listed_and_downloaded() {
         let cd = header(&r, "content-disposition").unwrap();
         let base = path.rsplit('/').next().unwrap();
         assert!(cd.starts_with("attachment;") && cd.contains(base), "{cd}");
-        assert_eq!(header(&r, "content-length").unwrap(), want.len().to_string());
+        assert_eq!(
+            header(&r, "content-length").unwrap(),
+            want.len().to_string()
+        );
         assert_eq!(r.bytes().await.unwrap().to_vec(), want, "{path}");
     }
     let r = reg
@@ -447,10 +458,16 @@ async fn files_of_packages_are_listed_and_downloaded() {
     assert!(body.contains(&link), "{body}");
     let r = reg.get(&link).await;
     assert_eq!(r.status(), 200);
-    assert!(header(&r, "content-disposition").unwrap().contains("report.txt"));
+    assert!(
+        header(&r, "content-disposition")
+            .unwrap()
+            .contains("report.txt")
+    );
     assert_eq!(r.bytes().await.unwrap().to_vec(), data);
     // a blob of another repository is not served through this one
-    let other = reg.push_blob_desc("pkgs/other", "text/plain", b"private").await;
+    let other = reg
+        .push_blob_desc("pkgs/other", "text/plain", b"private")
+        .await;
     let r = reg
         .get(&format!("/ui/r/{repo}/-/blob/{}", other.digest))
         .await;
@@ -740,10 +757,20 @@ async fn without_auth_deletes_follow_delete_enabled() {
     let reg = local_only!(start(&["--no-delete"]).await);
     reg.push_image("x/y", "t").await;
     let (_, body) = page(&reg, "/ui/r/x/y").await;
-    assert!(!body.contains(">Delete<"), "no delete links when deletes are off");
+    assert!(
+        !body.contains(">Delete<"),
+        "no delete links when deletes are off"
+    );
     let (st, _) = page(&reg, "/ui/r/x/y/-/delete/t").await;
     assert_eq!(st, 405);
     let origin = format!("http://{}", reg.host_port());
-    let r = post_delete(&reg, &reg.client, "/ui/r/x/y/-/delete/t", Some(&origin), "confirm=t").await;
+    let r = post_delete(
+        &reg,
+        &reg.client,
+        "/ui/r/x/y/-/delete/t",
+        Some(&origin),
+        "confirm=t",
+    )
+    .await;
     assert_eq!(r.status(), 405);
 }

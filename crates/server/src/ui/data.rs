@@ -144,21 +144,20 @@ pub(crate) struct Tags {
 /// time (newest first) for repositories of at most [`PUSH_SORT_MAX`] tags.
 pub(crate) async fn tags(reg: &Registry, repo: &RepoName, q: &TagQuery) -> Result<Tags> {
     if q.sort == TagSort::Pushed {
-        let all = reg
-            .tags(repo, Some(PUSH_SORT_MAX), None)
-            .await?;
+        let all = reg.tags(repo, Some(PUSH_SORT_MAX), None).await?;
         if !all.more {
-            let mut timed: Vec<(String, Option<SystemTime>)> = futures_util::stream::iter(all.items)
-                .map(|t| async move {
-                    let when = match Tag::parse(&t) {
-                        Ok(tag) => reg.tag_info(repo, &tag).await?.and_then(|(_, w)| w),
-                        Err(_) => None,
-                    };
-                    Ok::<_, Error>((t, when))
-                })
-                .buffered(CONCURRENCY * 2)
-                .try_collect()
-                .await?;
+            let mut timed: Vec<(String, Option<SystemTime>)> =
+                futures_util::stream::iter(all.items)
+                    .map(|t| async move {
+                        let when = match Tag::parse(&t) {
+                            Ok(tag) => reg.tag_info(repo, &tag).await?.and_then(|(_, w)| w),
+                            Err(_) => None,
+                        };
+                        Ok::<_, Error>((t, when))
+                    })
+                    .buffered(CONCURRENCY * 2)
+                    .try_collect()
+                    .await?;
             // Newest first; the same time (or none) by name.
             timed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let start = q.page.saturating_mul(q.n).min(timed.len());

@@ -51,7 +51,11 @@ pub(crate) struct FileOut {
 }
 
 /// A blocking reader over the blob: gzip is recognised by its magic bytes.
-async fn open(reg: &Registry, repo: &RepoName, digest: &Digest) -> Result<Box<dyn Read + Send>, Error> {
+async fn open(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Box<dyn Read + Send>, Error> {
     let obj = reg.blob_get(repo, digest, None).await?;
     let bridge = SyncIoBridge::new(StreamReader::new(obj.body));
     Ok(Box::new(bridge))
@@ -90,7 +94,11 @@ fn kind_of<R: Read>(e: &tar::Entry<'_, R>) -> EntryKind {
 }
 
 /// The entries of the tar layer `digest` (plain or gzip).
-pub(crate) async fn list(reg: &Registry, repo: &RepoName, digest: &Digest) -> Result<Listing, Error> {
+pub(crate) async fn list(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Listing, Error> {
     let raw = open(reg, repo, digest).await?;
     let job = tokio::task::spawn_blocking(move || {
         let mut listing = Listing {
@@ -212,11 +220,13 @@ pub(crate) async fn extract(
         Ok(Ok(Some(size))) => size,
         Ok(Ok(None)) => return Ok(None),
         Ok(Err(e)) => {
-            return Err(Error::Registry(oci::RegistryError::new(
-                oci::ErrorCode::BlobUnknown,
-                format!("the layer is not a readable tar archive: {e}"),
-            )
-            .with_status(422)));
+            return Err(Error::Registry(
+                oci::RegistryError::new(
+                    oci::ErrorCode::BlobUnknown,
+                    format!("the layer is not a readable tar archive: {e}"),
+                )
+                .with_status(422),
+            ));
         }
         Err(_) => {
             return Err(Error::Io(io::Error::other("reading the layer failed")));

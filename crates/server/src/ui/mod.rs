@@ -506,9 +506,7 @@ fn same_origin(headers: &HeaderMap, origin: Option<&str>) -> bool {
     let Some(ours) = origin.and_then(host_of) else {
         return false;
     };
-    if let Some(site) = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
     {
         return false;
@@ -561,7 +559,11 @@ fn html(status: u16, markup: &maud::Markup, head: bool) -> Resp {
     r::build(
         status,
         &hdrs,
-        if head { Body::empty() } else { Body::from(body) },
+        if head {
+            Body::empty()
+        } else {
+            Body::from(body)
+        },
     )
 }
 
@@ -601,7 +603,10 @@ fn static_file(name: &str, head: bool) -> Resp {
 /// A file download: the bytes as an attachment named after the file's
 /// last path component.
 fn download(size: u64, path: &str, body: store::ByteStream, head: bool) -> Resp {
-    let base = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or("download");
+    let base = path
+        .rsplit('/')
+        .find(|c| !c.is_empty())
+        .unwrap_or("download");
     // A plain ASCII fallback and the exact name (RFC 6266 / 5987).
     let ascii: String = base
         .chars()
@@ -652,7 +657,10 @@ mod tests {
     #[test]
     fn forms_must_come_from_this_origin() {
         let o = Some("http://127.0.0.1:5000");
-        assert!(same_origin(&hdrs(&[("origin", "http://127.0.0.1:5000")]), o));
+        assert!(same_origin(
+            &hdrs(&[("origin", "http://127.0.0.1:5000")]),
+            o
+        ));
         assert!(same_origin(
             &hdrs(&[("referer", "http://127.0.0.1:5000/ui/r/a/-/delete/t")]),
             o

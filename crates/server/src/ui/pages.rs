@@ -201,7 +201,13 @@ fn urlenc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn tag_list_url(repo: &RepoName, q: &TagQuery, sort: TagSort, page: Option<usize>, last: Option<&str>) -> String {
+fn tag_list_url(
+    repo: &RepoName,
+    q: &TagQuery,
+    sort: TagSort,
+    page: Option<usize>,
+    last: Option<&str>,
+) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
     if sort == TagSort::Pushed {
         s.append_pair("sort", "pushed");
@@ -238,11 +244,21 @@ pub(crate) fn repository(
             .as_deref()
             .map(|l| tag_list_url(repo, q, q.sort, None, Some(l)))
     } else if tags.more {
-        Some(tag_list_url(repo, q, TagSort::Pushed, Some(q.page.saturating_add(1)), None))
+        Some(tag_list_url(
+            repo,
+            q,
+            TagSort::Pushed,
+            Some(q.page.saturating_add(1)),
+            None,
+        ))
     } else {
         None
     };
-    let first = tags.rows.first().map(|r| r.tag.clone()).unwrap_or_else(|| "latest".into());
+    let first = tags
+        .rows
+        .first()
+        .map(|r| r.tag.clone())
+        .unwrap_or_else(|| "latest".into());
     layout(
         repo.as_str(),
         user,
@@ -407,27 +423,52 @@ fn config_section(c: &ConfigInfo) -> Markup {
     }
 }
 
-fn pull_commands(host: &str, repo: &RepoName, reference: &Reference, v: &ManifestView) -> Vec<(&'static str, String)> {
+fn pull_commands(
+    host: &str,
+    repo: &RepoName,
+    reference: &Reference,
+    v: &ManifestView,
+) -> Vec<(&'static str, String)> {
     let at = format!("{host}/{repo}@{}", v.digest);
     let mut out = Vec::new();
-    let helm = v
+    let helm = v.image.as_ref().is_some_and(|i| {
+        i.manifest
+            .config
+            .as_ref()
+            .is_some_and(|c| c.media_type == data::HELM_CONFIG)
+    });
+    let files = v
         .image
         .as_ref()
-        .is_some_and(|i| i.manifest.config.as_ref().is_some_and(|c| c.media_type == data::HELM_CONFIG));
-    let files = v.image.as_ref().is_some_and(|i| data::is_files_artifact(&i.manifest));
+        .is_some_and(|i| data::is_files_artifact(&i.manifest));
     if helm {
         match reference {
-            Reference::Tag(t) => out.push(("helm", format!("helm pull oci://{host}/{repo} --version {t}"))),
+            Reference::Tag(t) => out.push((
+                "helm",
+                format!("helm pull oci://{host}/{repo} --version {t}"),
+            )),
             Reference::Digest(_) => out.push(("helm", format!("helm pull oci://{at}"))),
         }
         out.push(("oras", format!("oras pull {at}")));
     } else if files {
-        out.push(("wharf", format!("wharf pull {at} -o ./{}", repo.as_str().rsplit('/').next().unwrap_or("files"))));
+        out.push((
+            "wharf",
+            format!(
+                "wharf pull {at} -o ./{}",
+                repo.as_str().rsplit('/').next().unwrap_or("files")
+            ),
+        ));
         out.push(("oras", format!("oras pull {at}")));
     } else {
         out.push(("docker", format!("docker pull {at}")));
         out.push(("podman", format!("podman pull {at}")));
-        out.push(("wharf", format!("wharf cp {at} oci:./{}", repo.as_str().rsplit('/').next().unwrap_or("image"))));
+        out.push((
+            "wharf",
+            format!(
+                "wharf cp {at} oci:./{}",
+                repo.as_str().rsplit('/').next().unwrap_or("image")
+            ),
+        ));
         out.push(("oras", format!("oras pull {at}")));
     }
     out

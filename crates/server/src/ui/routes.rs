@@ -165,7 +165,12 @@ pub(crate) fn parse(path: &str, query: Option<&str>, state: &AppState) -> Result
     match rest {
         "" => {
             return Ok(Route::Page(Page::Catalog(CatalogQuery {
-                q: get(&pairs, "q").unwrap_or("").trim().chars().take(256).collect(),
+                q: get(&pairs, "q")
+                    .unwrap_or("")
+                    .trim()
+                    .chars()
+                    .take(256)
+                    .collect(),
                 prefix: get(&pairs, "match") == Some("prefix"),
                 last: get(&pairs, "last").map(str::to_owned),
                 n: page_size(&pairs),
@@ -183,8 +188,8 @@ pub(crate) fn parse(path: &str, query: Option<&str>, state: &AppState) -> Result
         Some((n, t)) => (n, Some(t)),
         None => (rest.trim_end_matches('/'), None),
     };
-    let repo = RepoName::parse(name, max_name)
-        .map_err(|_| "not a valid repository name".to_owned())?;
+    let repo =
+        RepoName::parse(name, max_name).map_err(|_| "not a valid repository name".to_owned())?;
     let Some(tail) = tail else {
         let sort = match get(&pairs, "sort") {
             Some("pushed") => TagSort::Pushed,
@@ -203,9 +208,10 @@ pub(crate) fn parse(path: &str, query: Option<&str>, state: &AppState) -> Result
             },
         }));
     };
-    let (what, arg) = tail.split_once('/').ok_or_else(|| "no such page".to_owned())?;
-    let reference =
-        || Reference::parse(arg).map_err(|_| "not a valid tag or digest".to_owned());
+    let (what, arg) = tail
+        .split_once('/')
+        .ok_or_else(|| "no such page".to_owned())?;
+    let reference = || Reference::parse(arg).map_err(|_| "not a valid tag or digest".to_owned());
     let digest = || {
         arg.parse::<Digest>()
             .map_err(|_| "not a valid digest".to_owned())
