@@ -378,15 +378,21 @@ async fn files_of_packages_are_listed_and_downloaded() {
     let layer = reg
         .push_blob_desc(repo, "application/vnd.oci.image.layer.v1.tar", &layer_bytes)
         .await;
-    let mut m = oci_manifest_value(&config, &[layer.clone()]);
+    let mut m = oci_manifest_value(&config, std::slice::from_ref(&layer));
     m["artifactType"] = json!("application/vnd.wharf.package.v1");
     let m = to_bytes(&m);
     let d = reg.push_manifest(repo, "1.0", OCI_MANIFEST, &m).await;
 
     let (st, body) = page(&reg, &format!("/ui/r/{repo}/-/manifest/1.0")).await;
     assert_eq!(st, 200);
-    assert!(body.contains(&format!("wharf pull 127.0.0.1")) || body.contains("wharf pull "));
-    assert!(body.contains(&format!("{repo}@{d}")));
+    // a package: wharf pull and oras pull, not docker pull
+    let host = reg.host_port();
+    assert!(
+        body.contains(&format!("wharf pull {host}/{repo}@{d} -o ./tools")),
+        "{body}"
+    );
+    assert!(body.contains(&format!("oras pull {host}/{repo}@{d}")));
+    assert!(!body.contains("docker pull"));
     let files_link = format!("/ui/r/{repo}/-/files/{}?from={d}", layer.digest);
     assert!(body.contains(&files_link), "{body}");
 
@@ -773,4 +779,62 @@ async fn without_auth_deletes_follow_delete_enabled() {
     )
     .await;
     assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn in_token_mode_browsers_still_log_in_with_basic() {
+    let dir = tempfile::tempdir().unwrap();
+    // No anonymous rule: every page needs a login.
+    let cfg = auth_config(dir.path(), "[auth.token]\nenabled = true\n");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("pull = [\"anonymous\"]", "pull = [\"user:alice\"]");
+    std::fs::write(&cfg, text).unwrap();
+    let mut reg = local_only!(start(&["--config", cfg.to_str().unwrap()]).await);
+    // The API challenges with Bearer...
+    let r = client().get(reg.url("/v2/_catalog")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        header(&r, "www-authenticate")
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+    // ...the UI with Basic, which a browser can answer.
+    let r = client().get(reg.url("/ui/")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let c = header(&r, "www-authenticate").unwrap();
+    assert!(c.starts_with("Basic realm=\"wharf\""), "{c}");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Log in required"));
+    // Basic credentials work on the UI in token mode.
+    reg.client = client_as("alice", "alice-pw");
+    // (pushes go through the token flow: use a token for them)
+    let token: serde_json::Value = reg
+        .client
+        .get(reg.url("/token?service=wharf&scope=repository:team/app:pull,push"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    reg.client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(h)
+        .build()
+        .unwrap();
+    reg.push_image("team/app", "v1").await;
+    let bob = client_as("bob", "bob-pw");
+    let (st, body) = get_as(&reg, &bob, "/ui/r/team/app").await;
+    assert_eq!(st, 200);
+    assert_eq!(tags_in(&body), ["v1"]);
+    let (st, _) = get_as(&reg, &bob, "/ui/r/other/app").await;
+    assert_eq!(st, 403);
 }

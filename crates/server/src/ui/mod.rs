@@ -202,15 +202,15 @@ fn refused(auth: &Auth, why: &Refusal, user: Option<&str>, head: bool) -> Resp {
 }
 
 /// Refuse unless the viewer may do `action` (the API's decision).
-fn check(ctx: &Ctx<'_>, action: crate::action::Action, head: bool) -> Result<(), Resp> {
+fn check(ctx: &Ctx<'_>, action: crate::action::Action, head: bool) -> Result<(), Box<Resp>> {
     match (ctx.viewer.may(action), &ctx.viewer.auth) {
         (Ok(()), _) => Ok(()),
-        (Err(why), Some(auth)) => Err(refused(auth, &why, ctx.viewer.name(), head)),
-        (Err(_), None) => Err(html(
+        (Err(why), Some(auth)) => Err(Box::new(refused(auth, &why, ctx.viewer.name(), head))),
+        (Err(_), None) => Err(Box::new(html(
             403,
             &pages::error_page(None, 403, "you may not see this page"),
             head,
-        )),
+        ))),
     }
 }
 
@@ -263,7 +263,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
                 },
                 head,
             ) {
-                return resp;
+                return *resp;
             }
             let sees = |name: &str| ctx.viewer.sees(name);
             match data::catalog(reg, &q, &sees).await {
@@ -278,7 +278,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
                 last: None,
             };
             if let Err(resp) = check(ctx, action, head) {
-                return resp;
+                return *resp;
             }
             let tags = match data::tags(reg, &repo, &list).await {
                 Ok(t) => t,
@@ -305,7 +305,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
                 head: false,
             };
             if let Err(resp) = check(ctx, action, head) {
-                return resp;
+                return *resp;
             }
             let view = match data::manifest(reg, &repo, &reference).await {
                 Ok(v) => v,
@@ -327,7 +327,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
         }
         Page::Files { repo, digest, from } => {
             if let Err(resp) = check(ctx, blob_action(&repo, &digest), head) {
-                return resp;
+                return *resp;
             }
             match files::list(reg, &repo, &digest).await {
                 Ok(listing) => html(
@@ -340,7 +340,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
         }
         Page::File { repo, digest, path } => {
             if let Err(resp) = check(ctx, blob_action(&repo, &digest), head) {
-                return resp;
+                return *resp;
             }
             match files::extract(reg, &repo, &digest, &path).await {
                 Ok(Some(file)) => download(file.size, &path, file.body, head),
@@ -354,7 +354,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
         }
         Page::Blob { repo, digest, name } => {
             if let Err(resp) = check(ctx, blob_action(&repo, &digest), head) {
-                return resp;
+                return *resp;
             }
             let size = match reg.blob_size(&repo, &digest).await {
                 Ok(Some(s)) => s,
@@ -390,7 +390,7 @@ async fn render(ctx: &Ctx<'_>, page: Page, head: bool) -> Resp {
                 reference: reference.clone(),
             };
             if let Err(resp) = check(ctx, action, head) {
-                return resp;
+                return *resp;
             }
             // The manifest the reference names must be there to delete it.
             match reg.manifest_head(&repo, &reference).await {
@@ -447,7 +447,7 @@ async fn delete_post(ctx: &Ctx<'_>, page: Page, body: Body) -> Resp {
         reference: reference.clone(),
     };
     if let Err(resp) = check(ctx, action, false) {
-        return resp;
+        return *resp;
     }
     let form = match read_form(body).await {
         Some(f) => f,
@@ -649,7 +649,7 @@ mod tests {
     fn hdrs(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(*v));
+            h.insert(*k, HeaderValue::from_static(v));
         }
         h
     }
