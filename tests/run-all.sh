@@ -107,7 +107,7 @@ fi
 # filesystem itself are skipped by name here; the list is printed. (The
 # crash, restart and full-disk binaries are about the data directory and
 # are not in the S3 run.)
-s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc gc_crash retention mirror quota)
+s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc gc_crash retention mirror quota ui)
 s3_fs_only=(
     # they make the storage unusable by moving the data directory away
     health::probes_answer_and_readyz_follows_the_storage
