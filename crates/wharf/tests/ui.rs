@@ -838,3 +838,37 @@ async fn in_token_mode_browsers_still_log_in_with_basic() {
     let (st, _) = get_as(&reg, &bob, "/ui/r/other/app").await;
     assert_eq!(st, 403);
 }
+
+#[tokio::test]
+async fn helm_charts_get_a_helm_pull_command() {
+    let reg = local_only!(start(&[]).await);
+    let repo = "charts/web";
+    let config = reg
+        .push_blob_desc(
+            repo,
+            "application/vnd.cncf.helm.config.v1+json",
+            br#"{"name":"web","version":"0.1.0"}"#,
+        )
+        .await;
+    let chart = reg
+        .push_blob_desc(
+            repo,
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+            &unique_bytes("chart"),
+        )
+        .await;
+    let m = oci_manifest(&config, &[chart]);
+    let d = reg.push_manifest(repo, "0.1.0", OCI_MANIFEST, &m).await;
+    let host = reg.host_port();
+    let (st, body) = page(&reg, &format!("/ui/r/{repo}/-/manifest/0.1.0")).await;
+    assert_eq!(st, 200);
+    assert!(
+        body.contains(&format!("helm pull oci://{host}/{repo} --version 0.1.0")),
+        "{body}"
+    );
+    assert!(!body.contains("docker pull"));
+    let (_, body) = page(&reg, &format!("/ui/r/{repo}/-/manifest/{d}")).await;
+    assert!(body.contains(&format!("helm pull oci://{host}/{repo}@{d}")));
+    let (_, body) = page(&reg, &format!("/ui/r/{repo}")).await;
+    assert!(body.contains("Helm chart"));
+}
