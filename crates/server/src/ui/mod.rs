@@ -532,7 +532,7 @@ fn host_of(u: &str) -> Option<String> {
 }
 
 /// The headers of every UI page.
-fn page_headers(status: u16, len: usize) -> Vec<(HeaderName, String)> {
+fn page_headers(len: usize) -> Vec<(HeaderName, String)> {
     vec![
         (header::CONTENT_TYPE, "text/html; charset=utf-8".into()),
         (header::CONTENT_LENGTH, len.to_string()),
@@ -542,20 +542,13 @@ fn page_headers(status: u16, len: usize) -> Vec<(HeaderName, String)> {
         (header::REFERRER_POLICY, "same-origin".into()),
         // Pages depend on who is asking and on tags that move.
         (header::CACHE_CONTROL, "no-store".into()),
-        (
-            header::VARY,
-            if status == 401 {
-                "Authorization".into()
-            } else {
-                "Authorization, Cookie".into()
-            },
-        ),
+        (header::VARY, "Authorization".into()),
     ]
 }
 
 fn html(status: u16, markup: &maud::Markup, head: bool) -> Resp {
     let body = markup.0.clone();
-    let hdrs = page_headers(status, body.len());
+    let hdrs = page_headers(body.len());
     r::build(
         status,
         &hdrs,
