@@ -125,6 +125,8 @@ fi
 grep -v '^ok - \|^FAIL - ' "$W/ui_e2e.err" | tail -n 20 >&2 || true
 if [[ -n ${WHARF_UI_SHOTS:-} ]]; then
     mkdir -p "$WHARF_UI_SHOTS"
-    cp "$W/shots/"*.png "$WHARF_UI_SHOTS/"
+    for f in "$W/shots/"*.png; do
+        [[ $(basename "$f") == failed-* ]] || cp "$f" "$WHARF_UI_SHOTS/"
+    done
 fi
 exit "$status"
