@@ -40,6 +40,8 @@ pub struct Config {
     pub events: crate::events::EventsConfig,
     /// Prometheus metrics at `/metrics` (`[metrics]`, docs/observability.md).
     pub metrics: MetricsConfig,
+    /// The web UI at `/ui/` (`[ui]`, docs/ui.md).
+    pub ui: Ui,
 }
 
 /// `[metrics]`: where `/metrics` is served (docs/observability.md).
@@ -60,6 +62,21 @@ impl Default for MetricsConfig {
             enabled: true,
             listen: None,
         }
+    }
+}
+
+/// `[ui]`: the web UI, served at `/ui/` on the registry's own listener
+/// (docs/ui.md). On by default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ui {
+    /// Serve the UI (false: `/ui/` and `/` answer 404 like any unknown path).
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui { enabled: true }
     }
 }
 
@@ -575,6 +592,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             metrics: MetricsConfig::default(),
             events: crate::events::EventsConfig::default(),
+            ui: Ui::default(),
         }
     }
 }

@@ -69,6 +69,11 @@ async fn handle_named(state: Arc<AppState>, req: Request, name: &mut &'static st
         *name = "metrics";
         return crate::metrics::serve(&state, req, true).await;
     }
+    // The web UI (docs/ui.md): its own pages, the same auth decision.
+    if state.config.ui.enabled && crate::ui::is_ui_path(req.uri().path()) {
+        *name = "ui";
+        return crate::ui::serve(&state, req).await;
+    }
     if let Some(auth) = &state.auth
         && auth::endpoint::is_token_path(req.uri().path())
     {

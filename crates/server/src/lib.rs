@@ -21,6 +21,7 @@ mod serve;
 pub mod sources;
 mod stall;
 pub mod tls;
+mod ui;
 mod upload_slots;
 
 pub use config::Config;

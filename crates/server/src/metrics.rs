@@ -60,7 +60,7 @@ pub struct ActionName(pub &'static str);
 /// Names of requests that are no registry API action: the health probes,
 /// `/metrics`, the token service, and requests the router refused
 /// (`unknown`: no such endpoint, a malformed name, a URL too long...).
-pub const OTHER_ACTIONS: [&str; 5] = ["healthz", "readyz", "metrics", "token", "unknown"];
+pub const OTHER_ACTIONS: [&str; 6] = ["healthz", "readyz", "metrics", "token", "ui", "unknown"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

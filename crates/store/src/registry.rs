@@ -1700,6 +1700,27 @@ impl Registry {
         self.page(&keys::tags_prefix(name), n, last).await
     }
 
+    /// The digest a tag points at and when it was last set (the tag
+    /// object's modification time, where the backend keeps one); `None`
+    /// when the repository has no such tag. For listings that show tags
+    /// with their push time (the web UI): one read and one head per tag.
+    pub async fn tag_info(
+        &self,
+        name: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, Option<SystemTime>)>> {
+        let key = keys::tag(name, tag);
+        let (raw, meta) = tokio::join!(self.backend.read(&key), self.backend.head(&key));
+        let Some(raw) = raw? else {
+            return Ok(None);
+        };
+        let d = std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Error::Io(io::Error::other(format!("corrupt tag {name}:{tag}"))))?;
+        Ok(Some((d, meta?.and_then(|m| m.modified))))
+    }
+
     /// Repository names in byte order, `n` at most, after `last`.
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         self.page(keys::CATALOG_PREFIX, n, last).await

@@ -183,6 +183,12 @@ impl Auth {
         }
     }
 
+    /// The realm of Basic challenges (the web UI always challenges with
+    /// Basic: a browser cannot follow the token flow).
+    pub fn basic_realm(&self) -> &str {
+        &self.basic_realm
+    }
+
     /// Whether there is an htpasswd file to watch.
     pub fn has_htpasswd(&self) -> bool {
         self.htpasswd.is_some()

@@ -195,6 +195,21 @@ async fn manifests_tags_referrers() {
         r.tags(&repo, None, None).await.unwrap().items,
         ["latest", "v1"]
     );
+    // A tag's digest and push time (the web UI's tag rows).
+    let before = std::time::SystemTime::now() - Duration::from_secs(60);
+    let (d, when) = r
+        .tag_info(&repo, &Tag::parse("v1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, put.digest);
+    assert!(when.is_some_and(|t| t > before), "{when:?}");
+    assert!(
+        r.tag_info(&repo, &Tag::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A referrer whose subject is the image.
     let sig = image(&cfg, &layer, Some(&put.digest));
