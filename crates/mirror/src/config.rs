@@ -57,6 +57,37 @@ pub struct UpstreamConfig {
     /// `docker.io` and `registry-1.docker.io` are one.
     #[serde(default)]
     pub registry_host: Option<String>,
+    /// Other registries serving the same repositories, tried in order when
+    /// this one is unreachable, times out, or answers 429 or 5xx.
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
+}
+
+/// One `[[upstreams.fallbacks]]` entry: another registry with the same
+/// repositories (a mirror of the upstream), with its own credentials and CA.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// `https://host[:port]` (or `http://`) of its registry API.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA certificates to trust for it besides the system's.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for FallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("ca_cert", &self.ca_cert)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -74,6 +105,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("docker_hub_library", &self.docker_hub_library)
             .field("ca_cert", &self.ca_cert)
             .field("registry_host", &self.registry_host)
+            .field("fallbacks", &self.fallbacks)
             .finish()
     }
 }
@@ -106,6 +138,19 @@ pub struct UpstreamSpec {
     /// `host[:port]` clients name for this upstream in `?ns=`, normalised
     /// by [`registry_host`] (`docker.io` for Docker Hub).
     pub registry_host: String,
+    /// Fallback registries, in the order they are tried.
+    pub fallbacks: Vec<Endpoint>,
+}
+
+/// A registry the cache can ask: the upstream's primary (its `url`) or a
+/// fallback.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `scheme://host[:port]`, normalised.
+    pub url: String,
+    pub host: Host,
+    pub credentials: Option<client::auth::Credentials>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Check every `[[upstreams]]` entry and the set of them: what is wrong is
@@ -162,53 +207,14 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
             c.name
         ));
     }
-    let url = url::Url::parse(&c.url).map_err(|e| {
-        format!(
-            "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
-            c.url
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "url {:?}: the scheme must be https (or http for a plain-HTTP registry)",
-            c.url
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "url {:?}: put credentials in username and password, not in the URL",
-            c.url
-        ));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "url {:?}: only scheme://host[:port] (the registry API is at /v2/ of it; no path, query or fragment)",
-            c.url
-        ));
-    }
-    let host_port = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => return Err(format!("url {:?} has no host", c.url)),
-    };
-    let normalised = format!("{}://{host_port}", url.scheme());
-    let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", c.url))?;
+    let primary = check_endpoint(&c.url, &c.username, &c.password, &c.ca_cert)?;
+    let host = primary.host.clone();
     let prefix = RepoName::parse(&c.prefix, max_name_length).map_err(|e| {
         format!(
             "prefix {:?} is not a repository name ({e}): e.g. \"dockerhub\" or \"mirrors/ghcr\"",
             c.prefix
         )
     })?;
-    let credentials = match (&c.username, &c.password) {
-        (None, None) => None,
-        (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
-            username: u.clone(),
-            password: p.clone(),
-        }),
-        (Some(_), Some(_)) => return Err("username is empty".into()),
-        (Some(_), None) => return Err("username without password".into()),
-        (None, Some(_)) => return Err("password without username".into()),
-    };
     if c.timeout_secs == 0 {
         return Err("timeout_secs must be at least 1".into());
     }
@@ -218,10 +224,18 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
             c.max_stale_secs, c.tag_ttl_secs
         ));
     }
-    if let Some(ca) = &c.ca_cert
-        && !ca.is_file()
-    {
-        return Err(format!("ca_cert {} is not a readable file", ca.display()));
+    let mut fallbacks = Vec::with_capacity(c.fallbacks.len());
+    for (i, f) in c.fallbacks.iter().enumerate() {
+        let e = check_endpoint(&f.url, &f.username, &f.password, &f.ca_cert)
+            .map_err(|e| format!("fallbacks #{}: {e}", i + 1))?;
+        if e.url == primary.url || fallbacks.iter().any(|o: &Endpoint| o.url == e.url) {
+            return Err(format!(
+                "fallbacks #{}: url {:?} is already tried before it",
+                i + 1,
+                f.url
+            ));
+        }
+        fallbacks.push(e);
     }
     let registry_host = match &c.registry_host {
         None => host.name.clone(),
@@ -236,17 +250,80 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         .unwrap_or(host.name == client::reference::DOCKER_HUB);
     Ok(UpstreamSpec {
         name: c.name.clone(),
-        url: host.base_url(),
+        url: primary.url,
         host,
         prefix,
-        credentials,
+        credentials: primary.credentials,
         tag_ttl: Duration::from_secs(c.tag_ttl_secs),
         max_stale: Duration::from_secs(c.max_stale_secs),
         timeout: Duration::from_secs(c.timeout_secs),
         push: c.push,
         library,
-        ca_cert: c.ca_cert.clone(),
+        ca_cert: primary.ca_cert,
         registry_host,
+        fallbacks,
+    })
+}
+
+/// Check a registry's `url` and its credentials and CA (an upstream's, or
+/// one of its fallbacks').
+fn check_endpoint(
+    raw_url: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+    ca_cert: &Option<PathBuf>,
+) -> Result<Endpoint, String> {
+    let url = url::Url::parse(raw_url).map_err(|e| {
+        format!(
+            "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
+            raw_url
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url {:?}: the scheme must be https (or http for a plain-HTTP registry)",
+            raw_url
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "url {:?}: put credentials in username and password, not in the URL",
+            raw_url
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "url {:?}: only scheme://host[:port] (the registry API is at /v2/ of it; no path, query or fragment)",
+            raw_url
+        ));
+    }
+    let host_port = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(format!("url {:?} has no host", raw_url)),
+    };
+    let normalised = format!("{}://{host_port}", url.scheme());
+    let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", raw_url))?;
+    let credentials = match (username, password) {
+        (None, None) => None,
+        (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(_), Some(_)) => return Err("username is empty".into()),
+        (Some(_), None) => return Err("username without password".into()),
+        (None, Some(_)) => return Err("password without username".into()),
+    };
+    if let Some(ca) = ca_cert
+        && !ca.is_file()
+    {
+        return Err(format!("ca_cert {} is not a readable file", ca.display()));
+    }
+    Ok(Endpoint {
+        url: host.base_url(),
+        host,
+        credentials,
+        ca_cert: ca_cert.clone(),
     })
 }
 
@@ -503,6 +580,67 @@ mod tests {
                 255
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn fallbacks() {
+        let c = toml_one(
+            r#"
+name = "hub"
+url = "https://registry-1.docker.io"
+prefix = "dockerhub"
+[[fallbacks]]
+url = "https://mirror.gcr.io"
+[[fallbacks]]
+url = "http://127.0.0.1:5001"
+username = "u"
+password = "secret-pw"
+"#,
+        );
+        let spec = check(std::slice::from_ref(&c), 255).unwrap().remove(0);
+        assert_eq!(spec.fallbacks.len(), 2);
+        assert_eq!(spec.fallbacks[0].url, "https://mirror.gcr.io");
+        assert!(spec.fallbacks[0].credentials.is_none());
+        assert_eq!(spec.fallbacks[1].url, "http://127.0.0.1:5001");
+        assert_eq!(
+            spec.fallbacks[1].credentials.as_ref().unwrap().username,
+            "u"
+        );
+        // The primary's registry host and library rule are unchanged.
+        assert_eq!(spec.registry_host, "docker.io");
+        assert!(spec.library);
+        assert!(!format!("{c:?}").contains("secret-pw"));
+
+        let bad = |extra: &str, want: &str| {
+            let c = toml_one(&format!(
+                "name = \"x\"\nurl = \"https://r.example\"\nprefix = \"p\"\n{extra}"
+            ));
+            let e = check(&[c], 255).unwrap_err();
+            assert!(e.contains(want), "{e:?} does not say {want:?}");
+        };
+        bad(
+            "[[fallbacks]]\nurl = \"r2.example\"\n",
+            "upstreams #1 (x): fallbacks #1: url \"r2.example\" is not a URL",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r2.example\"\nusername = \"u\"\n",
+            "fallbacks #1: username without password",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r.example/\"\n",
+            "already tried",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r2.example\"\n[[fallbacks]]\nurl = \"https://r2.example\"\n",
+            "fallbacks #2",
+        );
+        assert!(
+            toml::from_str::<UpstreamConfig>(
+                "name = \"x\"\nurl = \"https://r.example\"\nprefix = \"p\"\n[[fallbacks]]\nurl = \"https://b.example\"\nprefix = \"q\"\n"
+            )
+            .is_err(),
+            "a fallback has no prefix of its own"
         );
     }
 

@@ -1216,3 +1216,174 @@ async fn replicas_share_the_cache_and_when_tags_were_checked() {
     }
     assert_eq!(up.api_requests(), before);
 }
+
+// ------------------------------------------------------------ fallbacks
+
+impl Distribution {
+    async fn push_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+        let r = client()
+            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .basic_auth("mirror", Some("mirror-pw"))
+            .header("Content-Type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+/// The same image (same bytes, same digests) pushed to `repo:tag` at both
+/// the Wharf upstream and Distribution.
+async fn push_to_both(up: &Upstream, dist: &Distribution, repo: &str, tag: &str) -> Image {
+    let cfg = to_bytes(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}, "nonce": nonce(),
+    }));
+    let config = up.reg.push_blob_desc(repo, OCI_CONFIG, &cfg).await;
+    dist.push_blob(repo, &cfg).await;
+    let mut layers = Vec::new();
+    for i in 0..2 {
+        let data = pseudo_random(200_000, rand_seed() + i);
+        layers.push(up.reg.push_blob_desc(repo, OCI_LAYER, &data).await);
+        dist.push_blob(repo, &data).await;
+    }
+    let manifest = oci_manifest(&config, &layers);
+    up.reg
+        .push_manifest(repo, tag, OCI_MANIFEST, &manifest)
+        .await;
+    dist.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+    let digest = sha256(&manifest);
+    Image {
+        config,
+        layers,
+        manifest,
+        digest,
+    }
+}
+
+/// An upstream with a fallback: the primary a Wharf with token auth, the
+/// fallback Debian's `docker-registry` with Basic auth and its own
+/// credentials, both serving the same images. While the primary is down
+/// the fallback serves tags (revalidated and new), manifests and blobs;
+/// when both are down cached tags are served stale and the error for what
+/// is not cached names both registries and their answers.
+#[tokio::test]
+async fn fallbacks_serve_when_the_primary_is_down() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let mut dist = Distribution::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let primary_url = format!("http://{}", up.reg.host_port());
+    let fallback_url = format!("http://{}", dist.addr);
+    let extra = format!(
+        "tag_ttl_secs = 1\ntimeout_secs = 2\n[[upstreams.fallbacks]]\nurl = \"{fallback_url}\"\nusername = \"mirror\"\npassword = \"mirror-pw\"\n"
+    );
+    let cache = cache_of(&up, dir.path(), &extra).await;
+    let remote = repo("fallback/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let a = push_to_both(&up, &dist, &remote, "a").await;
+    let b = push_to_both(&up, &dist, &remote, "b").await;
+    let c = push_to_both(&up, &dist, &remote, "c").await;
+
+    // The primary up: it serves, the fallback is not asked.
+    let fallback_requests = |dist: &Distribution| {
+        dist.logs()
+            .lines()
+            .filter(|l| l.contains(&format!(" /v2/{remote}/")) && l.contains("\" 200 "))
+            .count()
+    };
+    let pushed = fallback_requests(&dist);
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!((d.as_str(), how.as_str()), (a.digest.as_str(), "miss"));
+    for desc in std::iter::once(&a.config).chain(&a.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+    }
+    assert_eq!(
+        up.count("GET", &format!("/v2/{remote}/manifests/{}", a.digest)),
+        1
+    );
+    assert_eq!(fallback_requests(&dist), pushed, "{}", dist.logs());
+
+    // The primary down: a cached tag past its TTL is revalidated at the
+    // fallback (not served stale), an uncached one fetched from it, blobs
+    // too, and what it serves is what the primary had.
+    up.reg.kill_hard();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!(
+        (d.as_str(), how.as_str()),
+        (a.digest.as_str(), "revalidated")
+    );
+    assert!(
+        dist.count("HEAD", &format!("/v2/{remote}/manifests/a")) >= 1,
+        "{}",
+        dist.logs()
+    );
+    let (d, how, body) = pull_manifest(&cache, &local, "b").await;
+    assert_eq!((d.as_str(), how.as_str()), (b.digest.as_str(), "miss"));
+    assert_eq!(body, b.manifest);
+    for desc in std::iter::once(&b.config).chain(&b.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+        assert_eq!(
+            dist.count("GET", &format!("/v2/{remote}/blobs/{}", desc.digest)),
+            1
+        );
+    }
+    let (d, how, _) = pull_manifest(&cache, &local, &b.digest).await;
+    assert_eq!((d.as_str(), how.as_str()), (b.digest.as_str(), "hit"));
+    // A tag from the fallback is cached like the primary's: trusted for
+    // its TTL without asking anyone.
+    let heads = dist.count("HEAD", &format!("/v2/{remote}/manifests/b"));
+    let (_, how, _) = pull_manifest(&cache, &local, "b").await;
+    assert_eq!(how, "hit");
+    assert_eq!(
+        dist.count("HEAD", &format!("/v2/{remote}/manifests/b")),
+        heads
+    );
+    assert!(
+        cache.logs().contains("served by a fallback"),
+        "{}",
+        cache.logs()
+    );
+    // What neither has: the fallback's 404 is no answer for the primary,
+    // which is down, so the client hears of both.
+    let (status, e) = error_json(get_manifest(&cache, &local, "nope").await).await;
+    assert_eq!(status, 502, "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&primary_url) && msg.contains(&format!("{fallback_url} answered 404")),
+        "{msg}"
+    );
+
+    // Both down: cached tags are served stale; the error for what is not
+    // cached names both registries and what each did.
+    let _ = dist.child.kill();
+    let _ = dist.child.wait();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get_manifest(&cache, &local, "a").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_header(&r), "stale");
+    let (status, e) = error_json(get_manifest(&cache, &local, "c").await).await;
+    assert_eq!((status, e["code"].as_str()), (502, Some("UNKNOWN")), "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("upstream up and its fallbacks")
+            && msg.contains(&primary_url)
+            && msg.contains(&fallback_url),
+        "{msg}"
+    );
+    let tried = e["detail"]["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{e}");
+    let urls: Vec<&str> = tried.iter().map(|t| t["url"].as_str().unwrap()).collect();
+    assert!(urls.contains(&primary_url.as_str()) && urls.contains(&fallback_url.as_str()));
+    let (status, e) = error_json(cache.get_blob(&local, &c.layers[0].digest).await).await;
+    assert_eq!(status, 502, "{e}");
+    assert_eq!(e["detail"]["tried"].as_array().map(Vec::len), Some(2));
+    // Blobs cached while the primary was down stay served.
+    for desc in std::iter::once(&b.config).chain(&b.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+    }
+}
