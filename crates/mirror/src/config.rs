@@ -32,6 +32,11 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A Docker `config.json` to read the credentials from instead (its
+    /// `auths` entry for the upstream's host, or the credential helper it
+    /// names), at startup.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
     /// Seconds a cached tag is served without asking the upstream.
     #[serde(default = "default_tag_ttl")]
     pub tag_ttl_secs: u64,
@@ -74,6 +79,9 @@ pub struct FallbackConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A Docker `config.json` to read its credentials from instead.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
     /// PEM CA certificates to trust for it besides the system's.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
@@ -85,6 +93,7 @@ impl std::fmt::Debug for FallbackConfig {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("docker_config", &self.docker_config)
             .field("ca_cert", &self.ca_cert)
             .finish()
     }
@@ -98,6 +107,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("prefix", &self.prefix)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("docker_config", &self.docker_config)
             .field("tag_ttl_secs", &self.tag_ttl_secs)
             .field("max_stale_secs", &self.max_stale_secs)
             .field("timeout_secs", &self.timeout_secs)
@@ -207,7 +217,15 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
             c.name
         ));
     }
-    let primary = check_endpoint(&c.url, &c.username, &c.password, &c.ca_cert)?;
+    let primary = check_endpoint(
+        &c.url,
+        Creds {
+            username: &c.username,
+            password: &c.password,
+            docker_config: &c.docker_config,
+        },
+        &c.ca_cert,
+    )?;
     let host = primary.host.clone();
     let prefix = RepoName::parse(&c.prefix, max_name_length).map_err(|e| {
         format!(
@@ -226,7 +244,12 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
     }
     let mut fallbacks = Vec::with_capacity(c.fallbacks.len());
     for (i, f) in c.fallbacks.iter().enumerate() {
-        let e = check_endpoint(&f.url, &f.username, &f.password, &f.ca_cert)
+        let creds = Creds {
+            username: &f.username,
+            password: &f.password,
+            docker_config: &f.docker_config,
+        };
+        let e = check_endpoint(&f.url, creds, &f.ca_cert)
             .map_err(|e| format!("fallbacks #{}: {e}", i + 1))?;
         if e.url == primary.url || fallbacks.iter().any(|o: &Endpoint| o.url == e.url) {
             return Err(format!(
@@ -267,12 +290,23 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
 
 /// Check a registry's `url` and its credentials and CA (an upstream's, or
 /// one of its fallbacks').
+/// Where a registry's credentials come from, as configured.
+struct Creds<'a> {
+    username: &'a Option<String>,
+    password: &'a Option<String>,
+    docker_config: &'a Option<PathBuf>,
+}
+
 fn check_endpoint(
     raw_url: &str,
-    username: &Option<String>,
-    password: &Option<String>,
+    creds: Creds<'_>,
     ca_cert: &Option<PathBuf>,
 ) -> Result<Endpoint, String> {
+    let Creds {
+        username,
+        password,
+        docker_config,
+    } = creds;
     let url = url::Url::parse(raw_url).map_err(|e| {
         format!(
             "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
@@ -305,7 +339,16 @@ fn check_endpoint(
     let normalised = format!("{}://{host_port}", url.scheme());
     let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", raw_url))?;
     let credentials = match (username, password) {
-        (None, None) => None,
+        (None, None) => match docker_config {
+            Some(path) => Some(from_docker_config(path, &host)?),
+            None => None,
+        },
+        _ if docker_config.is_some() => {
+            return Err(
+                "docker_config and username/password are two sources of credentials: set one"
+                    .into(),
+            );
+        }
         (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
             username: u.clone(),
             password: p.clone(),
@@ -325,6 +368,54 @@ fn check_endpoint(
         credentials,
         ca_cert: ca_cert.clone(),
     })
+}
+
+/// The credentials a Docker `config.json` holds for `host` (`host[:port]`,
+/// `docker.io` for Docker Hub): its credential helper's (`credHelpers`,
+/// `credsStore`, run as `docker-credential-NAME get`), else the `auths`
+/// entry's `auth` (base64 `user:password`) or `username` and `password`;
+/// read by the client crate, as `wharf login` writes them.
+fn from_docker_config(
+    path: &std::path::Path,
+    host: &Host,
+) -> Result<client::auth::Credentials, String> {
+    let at = format!("docker_config {}", path.display());
+    if !path.is_file() {
+        return Err(format!("{at} is not a readable file"));
+    }
+    let files = client::auth::AuthFiles {
+        read: vec![path.to_path_buf()],
+        docker: Some(path.to_path_buf()),
+        podman: None,
+    };
+    match files.lookup(&host.name) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            // Say why when the entry is there but of a kind not read.
+            let token = std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    v.get("auths")?.as_object()?.iter().find_map(|(k, e)| {
+                        (client::auth::normalize_auth_key(k) == host.name)
+                            .then(|| e.get("identitytoken").is_some())
+                    })
+                })
+                .unwrap_or(false);
+            if token {
+                Err(format!(
+                    "{at}: the entry for {} has an identitytoken (an OAuth refresh token), which the cache does not use: give it a username and password (or access token) instead",
+                    host.name
+                ))
+            } else {
+                Err(format!(
+                    "{at} has no credentials for {} (an auths entry with auth, or username and password, or a credential helper that knows it)",
+                    host.name
+                ))
+            }
+        }
+        Err(e) => Err(format!("{at}: {e}")),
+    }
 }
 
 /// A registry host as clients name it (`host[:port]`), normalised for
@@ -642,6 +733,42 @@ password = "secret-pw"
             .is_err(),
             "a fallback has no prefix of its own"
         );
+    }
+
+    #[test]
+    fn credentials_from_a_docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        // "hub:pat" in base64, under Docker Hub's legacy key.
+        std::fs::write(
+            &path,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnBhdA=="},"r.example:5000":{"username":"u","password":"p"}}}"#,
+        )
+        .unwrap();
+        let mut hub = cfg("hub", "https://registry-1.docker.io", "dockerhub");
+        hub.docker_config = Some(path.clone());
+        let mut corp = cfg("corp", "https://r.example:5000", "corp");
+        corp.docker_config = Some(path.clone());
+        let specs = check(&[hub, corp], 255).unwrap();
+        let c = specs[0].credentials.as_ref().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "pat"));
+        let c = specs[1].credentials.as_ref().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        // A fallback reads it for its own host.
+        let mut with_fallback = cfg("x", "https://a.example", "x");
+        with_fallback.fallbacks = vec![FallbackConfig {
+            url: "https://r.example:5000".into(),
+            username: None,
+            password: None,
+            docker_config: Some(path.clone()),
+            ca_cert: None,
+        }];
+        let s = check(&[with_fallback], 255).unwrap().remove(0);
+        assert_eq!(s.fallbacks[0].credentials.as_ref().unwrap().username, "u");
+        let mut other = cfg("o", "https://other.example", "o");
+        other.docker_config = Some(path);
+        let e = check(&[other], 255).unwrap_err();
+        assert!(e.contains("no credentials for other.example"), "{e}");
     }
 
     #[test]

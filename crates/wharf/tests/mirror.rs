@@ -1387,3 +1387,167 @@ async fn fallbacks_serve_when_the_primary_is_down() {
         pull_blob(&cache, &local, &desc.digest).await;
     }
 }
+
+// ------------------------------------------------- docker config.json
+
+/// A Docker `config.json` for `host` with `entry` as its `auths` entry,
+/// plus `extra` top-level keys.
+fn docker_config(dir: &Path, name: &str, host_key: &str, entry: Value, extra: Value) -> PathBuf {
+    let mut doc = serde_json::json!({ "auths": { host_key: entry } });
+    if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            d.insert(k.clone(), v.clone());
+        }
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    path
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// `wharf serve` with `config`: its failure message (it must not start).
+fn refused_config(config: &Path, data: &Path) -> String {
+    let out = wharf_command(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `docker_config`: the upstream's credentials read from a Docker
+/// `config.json` (`auths.<host>.auth`, or `username`/`password`), used in
+/// the upstream Wharf's token flow; a file that cannot give them stops
+/// the server with a message saying why.
+#[tokio::test]
+async fn credentials_from_a_docker_config_json() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = up.reg.host_port().to_owned();
+    let url = format!("http://{host}");
+    let remote = repo("dockercfg/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 1, 20_000).await;
+
+    // auths.<host>.auth, as `docker login` writes it.
+    let cfg = docker_config(
+        dir.path(),
+        "auth.json",
+        &host,
+        serde_json::json!({ "auth": basic("mirror", "mirror-pw") }),
+        serde_json::json!({}),
+    );
+    let d1 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d1.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "miss"));
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+    drop(cache);
+
+    // username / password, under a key with a scheme.
+    let cfg = docker_config(
+        dir.path(),
+        "userpass.json",
+        &format!("http://{host}"),
+        serde_json::json!({ "username": "mirror", "password": "mirror-pw" }),
+        serde_json::json!({}),
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d2.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (d, _, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!(d, img.digest);
+    drop(cache);
+
+    // Credentials the upstream refuses: 403 DENIED naming it.
+    let cfg = docker_config(
+        dir.path(),
+        "wrong.json",
+        &host,
+        serde_json::json!({ "auth": basic("mirror", "wrong") }),
+        serde_json::json!({}),
+    );
+    let d3 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d3.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (status, e) = error_json(get_manifest(&cache, &local, "v1").await).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("DENIED")), "{e}");
+    drop(cache);
+
+    // What stops the server, said clearly.
+    let d4 = tempfile::tempdir().unwrap();
+    let refused = |extra: String| {
+        let config = cache_config(d4.path(), &url, None, &extra);
+        refused_config(&config, &d4.path().join("data"))
+    };
+    let other = docker_config(
+        dir.path(),
+        "other.json",
+        "registry.other.example",
+        serde_json::json!({ "auth": basic("a", "b") }),
+        serde_json::json!({}),
+    );
+    let err = refused(format!("docker_config = \"{}\"", other.display()));
+    assert!(
+        err.contains("upstreams #1 (up)") && err.contains(&format!("no credentials for {host}")),
+        "{err}"
+    );
+    let err = refused(format!(
+        "docker_config = \"{}\"",
+        dir.path().join("missing.json").display()
+    ));
+    assert!(err.contains("missing.json"), "{err}");
+    let helper = docker_config(
+        dir.path(),
+        "helper.json",
+        &host,
+        serde_json::json!({}),
+        serde_json::json!({ "credsStore": "wharf-test-absent" }),
+    );
+    let err = refused(format!("docker_config = \"{}\"", helper.display()));
+    assert!(err.contains("docker-credential-wharf-test-absent"), "{err}");
+    let token = docker_config(
+        dir.path(),
+        "token.json",
+        &host,
+        serde_json::json!({ "identitytoken": "abc" }),
+        serde_json::json!({}),
+    );
+    let err = refused(format!("docker_config = \"{}\"", token.display()));
+    assert!(err.contains("identitytoken"), "{err}");
+    let err = refused(format!(
+        "docker_config = \"{}\"\nusername = \"a\"\npassword = \"b\"",
+        cfg.display()
+    ));
+    assert!(err.contains("docker_config"), "{err}");
+}
