@@ -14,6 +14,8 @@ pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
 pub const DEFAULT_MAX_STALE_SECS: u64 = 86_400;
 /// Connect / read timeout of upstream requests.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// How often an upstream with `max_size` is checked against it.
+pub const DEFAULT_EVICT_INTERVAL_SECS: u64 = 600;
 
 /// One `[[upstreams]]` entry.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -66,6 +68,13 @@ pub struct UpstreamConfig {
     /// this one is unreachable, times out, or answers 429 or 5xx.
     #[serde(default)]
     pub fallbacks: Vec<FallbackConfig>,
+    /// A cap on what the upstream's cached repositories hold (`10GiB`,
+    /// `500 MB`): past it the least recently pulled images are evicted.
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// Seconds between two checks of `max_size` (each replica runs them).
+    #[serde(default = "default_evict_interval")]
+    pub evict_interval_secs: u64,
 }
 
 /// One `[[upstreams.fallbacks]]` entry: another registry with the same
@@ -116,6 +125,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("ca_cert", &self.ca_cert)
             .field("registry_host", &self.registry_host)
             .field("fallbacks", &self.fallbacks)
+            .field("max_size", &self.max_size)
+            .field("evict_interval_secs", &self.evict_interval_secs)
             .finish()
     }
 }
@@ -128,6 +139,9 @@ fn default_max_stale() -> u64 {
 }
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECS
+}
+fn default_evict_interval() -> u64 {
+    DEFAULT_EVICT_INTERVAL_SECS
 }
 
 /// An upstream entry, checked.
@@ -150,6 +164,9 @@ pub struct UpstreamSpec {
     pub registry_host: String,
     /// Fallback registries, in the order they are tried.
     pub fallbacks: Vec<Endpoint>,
+    /// The cap on the upstream's cached content, in bytes.
+    pub max_size: Option<u64>,
+    pub evict_interval: Duration,
 }
 
 /// A registry the cache can ask: the upstream's primary (its `url`) or a
@@ -260,6 +277,17 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         }
         fallbacks.push(e);
     }
+    let max_size = match &c.max_size {
+        None => None,
+        Some(m) => match store::quota::parse_size(m) {
+            Ok(0) => return Err(format!("max_size {m:?} must be more than 0")),
+            Ok(n) => Some(n),
+            Err(e) => return Err(format!("max_size: {e}")),
+        },
+    };
+    if c.evict_interval_secs == 0 {
+        return Err("evict_interval_secs must be at least 1".into());
+    }
     let registry_host = match &c.registry_host {
         None => host.name.clone(),
         Some(h) => registry_host(h).ok_or_else(|| {
@@ -285,6 +313,8 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         ca_cert: primary.ca_cert,
         registry_host,
         fallbacks,
+        max_size,
+        evict_interval: Duration::from_secs(c.evict_interval_secs),
     })
 }
 
@@ -769,6 +799,37 @@ password = "secret-pw"
         other.docker_config = Some(path);
         let e = check(&[other], 255).unwrap_err();
         assert!(e.contains("no credentials for other.example"), "{e}");
+    }
+
+    #[test]
+    fn max_size() {
+        let mut c = cfg("x", "https://r.example", "p");
+        assert_eq!(check(&[c.clone()], 255).unwrap()[0].max_size, None);
+        c.max_size = Some("10GiB".into());
+        let s = check(&[c.clone()], 255).unwrap().remove(0);
+        assert_eq!(s.max_size, Some(10 << 30));
+        assert_eq!(s.evict_interval, Duration::from_secs(600));
+        c.max_size = Some("1.5 MB".into());
+        assert_eq!(
+            check(&[c.clone()], 255).unwrap()[0].max_size,
+            Some(1_500_000)
+        );
+        for (bad, want) in [
+            ("ten", "max_size"),
+            ("0", "more than 0"),
+            ("5 XB", "unknown unit"),
+        ] {
+            c.max_size = Some(bad.into());
+            let e = check(&[c.clone()], 255).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        c.max_size = None;
+        c.evict_interval_secs = 0;
+        assert!(
+            check(&[c], 255)
+                .unwrap_err()
+                .contains("evict_interval_secs")
+        );
     }
 
     #[test]

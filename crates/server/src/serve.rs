@@ -211,6 +211,11 @@ pub async fn run_on(
         ))
     });
 
+    // The size caps of the pull-through cache (docs/mirror.md).
+    let evictors = mirror
+        .as_ref()
+        .map(|m| m.start_eviction())
+        .unwrap_or_default();
     let max_url_length = config.limits.max_url_length;
     let app = Router::new()
         .fallback(handle)
@@ -251,6 +256,9 @@ pub async fn run_on(
     ready();
     listener::serve(listener, app, Arc::new(settings), shutdown).await;
     sweeper.abort();
+    for e in evictors {
+        e.abort();
+    }
     if let Some(c) = collector {
         c.abort();
     }

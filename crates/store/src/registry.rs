@@ -1516,40 +1516,64 @@ impl Registry {
                 if self.manifest_link(name, d).await?.is_none() {
                     return Err(manifest_unknown(d));
                 }
-                // The tags pointing at it go with it: none may be immutable.
-                let value = d.to_string();
-                let prefix = keys::tags_prefix(name);
-                let mut pointing = Vec::new();
-                for tag in self.backend.list(&prefix, None, usize::MAX).await? {
-                    let key = format!("{prefix}{tag}");
-                    if let Some(v) = self.backend.read(&key).await?
-                        && v.as_ref() == value.as_bytes()
-                    {
-                        if let Ok(t) = Tag::parse(&tag)
-                            && let Some(rule) = self.immutable_rule(name, &t)
-                        {
-                            return Err(immutable(name, &t, rule, "deleted with its manifest"));
-                        }
-                        pointing.push(key);
-                    }
-                }
-                // Tags first, so no tag ever points at a missing manifest.
-                for key in pointing {
-                    self.backend.delete(&key).await?;
-                }
-                if let Some(body) = self.backend.read(&keys::blob(d)).await?
-                    && let Ok(m) = manifest::parse(None, &body)
-                    && let Some(subject) = m.subject
-                {
-                    self.backend
-                        .delete(&keys::referrer(name, &subject.digest, d))
-                        .await?;
-                }
-                self.backend.delete(&keys::repo_manifest(name, d)).await?;
-                self.quotas.recount_soon(name);
-                Ok(())
+                self.delete_manifest_and_tags(name, d).await
             }
         }
+    }
+
+    /// Evict a manifest a pull-through cache stored
+    /// ([`Registry::manifest_put_cached`]) and the tags pointing at it, as
+    /// [`Registry::manifest_delete`] does but whatever `delete_enabled`
+    /// says. Returns `false`, deleting nothing, when the link is gone or
+    /// was not stored by the cache (a pushed manifest), or a tag pointing
+    /// at it is immutable. Its blobs are left to garbage collection.
+    pub async fn manifest_evict_cached(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        match self.manifest_link(name, d).await? {
+            Some(link) if link.cached => {}
+            _ => return Ok(false),
+        }
+        match self.delete_manifest_and_tags(name, d).await {
+            Ok(()) => Ok(true),
+            Err(Error::Registry(e)) if e.code == ErrorCode::Denied => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete the manifest link `d` of `name`, the tags pointing at it
+    /// first (none may be immutable), and its referrer entry.
+    async fn delete_manifest_and_tags(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        // The tags pointing at it go with it: none may be immutable.
+        let value = d.to_string();
+        let prefix = keys::tags_prefix(name);
+        let mut pointing = Vec::new();
+        for tag in self.backend.list(&prefix, None, usize::MAX).await? {
+            let key = format!("{prefix}{tag}");
+            if let Some(v) = self.backend.read(&key).await?
+                && v.as_ref() == value.as_bytes()
+            {
+                if let Ok(t) = Tag::parse(&tag)
+                    && let Some(rule) = self.immutable_rule(name, &t)
+                {
+                    return Err(immutable(name, &t, rule, "deleted with its manifest"));
+                }
+                pointing.push(key);
+            }
+        }
+        // Tags first, so no tag ever points at a missing manifest.
+        for key in pointing {
+            self.backend.delete(&key).await?;
+        }
+        if let Some(body) = self.backend.read(&keys::blob(d)).await?
+            && let Ok(m) = manifest::parse(None, &body)
+            && let Some(subject) = m.subject
+        {
+            self.backend
+                .delete(&keys::referrer(name, &subject.digest, d))
+                .await?;
+        }
+        self.backend.delete(&keys::repo_manifest(name, d)).await?;
+        self.quotas.recount_soon(name);
+        Ok(())
     }
 
     // ------------------------------------------------------------- listings

@@ -1551,3 +1551,134 @@ async fn credentials_from_a_docker_config_json() {
     ));
     assert!(err.contains("docker_config"), "{err}");
 }
+
+// ------------------------------------------------------------ size cap
+
+/// `max_size`: past the cap, the least recently pulled cached image is
+/// evicted (its tag and manifest link; blobs are left to garbage
+/// collection), recently pulled ones stay, a pushed image sharing a layer
+/// with the evicted one stays whole after a collection, and the evicted
+/// image is fetched again when pulled.
+#[tokio::test]
+async fn a_size_cap_evicts_the_least_recently_pulled_images() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Images of about 300 kB each: room for two, not three.
+    let mut cache = cache_of(
+        &up,
+        dir.path(),
+        "max_size = \"700 KB\"\nevict_interval_secs = 1",
+    )
+    .await;
+    let remote = repo("capped/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let a = push_image(&up.reg, &remote, "a", 1, 300_000).await;
+    let b = push_image(&up.reg, &remote, "b", 1, 300_000).await;
+    let c = push_image(&up.reg, &remote, "c", 1, 300_000).await;
+    let pull_all = |img: &Image, tag: &'static str| {
+        let (cache, local, img) = (&cache, local.clone(), img.clone());
+        async move {
+            let (d, _, _) = pull_manifest(cache, &local, tag).await;
+            assert_eq!(d, img.digest);
+            let mut bodies = Vec::new();
+            for desc in std::iter::once(&img.config).chain(&img.layers) {
+                bodies.push(pull_blob(cache, &local, &desc.digest).await);
+            }
+            bodies
+        }
+    };
+
+    // a first; a pushed image outside the prefix shares its layer.
+    let a_bodies = pull_all(&a, "a").await;
+    let own = repo("own/app");
+    let own_config = cache
+        .push_blob_desc(
+            &own,
+            OCI_CONFIG,
+            &to_bytes(&serde_json::json!({"own": nonce()})),
+        )
+        .await;
+    let own_layer = cache.push_blob_desc(&own, OCI_LAYER, &a_bodies[1]).await;
+    assert_eq!(own_layer.digest, a.layers[0].digest);
+    let own_manifest = oci_manifest(&own_config, std::slice::from_ref(&own_layer));
+    cache
+        .push_manifest(&own, "v1", OCI_MANIFEST, &own_manifest)
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pull_all(&b, "b").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pull_all(&c, "c").await;
+
+    // Over the cap: a, the least recently pulled, goes; b and c stay.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cache.get(&format!("/v2/{local}/tags/list")).await;
+        let tags = json_body(r).await["tags"].clone();
+        // (The log line follows the deletes.)
+        if tags == serde_json::json!(["b", "c"])
+            && cache.logs().contains("evicted a cached manifest")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not evicted: tags {tags}\n{}",
+            cache.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (img, tag) in [(&b, "b"), (&c, "c")] {
+        let (d, how, _) = pull_manifest(&cache, &local, tag).await;
+        assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "hit"));
+    }
+
+    // A collection reclaims what only a referenced (its config); the
+    // layer it shares with the pushed image stays.
+    let store = store_of(&cache);
+    cache.kill_hard();
+    let out = wharf_command(&["gc", "--store", &store, "--grace", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gc: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deleted = report["deleted"].to_string();
+    let (a_config, a_layer) = (a.config.digest.clone(), a.layers[0].digest.clone());
+    assert!(
+        deleted.contains(a_config.trim_start_matches("sha256:")),
+        "{report}"
+    );
+    let out = wharf_command(&["fsck", "--store", &store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cache.restart().await;
+    let r = get_manifest(&cache, &own, "v1").await;
+    assert_eq!(r.status(), 200);
+    pull_blob(&cache, &own, &own_layer.digest).await;
+    pull_blob(&cache, &own, &own_config.digest).await;
+
+    // Pulled again, a is fetched again: its config by GET, its layer
+    // (still in the store for the pushed image) linked after a HEAD.
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!((d.as_str(), how.as_str()), (a.digest.as_str(), "miss"));
+    pull_blob(&cache, &local, &a_config).await;
+    pull_blob(&cache, &local, &a_layer).await;
+    assert_eq!(
+        up.count("GET", &format!("/v2/{remote}/blobs/{a_config}")),
+        2
+    );
+    assert_eq!(up.count("GET", &format!("/v2/{remote}/blobs/{a_layer}")), 1);
+}
