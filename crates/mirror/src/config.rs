@@ -75,6 +75,10 @@ pub struct UpstreamConfig {
     /// Seconds between two checks of `max_size` (each replica runs them).
     #[serde(default = "default_evict_interval")]
     pub evict_interval_secs: u64,
+    /// Where blob fetches keep their spool file (the bytes clients read
+    /// while the blob is stored). Default: the system's temporary directory.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// One `[[upstreams.fallbacks]]` entry: another registry with the same
@@ -127,6 +131,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("fallbacks", &self.fallbacks)
             .field("max_size", &self.max_size)
             .field("evict_interval_secs", &self.evict_interval_secs)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }
@@ -167,6 +172,8 @@ pub struct UpstreamSpec {
     /// The cap on the upstream's cached content, in bytes.
     pub max_size: Option<u64>,
     pub evict_interval: Duration,
+    /// Where spool files go (`None`: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// A registry the cache can ask: the upstream's primary (its `url`) or a
@@ -288,6 +295,11 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
     if c.evict_interval_secs == 0 {
         return Err("evict_interval_secs must be at least 1".into());
     }
+    if let Some(d) = &c.spool_dir
+        && !d.is_dir()
+    {
+        return Err(format!("spool_dir {} is not a directory", d.display()));
+    }
     let registry_host = match &c.registry_host {
         None => host.name.clone(),
         Some(h) => registry_host(h).ok_or_else(|| {
@@ -315,6 +327,7 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         fallbacks,
         max_size,
         evict_interval: Duration::from_secs(c.evict_interval_secs),
+        spool_dir: c.spool_dir.clone(),
     })
 }
 
@@ -830,6 +843,22 @@ password = "secret-pw"
                 .unwrap_err()
                 .contains("evict_interval_secs")
         );
+    }
+
+    #[test]
+    fn spool_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg("x", "https://r.example", "p");
+        assert_eq!(
+            check(std::slice::from_ref(&c), 255).unwrap()[0].spool_dir,
+            None
+        );
+        c.spool_dir = Some(dir.path().to_path_buf());
+        let s = check(std::slice::from_ref(&c), 255).unwrap().remove(0);
+        assert_eq!(s.spool_dir.as_deref(), Some(dir.path()));
+        c.spool_dir = Some(dir.path().join("missing"));
+        let e = check(&[c], 255).unwrap_err();
+        assert!(e.contains("spool_dir") && e.contains("missing"), "{e}");
     }
 
     #[test]

@@ -1682,3 +1682,46 @@ async fn a_size_cap_evicts_the_least_recently_pulled_images() {
     );
     assert_eq!(up.count("GET", &format!("/v2/{remote}/blobs/{a_layer}")), 1);
 }
+
+// ------------------------------------------------------------ spool_dir
+
+/// `spool_dir`: blob fetches keep their spool there. Shown by taking the
+/// directory away: the next fetch fails saying so, and nothing else.
+#[tokio::test]
+async fn blob_fetches_spool_into_spool_dir() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let cache = cache_of(
+        &up,
+        dir.path(),
+        &format!("spool_dir = \"{}\"", spool.display()),
+    )
+    .await;
+    let remote = repo("spool/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 2, 300_000).await;
+    pull_manifest(&cache, &local, "v1").await;
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+
+    std::fs::remove_dir(&spool).unwrap();
+    let (status, e) = error_json(cache.get_blob(&local, &img.layers[1].digest).await).await;
+    assert_eq!(status, 502, "{e}");
+    let said = e["detail"]["error"].as_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "cannot create a spool file in spool_dir {}",
+            spool.display()
+        )),
+        "{e}"
+    );
+    // The spool back: fetched and served.
+    std::fs::create_dir(&spool).unwrap();
+    pull_blob(&cache, &local, &img.layers[1].digest).await;
+    // Cached blobs never needed it.
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+}
