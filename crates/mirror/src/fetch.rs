@@ -59,6 +59,13 @@ pub struct Fetch {
     progress: watch::Receiver<Progress>,
 }
 
+impl Fetch {
+    /// Has it failed (so that a new request must fetch again)?
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.progress.borrow().end, End::Failed(_))
+    }
+}
+
 /// Where a fetch is: waiting for the upstream's answer, streaming, or
 /// failed before any byte.
 #[derive(Clone)]
@@ -66,6 +73,19 @@ pub(crate) enum Phase {
     Starting,
     Streaming(Arc<Fetch>),
     Failed(Failure),
+}
+
+impl Phase {
+    /// May a new request join it? Not once it failed: a failed fetch stays
+    /// in the table until its task is done, and the next request must
+    /// fetch again rather than share the failure.
+    pub(crate) fn joinable(&self) -> bool {
+        match self {
+            Phase::Starting => true,
+            Phase::Streaming(f) => !f.failed(),
+            Phase::Failed(_) => false,
+        }
+    }
 }
 
 /// What a fetch needs.

@@ -537,7 +537,11 @@ impl Mirror {
         }
         let what = format!("{}@{digest}", route.remote);
         let key = (local.as_str().to_owned(), digest.to_string());
-        let joined = self.lock_blobs().get(&key).map(|(_, rx)| rx.clone());
+        let joined = self
+            .lock_blobs()
+            .get(&key)
+            .filter(|(_, rx)| rx.borrow().joinable())
+            .map(|(_, rx)| rx.clone());
         if let Some(rx) = joined {
             return self.wait(route, rx, &what, head).await;
         }
@@ -589,7 +593,9 @@ impl Mirror {
         key: (String, String),
     ) -> watch::Receiver<fetch::Phase> {
         let mut map = self.lock_blobs();
-        if let Some((_, rx)) = map.get(&key) {
+        if let Some((_, rx)) = map.get(&key)
+            && rx.borrow().joinable()
+        {
             return rx.clone();
         }
         let id = self

@@ -1725,3 +1725,53 @@ async fn blob_fetches_spool_into_spool_dir() {
     // Cached blobs never needed it.
     pull_blob(&cache, &local, &img.layers[0].digest).await;
 }
+
+/// A primary that answers 429, or stalls, sends requests to the fallback
+/// (here the same upstream reached without the misbehaving proxy): tags,
+/// manifests and blobs are served, not stale and not an error.
+#[tokio::test]
+async fn a_primary_answering_429_or_stalling_falls_back() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let proxy = FaultyProxy::start(up.reg.host_port().to_owned(), Fault::None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "tag_ttl_secs = 1\ntimeout_secs = 1\n[[upstreams.fallbacks]]\nurl = \"http://{}\"\nusername = \"mirror\"\npassword = \"mirror-pw\"\n",
+        up.reg.host_port()
+    );
+    let config = cache_config(
+        dir.path(),
+        &format!("http://{}", proxy.addr),
+        Some(("mirror", "mirror-pw")),
+        &extra,
+    );
+    let cache = start_cache(&config).await;
+    let remote = repo("fallback429/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let v1 = push_image(&up.reg, &remote, "v1", 1, 100_000).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (v1.digest.as_str(), "miss"));
+    assert!(!cache.logs().contains("served by a fallback"));
+
+    for (fault, tag) in [(Fault::TooManyRequests, "v2"), (Fault::Stall, "v3")] {
+        proxy.set(fault);
+        let img = push_image(&up.reg, &remote, tag, 1, 100_000).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The cached tag is revalidated at the fallback, not served stale.
+        let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+        assert_eq!(
+            (d.as_str(), how.as_str()),
+            (v1.digest.as_str(), "revalidated"),
+            "{fault:?}"
+        );
+        // An uncached tag and its blobs come from the fallback.
+        let (d, how, _) = pull_manifest(&cache, &local, tag).await;
+        assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "miss"));
+        for desc in std::iter::once(&img.config).chain(&img.layers) {
+            pull_blob(&cache, &local, &desc.digest).await;
+        }
+    }
+    assert!(cache.logs().contains("served by a fallback"));
+}
