@@ -13,6 +13,10 @@
 #                                 # time and peak RSS, manifest GET latency without and
 #                                 # during a collection, the reference's offline GC.
 #                                 # With BENCH_STORAGE=s3: 10,000 blobs on Garage.
+#   BENCH_MIRROR=1 bench/run.sh   # the pull-through cache (issue 16): an image of
+#                                 # 4 x 64 MiB layers pulled direct from a wharf
+#                                 # upstream, cold and warm through a cache, 5 times
+#                                 # (medians): about 1 minute.
 #
 # Builds wharf and wharf-bench (profile dist), installs docker-registry with apt
 # if it is missing, then for each registry in turn: a fresh data directory,
@@ -49,6 +53,9 @@
 # BENCH_GC_STEPS (dry_run,serve,cli,reference), BENCH_GC_DURING (20: at most
 # this many seconds of GETs during the collection; BENCH_DURATION is the
 # baseline's), BENCH_GC_REFERENCED_PCT (10).
+# Mirror mode: BENCH_MIRROR=1, BENCH_MIRROR_LAYERS (4), BENCH_MIRROR_LAYER_SIZE
+# (64M), BENCH_MIRROR_CONNS (3 blobs at a time), BENCH_MIRROR_REPEAT (5); the
+# upstream on BENCH_WHARF_PORT, the cache on the next port.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -295,6 +302,40 @@ if [[ ${BENCH_GC:-0} == 1 ]]; then
     echo "## Garbage collection"
     echo
     "$bench_bin" gc-report "$out/gc.jsonl" | tee "$out/gc-table.md"
+    echo "raw results: $out"
+    echo "time: build $(( t_built - t_start )) s, benchmark $(( $(date +%s) - t_built )) s"
+    remove_data
+    exit 0
+fi
+
+# ------------------------------------------------ the cache (issue 16)
+# Pulls through the pull-through cache beside direct pulls from its
+# upstream: both wharf servers are wharf-bench's children, a fresh cache
+# per repetition (cold, then warm); the table at the end.
+if [[ ${BENCH_MIRROR:-0} == 1 ]]; then
+    m_layers=${BENCH_MIRROR_LAYERS:-4} m_size=${BENCH_MIRROR_LAYER_SIZE:-64M}
+    m_conns=${BENCH_MIRROR_CONNS:-3} m_repeat=${BENCH_MIRROR_REPEAT:-5}
+    echo "mirror:     one image of $m_layers layers x $m_size on a wharf upstream; pulls of $m_conns blobs at a time, direct / cold / warm through a cache, $m_repeat repetitions" >>"$out/machine.txt"
+    work=$(mktemp -d "$data_root/wharf-bench-mirror.XXXXXX")
+    say "mirror: $m_layers x $m_size, $m_repeat repetitions, in $work"
+    rc=0
+    # shellcheck disable=SC2086
+    "$bench_bin" mirror --wharf "$wharf_bin" --work "$work" --layers "$m_layers" \
+        --layer-size "$m_size" --conns "$m_conns" --repeat "$m_repeat" --port "$wharf_port" \
+        --cache-dir "$target_dir/bench-cache" --cache-args "${BENCH_WHARF_ARGS:-}" \
+        >"$out/mirror.jsonl" || rc=$?
+    [[ $rc == 0 ]] || say "mirror: wharf-bench mirror exited with $rc"
+    for f in "$work"/*.log; do [[ -e $f ]] && gzip -c "$f" >"$out/mirror-$(basename "$f").gz"; done
+    leftovers+=("$work")
+    work=
+    echo
+    echo "## Machine"
+    echo
+    sed 's/^/    /' "$out/machine.txt"
+    echo
+    echo "## Pull-through cache"
+    echo
+    "$bench_bin" mirror-report "$out/mirror.jsonl" | tee "$out/mirror-table.md"
     echo "raw results: $out"
     echo "time: build $(( t_built - t_start )) s, benchmark $(( $(date +%s) - t_built )) s"
     remove_data

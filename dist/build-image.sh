@@ -31,6 +31,13 @@ if readelf -l "$ctx/wharf" 2>/dev/null | grep -q 'Requesting program interpreter
     echo "build-image.sh: $bin is not static" >&2
     exit 1
 fi
+# The CA certificates of this machine (Debian's ca-certificates), for a
+# pull-through cache of a registry on HTTPS: the client trusts the system's
+# roots, and scratch has none.
+ca=${WHARF_IMAGE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+[[ -s $ca ]] || { echo "build-image.sh: no CA bundle at $ca (install ca-certificates or set WHARF_IMAGE_CA_BUNDLE)" >&2; exit 1; }
+mkdir -p "$ctx/etc/ssl/certs"
+cp "$ca" "$ctx/etc/ssl/certs/ca-certificates.crt"
 cp dist/Dockerfile "$ctx/Dockerfile"
 DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "$tag"

@@ -225,6 +225,9 @@ e2e_script lifecycle lifecycle tests/e2e/lifecycle.sh "${CARGO_TARGET_DIR:-targe
 # 3c. The pull-through cache with podman, ctr (a private containerd),
 # skopeo and `wharf cp` (starts its own servers).
 e2e_script mirror mirror tests/e2e/mirror.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+# 3d. The Docker daemon pulling through the cache as its registry-mirrors
+# (a private dockerd of the script's own; the machine's is not touched).
+e2e_script mirror-docker mirror-docker tests/e2e/mirror-docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
 # 4. The Docker daemon as a client (starts its own servers).
 e2e_script docker docker tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"

@@ -236,6 +236,12 @@ sc_wharf_image() {
     local size
     size=$(docker inspect -f '{{.Size}}' "$image")
     ((size < 40 * 1024 * 1024)) || fail "the image is $size bytes"
+    # The CA bundle a pull-through cache needs to verify an HTTPS upstream.
+    local probe
+    probe=$(docker create "$image") || fail "docker create of the image"
+    docker export "$probe" | tar -tf - >"$work/image-files.txt" || true
+    docker rm "$probe" >/dev/null 2>&1 || true
+    grep -qx 'etc/ssl/certs/ca-certificates.crt' "$work/image-files.txt" || fail "the image has no CA bundle"
     port=$(free_port)
     docker run -d --name "$name" -p "127.0.0.1:$port:5000" -v "$run_id-data:/data" "$image" >/dev/null ||
         fail "docker run of the image"

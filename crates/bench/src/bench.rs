@@ -40,7 +40,7 @@ fn manifest(config: &str, config_size: usize, layer: &str, layer_size: usize, no
 
 // ---------------------------------------------------------------- API calls
 
-async fn push_bytes(
+pub(crate) async fn push_bytes(
     c: &mut Client,
     repo: &str,
     data: Bytes,
@@ -70,7 +70,7 @@ async fn push_bytes(
     Ok(())
 }
 
-async fn push_mono(
+pub(crate) async fn push_mono(
     c: &mut Client,
     repo: &str,
     pat: &Pattern,

@@ -6,6 +6,7 @@ mod bench;
 mod blobgen;
 mod gc;
 mod http;
+mod mirror;
 mod procfs;
 mod report;
 mod s3;
@@ -39,6 +40,11 @@ enum Cmd {
     Gc(Box<gc::GcArgs>),
     /// The table of `gc` results.
     GcReport(gc::GcReportArgs),
+    /// The pull-through cache (issue 16): cold and warm pulls through a
+    /// cache beside direct pulls from its upstream; JSON lines.
+    Mirror(Box<mirror::MirrorArgs>),
+    /// The table of a `mirror` run.
+    MirrorReport(mirror::MirrorReportArgs),
 }
 
 /// Sizes accept K, M, G suffixes (powers of 1024): 1G, 16M, 4096.
@@ -167,6 +173,14 @@ fn main() -> Result<()> {
             rt.block_on(s3::ceiling(a))
         }
         Cmd::GcReport(a) => gc::report(a),
+        Cmd::MirrorReport(a) => mirror::report(a),
+        Cmd::Mirror(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(mirror::run(*a))
+        }
         Cmd::Gc(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

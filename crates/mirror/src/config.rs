@@ -4,6 +4,7 @@
 use client::Host;
 use oci::RepoName;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,6 +80,11 @@ pub struct UpstreamConfig {
     /// while the blob is stored). Default: the system's temporary directory.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// An address of its own where this upstream is served at the root:
+    /// `/v2/<name>/...` there is `<prefix>/<name>` (the Docker daemon's
+    /// `registry-mirrors`, which sends bare Docker Hub names).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// One `[[upstreams.fallbacks]]` entry: another registry with the same
@@ -132,6 +138,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("max_size", &self.max_size)
             .field("evict_interval_secs", &self.evict_interval_secs)
             .field("spool_dir", &self.spool_dir)
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -174,6 +181,9 @@ pub struct UpstreamSpec {
     pub evict_interval: Duration,
     /// Where spool files go (`None`: the system's temporary directory).
     pub spool_dir: Option<PathBuf>,
+    /// Where this upstream is served at the root, if anywhere
+    /// ([`UpstreamSpec::root_repo`]).
+    pub listen: Option<SocketAddr>,
 }
 
 /// A registry the cache can ask: the upstream's primary (its `url`) or a
@@ -212,6 +222,13 @@ pub fn check(
             if a == b || nested(a, b) || nested(b, a) {
                 return Err(format!(
                     "{at}: prefix {a:?} overlaps the prefix {b:?} of upstream {}: a repository must belong to one upstream",
+                    other.name
+                ));
+            }
+            if spec.listen.is_some() && spec.listen == other.listen {
+                return Err(format!(
+                    "{at}: listen {} is the address of upstream {} too: each address serves one upstream at the root",
+                    c.listen.map(|a| a.to_string()).unwrap_or_default(),
                     other.name
                 ));
             }
@@ -328,6 +345,7 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         max_size,
         evict_interval: Duration::from_secs(c.evict_interval_secs),
         spool_dir: c.spool_dir.clone(),
+        listen: c.listen,
     })
 }
 
@@ -892,6 +910,32 @@ password = "secret-pw"
             }
         }
         assert!(n >= 5, "{n} examples");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let mut a = cfg("a", "https://registry-1.docker.io", "hub");
+        a.listen = Some("127.0.0.1:5001".parse().unwrap());
+        let mut b = cfg("b", "https://ghcr.io", "ghcr");
+        let specs = check(&[a.clone(), b.clone()], 255).unwrap();
+        assert_eq!(specs[0].listen, a.listen);
+        assert_eq!(specs[1].listen, None);
+        b.listen = a.listen;
+        let e = check(&[a, b], 255).unwrap_err();
+        assert!(
+            e.contains("upstreams #2 (b): listen 127.0.0.1:5001") && e.contains("upstream a"),
+            "{e}"
+        );
+        let parsed: UpstreamConfig = toml_one(
+            "name = \"h\"\nurl = \"https://h.example\"\nprefix = \"h\"\nlisten = \"[::]:5001\"\n",
+        );
+        assert_eq!(parsed.listen, Some("[::]:5001".parse().unwrap()));
+        assert!(
+            toml::from_str::<UpstreamConfig>(
+                "name = \"h\"\nurl = \"https://h.example\"\nprefix = \"h\"\nlisten = \"h.example\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -23,6 +23,10 @@
 //!   (`/v2/<name>/...?ns=<registry>`), is one on `<prefix>/<name>` of the
 //!   upstream whose registry host `ns` is ([`local_for_ns`]); the server
 //!   maps it before authorization.
+//! - A request on an upstream's own address (`listen`), where it is
+//!   served at the root for the Docker daemon's `registry-mirrors`
+//!   (`/v2/library/alpine/...`), is one on `<prefix>/<name>` too
+//!   ([`local_for_root`]).
 //!
 //! Nothing mutable is kept in memory but the fetches in progress.
 
@@ -170,6 +174,11 @@ impl Mirror {
 
     pub fn upstreams(&self) -> impl Iterator<Item = &config::UpstreamSpec> {
         self.upstreams.iter().map(|u| &u.spec)
+    }
+
+    /// The upstream called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&config::UpstreamSpec> {
+        self.upstreams().find(|s| s.name == name)
     }
 
     /// The upstream of a local repository, if it is below a prefix.
@@ -709,6 +718,30 @@ pub fn local_for_ns<'a>(
             ),
         )
         .with_detail(serde_json::json!({ "name": name.as_str(), "ns": shown }))
+    })
+}
+
+/// The local repository for a request that came to an upstream's own
+/// address (its `listen`), where the upstream is served at the root: the
+/// Docker daemon's `registry-mirrors` sends Docker Hub names bare
+/// (`/v2/library/alpine/...`), with no `?ns=` and no room for a prefix.
+/// Every name there is the upstream's: `<prefix>/<name>`, the repository
+/// a prefix-routed or `?ns=` pull of the same name uses. A local name over
+/// the length limit: 400 `NAME_INVALID`.
+pub fn local_for_root(
+    spec: &config::UpstreamSpec,
+    name: &RepoName,
+    max_name_length: usize,
+) -> std::result::Result<RepoName, RegistryError> {
+    spec.local_repo(name, max_name_length).ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!(
+                "repository {name} of upstream {} would be cached as {}/{name}, longer than this registry's limit of {max_name_length} characters",
+                spec.name, spec.prefix
+            ),
+        )
+        .with_detail(serde_json::json!({ "name": name.as_str(), "upstream": spec.name }))
     })
 }
 

@@ -48,6 +48,8 @@ pub struct Gc {
     pub interval_secs: u64,
     /// Unreferenced links and content younger than this are kept.
     pub grace_secs: u64,
+    /// Storage requests a run keeps in flight (marks, looks, deletes).
+    pub concurrency: usize,
 }
 
 impl Default for Gc {
@@ -55,6 +57,7 @@ impl Default for Gc {
         Gc {
             interval_secs: 0,
             grace_secs: 3600,
+            concurrency: store::gc::DEFAULT_CONCURRENCY,
         }
     }
 }

@@ -60,15 +60,25 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Ok(a) => a,
         Err(e) => return r::error(&e, head),
     };
-    // containerd's mirror convention: `?ns=<registry>` and the name there.
-    // Everything after this (auth and policy included) sees the local
-    // repository that caches it.
-    let action = match action::namespace(req.uri().query()) {
-        Some(ns) => match mirrored(&state, action, &ns) {
+    // containerd's mirror convention: `?ns=<registry>` and the name there;
+    // or an upstream's own address, where it is served at the root (the
+    // Docker daemon's `registry-mirrors`). Everything after this (auth and
+    // policy included) sees the local repository that caches it.
+    let root = req.extensions().get::<crate::mirror::RootOf>().cloned();
+    let mut unprefix = None;
+    let action = match (action::namespace(req.uri().query()), root) {
+        (Some(ns), _) => match mirrored(&state, action, &ns) {
             Ok(a) => a,
             Err(e) => return r::error(&e, head),
         },
-        None => action,
+        (None, Some(root)) => match crate::mirror::rooted(&state, action, &root) {
+            Ok((a, prefix)) => {
+                unprefix = prefix;
+                a
+            }
+            Err(e) => return r::error(&e, head),
+        },
+        (None, None) => action,
     };
     let conn = ConnInfo::of(&req).cloned();
     let client = conn.as_ref().map(|c| c.peer.ip());
@@ -113,6 +123,11 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
+    if let Some(prefix) = &unprefix {
+        // Where the client goes next (an upload's Location, a page's Link)
+        // in the names it uses here.
+        crate::mirror::unprefix_links(&mut resp, prefix, origin);
+    }
     if let Some(name) = id.as_ref().and_then(|id| id.principal.name()) {
         resp.extensions_mut().insert(AuthUser(name.to_owned()));
     }

@@ -151,6 +151,19 @@ pub async fn run_on(
     )
     .map_err(anyhow::Error::msg)?
     .map(Arc::new);
+    // Upstreams served at the root on addresses of their own (`listen`).
+    let mut roots = Vec::new();
+    for up in mirror.iter().flat_map(|m| m.upstreams()) {
+        if let Some(addr) = up.listen {
+            let l = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr} (listen of upstream {}): {e}",
+                    up.name
+                )
+            })?;
+            roots.push((l, up.name.clone()));
+        }
+    }
     let limits = RouterLimits {
         max_name_length: config.limits.max_name_length,
         max_tags_per_push: config.limits.max_tags_per_push,
@@ -202,6 +215,7 @@ pub async fn run_on(
             grace: Duration::from_secs(config.gc.grace_secs),
             upload_expiry: expiry,
             retention,
+            concurrency: config.gc.concurrency,
             ..store::gc::GcOptions::default()
         };
         tokio::spawn(collect_garbage(
@@ -245,6 +259,15 @@ pub async fn run_on(
             "pull-through cache"
         );
     }
+    for (l, name) in &roots {
+        let at = l.local_addr()?;
+        tracing::info!(
+            listen = %at,
+            upstream = %name,
+            "serving the upstream at the root here (for the Docker daemon's registry-mirrors)"
+        );
+        warn_if_exposed(&config, at, auth.is_some());
+    }
     if !config.retention.is_empty() && config.gc.interval_secs == 0 {
         tracing::warn!(
             "[[retention]] rules are set but [gc] interval_secs is 0: they apply only when `wharf gc --config` runs"
@@ -254,7 +277,31 @@ pub async fn run_on(
     let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
     let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
     ready();
-    listener::serve(listener, app, Arc::new(settings), shutdown).await;
+    // One shutdown for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let settings = Arc::new(settings);
+    let mut serving = Vec::with_capacity(roots.len().saturating_add(1));
+    for (l, name) in roots {
+        let app = app
+            .clone()
+            .layer(axum::Extension(crate::mirror::RootOf(name.into())));
+        serving.push(listener::serve(
+            l,
+            app,
+            settings.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    serving.push(listener::serve(listener, app, settings, stopped(stop_rx)));
+    futures_util::future::join_all(serving).await;
+    stopper.abort();
     sweeper.abort();
     for e in evictors {
         e.abort();

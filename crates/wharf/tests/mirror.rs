@@ -869,6 +869,229 @@ pull = ["anonymous"]
     assert_eq!(r.status(), 401, "no rule grants {ok_remote}");
 }
 
+/// A free loopback port (bound and let go: the server binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_upstreams_own_listener_serves_it_at_the_root() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let n = nonce();
+    let remote = format!("library/app-{n}");
+    let mine = format!("library/mine-{n}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 2, 60_000).await;
+    // The Docker daemon's registry-mirrors sends bare Docker Hub names
+    // (/v2/library/alpine/...) to a mirror URL without a path: the
+    // upstream's own address serves them as cache/<name>.
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("127.0.0.1:{}", free_port());
+    let cache = cache_of(&up, dir.path(), &format!("listen = \"{root}\"")).await;
+    let at = |path: &str| format!("http://{root}{path}");
+    let http = client();
+    let get = |path: String| http.get(at(&path)).header("Accept", ACCEPT_ALL).send();
+
+    let r = get(format!("/v2/{remote}/manifests/v1")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", cache.logs());
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), img.digest);
+    assert_eq!(cache_header(&r), "miss");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), img.manifest.as_slice());
+    for desc in std::iter::once(&img.config).chain(&img.layers) {
+        let r = get(format!("/v2/{remote}/blobs/{}", desc.digest))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), desc.digest);
+        let r = http
+            .head(at(&format!("/v2/{remote}/blobs/{}", desc.digest)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(content_length(&r), Some(desc.size as u64));
+    }
+    // The same cache as the prefix-routed name: hits, nothing upstream.
+    let local = format!("cache/{remote}");
+    let before = up.api_requests();
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "hit"));
+    for desc in std::iter::once(&img.config).chain(&img.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+        let blob_path = format!("/v2/{remote}/blobs/{}", desc.digest);
+        assert_eq!(up.count("GET", &blob_path), 1, "{blob_path}");
+    }
+    let r = get(format!("/v2/{remote}/manifests/{}", img.digest))
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), cache_header(&r)), (200, "hit".into()));
+    assert_eq!(
+        up.api_requests(),
+        before,
+        "a cached pull reached the upstream"
+    );
+    let r = get(format!("/v2/{remote}/tags/list")).await.unwrap();
+    assert_eq!(json_body(r).await["tags"], serde_json::json!(["v1"]));
+    // ?ns= still names the registry; the main address is unchanged (the
+    // bare name is an ordinary, here empty, repository there).
+    let r = get(format!("/v2/{remote}/manifests/v1?ns=quay.io"))
+        .await
+        .unwrap();
+    assert_eq!(error_json(r).await.1["code"], "NAME_UNKNOWN");
+    let r = cache.get_m(&format!("/v2/{remote}/manifests/v1")).await;
+    assert_eq!(r.status(), 404);
+    let r = http.get(at("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Pushes there follow the upstream's push setting: refused by default.
+    let r = http
+        .post(at(&format!("/v2/{mine}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_json(r).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("DENIED")));
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("cache/{mine}")) && msg.contains("push = true"),
+        "{msg}"
+    );
+
+    // With push = true they land in cache/<name>, and the upload's
+    // Location names the repository as the client does there.
+    let dir2 = tempfile::tempdir().unwrap();
+    let root2 = format!("127.0.0.1:{}", free_port());
+    let open = cache_of(
+        &up,
+        dir2.path(),
+        &format!("listen = \"{root2}\"\npush = true"),
+    )
+    .await;
+    let data = unique_bytes("pushed at the root");
+    let d = sha256(&data);
+    let r = http
+        .post(format!("http://{root2}/v2/{mine}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", open.logs());
+    let loc = header(&r, "location").unwrap();
+    let path = loc.strip_prefix(&format!("http://{root2}")).unwrap_or(&loc);
+    assert!(
+        path.starts_with(&format!("/v2/{mine}/blobs/uploads/")),
+        "{loc}"
+    );
+    let r = http
+        .put(format!("http://{root2}{path}"))
+        .query(&[("digest", d.as_str())])
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let loc = header(&r, "location").unwrap();
+    assert!(loc.ends_with(&format!("/v2/{mine}/blobs/{d}")), "{loc}");
+    let config = Desc::new(OCI_CONFIG, &data);
+    let manifest = oci_manifest(&config, &[]);
+    let r = http
+        .put(format!("http://{root2}/v2/{mine}/manifests/v1"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", open.logs());
+    let (got, _, _) = pull_manifest(&open, &format!("cache/{mine}"), "v1").await;
+    assert_eq!(got, sha256(&manifest));
+    assert_eq!(pull_blob(&open, &format!("cache/{mine}"), &d).await, data);
+}
+
+#[tokio::test]
+async fn the_root_listener_is_authorized_by_the_local_name() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let n = nonce();
+    let (open, closed) = (format!("library/app-{n}"), format!("other/app-{n}"));
+    up.push_as_pusher(&[&open, &closed]).await;
+    let img = push_image(&up.reg, &open, "v1", 1, 1000).await;
+    push_image(&up.reg, &closed, "v1", 1, 1000).await;
+    // Anonymous pulls of cache/library/** only; other/** (the bare name
+    // of what the root listener maps to cache/other/**) grants nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        r#"listen = "{root}"
+[auth.token]
+enabled = true
+[[auth.policy]]
+repos = ["cache/library/**", "other/**"]
+pull = ["anonymous"]
+"#
+    );
+    let _cache = cache_of(&up, dir.path(), &extra).await;
+    let http = client();
+    let r = http
+        .get(format!("http://{root}/v2/{open}/manifests/v1"))
+        .header("Accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), img.digest);
+    let r = http
+        .get(format!("http://{root}/v2/{closed}/manifests/v1"))
+        .header("Accept", ACCEPT_ALL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = header(&r, "www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.contains(&format!("repository:cache/{closed}:pull"))
+            && challenge.contains(&format!("realm=\"http://{root}/token\"")),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn a_listen_address_in_use_stops_the_server_with_a_clear_message() {
+    if external_url().is_some() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        None,
+        &format!("listen = \"{addr}\""),
+    );
+    let out = wharf_command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} (listen of upstream up)")),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn pushes_into_a_mirrored_prefix_are_refused() {
     let Some(up) = upstream().await else {

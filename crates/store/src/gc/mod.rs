@@ -8,8 +8,11 @@
 //! them, look again, delete those still unreferenced; spill every digest
 //! still linked to disk; (2) walk the content and mark what no link names
 //! and is older than the grace period; (3) walk the links again and delete
-//! the marked content still unnamed. Memory: one repository's references
-//! and a 256th of the live digests at a time.
+//! the marked content still unnamed. Memory does not grow with the store:
+//! the live digests, a repository's references and its candidate links
+//! are spilled to local disk and read back a shard (a 256th or a 16th) or
+//! a line at a time; what grows is only retention's view of one
+//! repository with a `[[retention]]` rule (its tags and manifest graph).
 
 pub(crate) mod fence;
 pub mod fsck;
@@ -20,6 +23,7 @@ use crate::backend::{Backend, KeyPages};
 use crate::keys as rk;
 use crate::registry::{Error, ImmutableTags, Registry};
 use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use oci::manifest;
 use oci::{Digest, RepoName};
 use retention::RetentionRule;
@@ -35,6 +39,8 @@ pub use fence::MARKER_TTL;
 const PAGE: usize = 1000;
 /// Deleted items named in the report, at most.
 const REPORT_ITEMS: usize = 1000;
+/// [`GcOptions::concurrency`] by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -53,6 +59,10 @@ pub struct GcOptions {
     /// its markers again (an eighth of [`MARKER_TTL`]; tests shorten it).
     #[doc(hidden)]
     pub marker_refresh: Duration,
+    /// Backend requests kept in flight by the steps that touch one object
+    /// each (marks, second looks, deletes): on S3 a run's time is round
+    /// trips. 1: one at a time.
+    pub concurrency: usize,
 }
 
 impl Default for GcOptions {
@@ -64,6 +74,7 @@ impl Default for GcOptions {
             spill_dir: None,
             retention: Vec::new(),
             marker_refresh: fence::MARKER_TTL / 8,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -213,32 +224,48 @@ async fn run_phases(
     live.finish()?;
 
     // 2. Content that no link names: marked (or counted, in a dry run).
+    // Per page of content keys: the live set is read in order here, the
+    // looks and marks run `concurrency` at a time.
     let mut marked = 0u64;
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, "blobs/", PAGE);
     while let Some(page) = pages.next().await? {
+        let mut unnamed = Vec::new();
         for rel in &page {
             let Some(d) = content_digest(rel) else {
                 continue;
             };
-            if shard.contains(&d)? {
-                continue;
+            if !shard.contains(&d)? {
+                unnamed.push(d);
             }
-            let key = rk::blob(&d);
-            let Some(meta) = b.head(&key).await? else {
-                continue;
+        }
+        if unnamed.is_empty() {
+            continue;
+        }
+        fresh.keep(b).await?;
+        let looks = unnamed.into_iter().map(|d| async move {
+            let Some(meta) = b.head(&rk::blob(&d)).await? else {
+                return Ok(None);
             };
             if !older_than(meta.modified, opts.grace) {
-                continue;
+                return Ok(None);
             }
-            if opts.dry_run {
-                report.blobs_deleted += 1;
-                report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
-                report.note(d.to_string());
-            } else {
-                fresh.keep(b).await?;
+            if !opts.dry_run {
                 b.put(&marker(&keys::content_markers(&d), run), Bytes::new())
                     .await?;
+            }
+            Ok::<_, io::Error>(Some((d, meta.size)))
+        });
+        let mut looks = stream::iter(looks).buffer_unordered(opts.concurrency.max(1));
+        while let Some(look) = looks.next().await {
+            let Some((d, size)) = look? else {
+                continue;
+            };
+            if opts.dry_run {
+                report.blobs_deleted += 1;
+                report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
+                report.note(d.to_string());
+            } else {
                 marked += 1;
             }
         }
@@ -271,6 +298,7 @@ async fn run_phases(
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, keys::CONTENT_MARKERS, PAGE);
     while let Some(page) = pages.next().await? {
+        let mut mine = Vec::new();
         for rel in &page {
             // <alg>/<hex>/<run>
             let mut parts = rel.split('/');
@@ -283,23 +311,53 @@ async fn run_phases(
             let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
                 continue;
             };
-            let marker_key = format!("{}{rel}", keys::CONTENT_MARKERS);
-            fresh.keep(b).await?;
-            if shard.contains(&d)? || !fresh.in_time() {
-                report.kept_after_recheck += 1;
-            } else {
+            let named = shard.contains(&d)?;
+            mine.push((d, format!("{}{rel}", keys::CONTENT_MARKERS), named));
+        }
+        fresh.keep(b).await?;
+        // Taken after the markers were last written: each delete below
+        // checks it again just before it is made.
+        let since = fresh.since;
+        let deletes = mine.into_iter().map(|(d, marker_key, named)| async move {
+            let mut done = Swept::Kept;
+            if !named && Collector::in_time(since) {
                 let key = rk::blob(&d);
+                done = Swept::Gone;
                 if let Some(meta) = b.head(&key).await? {
-                    b.delete(&key).await?;
-                    report.blobs_deleted += 1;
-                    report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
-                    report.note(d.to_string());
+                    // The head took a round trip: still in time?
+                    done = Swept::Kept;
+                    if Collector::in_time(since) {
+                        b.delete(&key).await?;
+                        done = Swept::Deleted(meta.size);
+                    }
                 }
             }
             b.delete(&marker_key).await?;
+            Ok::<_, io::Error>((d, done))
+        });
+        let mut deletes = stream::iter(deletes).buffer_unordered(opts.concurrency.max(1));
+        while let Some(done) = deletes.next().await {
+            match done? {
+                (d, Swept::Deleted(size)) => {
+                    report.blobs_deleted += 1;
+                    report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
+                    report.note(d.to_string());
+                }
+                (_, Swept::Kept) => report.kept_after_recheck += 1,
+                (_, Swept::Gone) => {}
+            }
         }
     }
     Ok(())
+}
+
+/// What became of one marked object or link.
+enum Swept {
+    Deleted(u64),
+    /// Named again, rewritten, or the run's markers too old to trust.
+    Kept,
+    /// Already gone.
+    Gone,
 }
 
 /// How recently a run's active flag and content markers were written: a
@@ -347,12 +405,6 @@ impl<'a> Freshness<'a> {
         self.since = started;
         Ok(())
     }
-
-    /// May the run still delete on the strength of its markers? Well
-    /// within their life, with room for clocks that differ.
-    fn in_time(&self) -> bool {
-        self.since.elapsed() < fence::MARKER_TTL / 4
-    }
 }
 
 /// What one run's steps share.
@@ -364,7 +416,9 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    /// `marked_at`: taken before the first of a step's markers was written.
+    /// May the run still delete on the strength of its markers? Well
+    /// within their life, with room for clocks that differ. `marked_at`:
+    /// taken before the first of the markers was written.
     fn in_time(marked_at: Instant) -> bool {
         marked_at.elapsed() < fence::MARKER_TTL / 4
     }
@@ -543,7 +597,9 @@ impl Collector<'_> {
     }
 }
 
-/// Phase 1 for one repository.
+/// Phase 1 for one repository. What it holds does not grow with the
+/// repository: its references and its candidate links are spilled to disk
+/// (`opts.spill_dir`) and read back a shard or a line at a time.
 #[allow(clippy::too_many_arguments)]
 async fn collect_links(
     b: &dyn Backend,
@@ -555,17 +611,21 @@ async fn collect_links(
     live: &mut Spill,
     report: &mut GcReport,
 ) -> Result<(), Error> {
-    let (manifests, refs) = referenced(b, name, excluded).await?;
-    report.manifests += manifests.len() as u64;
+    // What the manifests name counts as live even without a link (it
+    // should have one): never delete on an inconsistency.
+    let mut refs = Spill::narrow(opts.spill_dir.as_ref())?;
+    report.manifests += referenced(b, name, excluded, &mut refs, live).await?;
+    refs.finish()?;
+    let mut in_refs = ShardCursor::new(&refs);
+    let mut candidates = Candidates::new(opts.spill_dir.as_ref())?;
     let prefix = format!("repositories/{name}/_blobs/");
-    let mut candidates = Vec::new();
     let mut pages = KeyPages::new(b, &prefix, PAGE);
     while let Some(page) = pages.next().await? {
         for rel in &page {
             let Some(d) = link_digest(rel) else {
                 continue;
             };
-            if refs.contains(&d) {
+            if in_refs.contains(&d)? {
                 live.add(&d)?;
                 continue;
             }
@@ -574,22 +634,20 @@ async fn collect_links(
                 .await?
                 .and_then(|m| m.modified);
             if older_than(modified, opts.grace) {
-                candidates.push((d, modified));
+                candidates.add(&d, modified)?;
             } else {
                 live.add(&d)?;
             }
         }
     }
-    // What the manifests name counts as live even without a link (it
-    // should have one): never delete on an inconsistency.
-    for d in manifests.iter().chain(&refs) {
-        live.add(d)?;
-    }
-    if candidates.is_empty() {
+    drop(in_refs);
+    candidates.finish()?;
+    if candidates.count == 0 {
         return Ok(());
     }
     if opts.dry_run {
-        for (d, _) in candidates {
+        for c in candidates.read()? {
+            let (d, _) = c?;
             report.links_deleted += 1;
             report.note(format!("{name}@{d}"));
         }
@@ -599,53 +657,103 @@ async fn collect_links(
         hook().await;
     }
     let marked_at = Instant::now();
-    for (d, _) in &candidates {
-        b.put(&marker(&keys::link_markers(name, d), run), Bytes::new())
-            .await?;
+    let marks = candidates.read()?.map(|c| async move {
+        let (d, _) = c?;
+        b.put(&marker(&keys::link_markers(name, &d), run), Bytes::new())
+            .await
+    });
+    let mut marks = stream::iter(marks).buffer_unordered(opts.concurrency.max(1));
+    while let Some(mark) = marks.next().await {
+        mark?;
     }
+    drop(marks);
     if let Some(hook) = &hooks.after_link_marks {
         hook().await;
     }
     // The second look: a manifest pushed meanwhile keeps its links.
-    let (manifests, refs) = referenced(b, name, excluded).await?;
-    for d in manifests.iter().chain(&refs) {
-        live.add(d)?;
-    }
+    let mut refs = Spill::narrow(opts.spill_dir.as_ref())?;
+    referenced(b, name, excluded, &mut refs, live).await?;
+    refs.finish()?;
     if let Some(hook) = &hooks.after_link_recheck {
         hook().await;
     }
-    for (d, first_seen) in candidates {
-        let in_time = Collector::in_time(marked_at);
-        // Written again since the first look (an upload or mount of the
-        // blob): it starts a new grace period.
-        let rewritten = b
-            .head(&rk::repo_blob(name, &d))
-            .await?
-            .is_some_and(|m| m.modified != first_seen);
-        if refs.contains(&d) || rewritten || !in_time {
-            report.kept_after_recheck += 1;
-            live.add(&d)?;
-        } else {
-            b.delete(&rk::repo_blob(name, &d)).await?;
-            report.links_deleted += 1;
-            report.note(format!("{name}@{d}"));
+    let mut in_refs = ShardCursor::new(&refs);
+    // The references are read in listing order here; the looks and
+    // deletes run `concurrency` at a time.
+    let mut looked = Vec::new();
+    for c in candidates.read()? {
+        let (d, first_seen) = c?;
+        let named = in_refs.contains(&d)?;
+        looked.push((d, first_seen, named));
+        if looked.len() == PAGE {
+            sweep_links(b, name, run, opts, marked_at, &mut looked, live, report).await?;
+        }
+    }
+    sweep_links(b, name, run, opts, marked_at, &mut looked, live, report).await?;
+    Ok(())
+}
+
+/// The end of phase 1 for a batch of a repository's marked links (each
+/// with its time at the first look and whether the second look found it
+/// referenced): delete those neither referenced nor written again, while
+/// the run is in time; count and spill the rest; delete the markers.
+#[allow(clippy::too_many_arguments)]
+async fn sweep_links(
+    b: &dyn Backend,
+    name: &RepoName,
+    run: &str,
+    opts: &GcOptions,
+    marked_at: Instant,
+    batch: &mut Vec<(Digest, Option<SystemTime>, bool)>,
+    live: &mut Spill,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    let deletes = batch.drain(..).map(|(d, first_seen, named)| async move {
+        let mut done = Swept::Kept;
+        if !named {
+            // Written again since the first look (an upload or mount of
+            // the blob): it starts a new grace period.
+            let rewritten = b
+                .head(&rk::repo_blob(name, &d))
+                .await?
+                .is_some_and(|m| m.modified != first_seen);
+            if !rewritten && Collector::in_time(marked_at) {
+                b.delete(&rk::repo_blob(name, &d)).await?;
+                done = Swept::Deleted(0);
+            }
         }
         b.delete(&marker(&keys::link_markers(name, &d), run))
             .await?;
+        Ok::<_, io::Error>((d, done))
+    });
+    let mut deletes = stream::iter(deletes).buffer_unordered(opts.concurrency.max(1));
+    while let Some(done) = deletes.next().await {
+        match done? {
+            (d, Swept::Deleted(_)) => {
+                report.links_deleted += 1;
+                report.note(format!("{name}@{d}"));
+            }
+            (d, _) => {
+                report.kept_after_recheck += 1;
+                live.add(&d)?;
+            }
+        }
     }
     Ok(())
 }
 
 /// The manifests linked in `name` (but those in `excluded`: a dry run's
-/// retention) and every digest they reference.
+/// retention): each of them and every digest they reference go to `live`,
+/// the references also to `refs`. Returns how many manifests there are.
 async fn referenced(
     b: &dyn Backend,
     name: &RepoName,
     excluded: &HashSet<Digest>,
-) -> io::Result<(Vec<Digest>, HashSet<Digest>)> {
+    refs: &mut Spill,
+    live: &mut Spill,
+) -> io::Result<u64> {
     let prefix = format!("repositories/{name}/_manifests/");
-    let mut manifests = Vec::new();
-    let mut refs = HashSet::new();
+    let mut manifests = 0u64;
     let mut pages = KeyPages::new(b, &prefix, PAGE);
     while let Some(page) = pages.next().await? {
         for rel in &page {
@@ -659,13 +767,15 @@ async fn referenced(
                 && let Ok(m) = manifest::parse(None, &body)
             {
                 for desc in m.config.iter().chain(&m.layers).chain(&m.manifests) {
-                    refs.insert(desc.digest.clone());
+                    refs.add(&desc.digest)?;
+                    live.add(&desc.digest)?;
                 }
             }
-            manifests.push(d);
+            live.add(&d)?;
+            manifests += 1;
         }
     }
-    Ok((manifests, refs))
+    Ok(manifests)
 }
 
 /// Every digest linked in `name` (blob links and manifest links) to `live`.
@@ -762,31 +872,47 @@ fn content_digest(rel: &str) -> Option<Digest> {
     format!("{alg}:{hex}").parse().ok()
 }
 
-/// Live digests on local disk, one file per algorithm and first byte, so
-/// that a 256th of them is in memory at a time.
+/// A set of digests on local disk, one file per algorithm and first hex
+/// digits (two for the store's live set: a 256th of it in memory at a
+/// time; one for a repository's references, to keep open files few).
 struct Spill {
     dir: tempfile::TempDir,
+    /// Hex digits that name a shard.
+    width: usize,
     writers: BTreeMap<String, BufWriter<std::fs::File>>,
 }
 
-fn shard_of(d: &Digest) -> String {
-    format!("{}-{}", d.algorithm(), &d.hex()[..2])
+fn spill_dir(base: Option<&PathBuf>) -> io::Result<tempfile::TempDir> {
+    match base {
+        Some(b) => tempfile::Builder::new().prefix("wharf-gc-").tempdir_in(b),
+        None => tempfile::Builder::new().prefix("wharf-gc-").tempdir(),
+    }
 }
 
 impl Spill {
     fn new(base: Option<&PathBuf>) -> io::Result<Spill> {
-        let dir = match base {
-            Some(b) => tempfile::Builder::new().prefix("wharf-gc-").tempdir_in(b)?,
-            None => tempfile::Builder::new().prefix("wharf-gc-").tempdir()?,
-        };
         Ok(Spill {
-            dir,
+            dir: spill_dir(base)?,
+            width: 2,
             writers: BTreeMap::new(),
         })
     }
 
+    /// Sixteen shards.
+    fn narrow(base: Option<&PathBuf>) -> io::Result<Spill> {
+        Ok(Spill {
+            width: 1,
+            ..Spill::new(base)?
+        })
+    }
+
+    fn shard_of(&self, d: &Digest) -> String {
+        let hex = d.hex();
+        format!("{}-{}", d.algorithm(), &hex[..self.width.min(hex.len())])
+    }
+
     fn add(&mut self, d: &Digest) -> io::Result<()> {
-        let shard = shard_of(d);
+        let shard = self.shard_of(d);
         let w = match self.writers.get_mut(&shard) {
             Some(w) => w,
             None => {
@@ -831,12 +957,78 @@ impl<'a> ShardCursor<'a> {
     }
 
     fn contains(&mut self, d: &Digest) -> io::Result<bool> {
-        let shard = shard_of(d);
+        let shard = self.spill.shard_of(d);
         if shard != self.shard {
             self.set = self.spill.load(&shard)?;
             self.shard = shard;
         }
         Ok(self.set.contains(d.hex()))
+    }
+}
+
+/// A repository's candidate links on local disk, in listing order: the
+/// digest and the link's modification time at the first look
+/// (`<digest> <nanoseconds since 1970>`, or `-` without a time).
+struct Candidates {
+    file: tempfile::NamedTempFile,
+    writer: Option<BufWriter<std::fs::File>>,
+    count: u64,
+}
+
+impl Candidates {
+    fn new(base: Option<&PathBuf>) -> io::Result<Candidates> {
+        let file = match base {
+            Some(b) => tempfile::Builder::new()
+                .prefix("wharf-gc-")
+                .tempfile_in(b)?,
+            None => tempfile::Builder::new().prefix("wharf-gc-").tempfile()?,
+        };
+        let writer = Some(BufWriter::new(file.reopen()?));
+        Ok(Candidates {
+            file,
+            writer,
+            count: 0,
+        })
+    }
+
+    fn add(&mut self, d: &Digest, modified: Option<SystemTime>) -> io::Result<()> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(io::Error::other("gc: candidates added after finish"));
+        };
+        let nanos = modified.and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok());
+        match nanos {
+            Some(n) => writeln!(w, "{d} {}", n.as_nanos())?,
+            None => writeln!(w, "{d} -")?,
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some(mut w) = self.writer.take() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> io::Result<impl Iterator<Item = io::Result<(Digest, Option<SystemTime>)>>> {
+        let lines = std::io::BufReader::new(self.file.reopen()?).lines();
+        Ok(lines.map(|line| {
+            let line = line?;
+            let bad = || io::Error::other(format!("gc: a corrupt candidate line: {line:?}"));
+            let (d, t) = line.split_once(' ').ok_or_else(bad)?;
+            let d: Digest = d.parse().map_err(|_| bad())?;
+            let t = match t {
+                "-" => None,
+                n => {
+                    let n: u128 = n.parse().map_err(|_| bad())?;
+                    let secs = u64::try_from(n / 1_000_000_000).map_err(|_| bad())?;
+                    let sub = u32::try_from(n % 1_000_000_000).map_err(|_| bad())?;
+                    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, sub))
+                }
+            };
+            Ok((d, t))
+        }))
     }
 }
 
