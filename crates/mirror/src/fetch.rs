@@ -4,7 +4,8 @@
 //! own (it outlives the clients that asked): it GETs the blob upstream and
 //! hands every chunk both to the store (`Registry::upload_whole`, which
 //! verifies the digest while it writes and makes the blob visible only
-//! when it matches) and to a spool file, an unlinked temporary file. Every
+//! when it matches) and to a spool file, an unlinked temporary file (in the
+//! upstream's `spool_dir`, else the system's temporary directory). Every
 //! client of that blob, the first included, reads the spool at its own
 //! pace as it grows, so none waits for the whole blob and none slows the
 //! others; later clients join the same fetch. Memory is bounded: chunks
@@ -58,6 +59,13 @@ pub struct Fetch {
     progress: watch::Receiver<Progress>,
 }
 
+impl Fetch {
+    /// Has it failed (so that a new request must fetch again)?
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.progress.borrow().end, End::Failed(_))
+    }
+}
+
 /// Where a fetch is: waiting for the upstream's answer, streaming, or
 /// failed before any byte.
 #[derive(Clone)]
@@ -65,6 +73,19 @@ pub(crate) enum Phase {
     Starting,
     Streaming(Arc<Fetch>),
     Failed(Failure),
+}
+
+impl Phase {
+    /// May a new request join it? Not once it failed: a failed fetch stays
+    /// in the table until its task is done, and the next request must
+    /// fetch again rather than share the failure.
+    pub(crate) fn joinable(&self) -> bool {
+        match self {
+            Phase::Starting => true,
+            Phase::Streaming(f) => !f.failed(),
+            Phase::Failed(_) => false,
+        }
+    }
 }
 
 /// What a fetch needs.
@@ -95,14 +116,22 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
             return false;
         }
     };
-    let spool = match tokio::task::spawn_blocking(tempfile::tempfile).await {
+    let spool_dir = upstream.spec.spool_dir.clone();
+    let where_ = spool_dir.clone();
+    let made = tokio::task::spawn_blocking(move || match &spool_dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    })
+    .await;
+    let spool = match made {
         Ok(Ok(f)) => Arc::new(f),
         Ok(Err(e)) => {
-            phase.send_replace(Phase::Failed(spool_failure(&e)));
+            phase.send_replace(Phase::Failed(spool_failure(where_.as_deref(), &e)));
             return false;
         }
         Err(e) => {
-            phase.send_replace(Phase::Failed(spool_failure(&io::Error::other(e))));
+            let e = io::Error::other(e);
+            phase.send_replace(Phase::Failed(spool_failure(where_.as_deref(), &e)));
             return false;
         }
     };
@@ -154,10 +183,15 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     false
 }
 
-fn spool_failure(e: &io::Error) -> Failure {
+fn spool_failure(dir: Option<&std::path::Path>, e: &io::Error) -> Failure {
+    let dir = match dir {
+        Some(d) => format!("spool_dir {}", d.display()),
+        None => "the temporary directory".to_owned(),
+    };
+    tracing::error!(target: "wharf::mirror", error = %e, "cannot create a spool file in {dir}");
     Failure::Bad {
         status: None,
-        message: format!("cannot create a spool file in the temporary directory: {e}"),
+        message: format!("cannot create a spool file in {dir}: {e}"),
     }
 }
 

@@ -289,6 +289,11 @@ pub async fn run_on(
         ))
     });
 
+    // The size caps of the pull-through cache (docs/mirror.md).
+    let evictors = mirror
+        .as_ref()
+        .map(|m| m.start_eviction())
+        .unwrap_or_default();
     let max_url_length = config.limits.max_url_length;
     let counted = config.metrics.enabled.then(|| metrics.clone());
     let app = Router::new()
@@ -366,6 +371,9 @@ pub async fn run_on(
     sweeper.abort();
     if let Some(m) = metrics_server {
         m.abort();
+    }
+    for e in evictors {
+        e.abort();
     }
     if let Some(c) = collector {
         c.abort();

@@ -1612,60 +1612,95 @@ impl Registry {
                 let Some(link) = self.manifest_link(name, d).await? else {
                     return Err(manifest_unknown(d));
                 };
-                // The tags pointing at it go with it: none may be immutable.
-                let value = d.to_string();
-                let prefix = keys::tags_prefix(name);
-                let mut pointing = Vec::new();
-                for tag in self.backend.list(&prefix, None, usize::MAX).await? {
-                    let key = format!("{prefix}{tag}");
-                    if let Some(v) = self.backend.read(&key).await?
-                        && v.as_ref() == value.as_bytes()
-                    {
-                        if let Ok(t) = Tag::parse(&tag)
-                            && let Some(rule) = self.immutable_rule(name, &t)
-                        {
-                            return Err(immutable(name, &t, rule, "deleted with its manifest"));
-                        }
-                        pointing.push((key, tag));
-                    }
-                }
-                // Tags first, so no tag ever points at a missing manifest.
-                let mut events = Vec::with_capacity(pointing.len() + 1);
-                for (key, tag) in pointing {
-                    if self.backend.delete(&key).await?
-                        && let Ok(tag) = Tag::parse(&tag)
-                    {
-                        events.push(Event {
-                            kind: EventKind::TagDeleted,
-                            repository: name.clone(),
-                            digest: Some(d.clone()),
-                            media_type: Some(link.media_type.clone()),
-                            size: Some(link.size),
-                            tag: Some(tag),
-                        });
-                    }
-                }
-                if let Some(body) = self.backend.read(&keys::blob(d)).await?
-                    && let Ok(m) = manifest::parse(None, &body)
-                    && let Some(subject) = m.subject
-                {
-                    self.backend
-                        .delete(&keys::referrer(name, &subject.digest, d))
-                        .await?;
-                }
-                self.backend.delete(&keys::repo_manifest(name, d)).await?;
-                self.quotas.recount_soon(name);
-                events.push(Event {
-                    kind: EventKind::ManifestDeleted,
-                    repository: name.clone(),
-                    digest: Some(d.clone()),
-                    media_type: Some(link.media_type),
-                    size: Some(link.size),
-                    tag: None,
-                });
-                self.emit(events).await
+                self.delete_manifest_and_tags(name, d, &link, true).await
             }
         }
+    }
+
+    /// Evict a manifest a pull-through cache stored
+    /// ([`Registry::manifest_put_cached`]) and the tags pointing at it, as
+    /// [`Registry::manifest_delete`] does but whatever `delete_enabled`
+    /// says. Returns `false`, deleting nothing, when the link is gone or
+    /// was not stored by the cache (a pushed manifest), or a tag pointing
+    /// at it is immutable. Its blobs are left to garbage collection.
+    pub async fn manifest_evict_cached(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        let link = match self.manifest_link(name, d).await? {
+            Some(link) if link.cached => link,
+            _ => return Ok(false),
+        };
+        // What a cache stores is no push, and its eviction no delete: no events.
+        match self.delete_manifest_and_tags(name, d, &link, false).await {
+            Ok(()) => Ok(true),
+            Err(Error::Registry(e)) if e.code == ErrorCode::Denied => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete the manifest link `d` of `name` (its `link`), the tags
+    /// pointing at it first (none may be immutable), and its referrer
+    /// entry; tell the event sink when `events` says so.
+    async fn delete_manifest_and_tags(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        link: &ManifestLink,
+        tell: bool,
+    ) -> Result<()> {
+        // The tags pointing at it go with it: none may be immutable.
+        let value = d.to_string();
+        let prefix = keys::tags_prefix(name);
+        let mut pointing = Vec::new();
+        for tag in self.backend.list(&prefix, None, usize::MAX).await? {
+            let key = format!("{prefix}{tag}");
+            if let Some(v) = self.backend.read(&key).await?
+                && v.as_ref() == value.as_bytes()
+            {
+                if let Ok(t) = Tag::parse(&tag)
+                    && let Some(rule) = self.immutable_rule(name, &t)
+                {
+                    return Err(immutable(name, &t, rule, "deleted with its manifest"));
+                }
+                pointing.push((key, tag));
+            }
+        }
+        // Tags first, so no tag ever points at a missing manifest.
+        let mut events = Vec::with_capacity(pointing.len() + 1);
+        for (key, tag) in pointing {
+            if self.backend.delete(&key).await?
+                && let Ok(tag) = Tag::parse(&tag)
+            {
+                events.push(Event {
+                    kind: EventKind::TagDeleted,
+                    repository: name.clone(),
+                    digest: Some(d.clone()),
+                    media_type: Some(link.media_type.clone()),
+                    size: Some(link.size),
+                    tag: Some(tag),
+                });
+            }
+        }
+        if let Some(body) = self.backend.read(&keys::blob(d)).await?
+            && let Ok(m) = manifest::parse(None, &body)
+            && let Some(subject) = m.subject
+        {
+            self.backend
+                .delete(&keys::referrer(name, &subject.digest, d))
+                .await?;
+        }
+        self.backend.delete(&keys::repo_manifest(name, d)).await?;
+        self.quotas.recount_soon(name);
+        if !tell {
+            return Ok(());
+        }
+        events.push(Event {
+            kind: EventKind::ManifestDeleted,
+            repository: name.clone(),
+            digest: Some(d.clone()),
+            media_type: Some(link.media_type.clone()),
+            size: Some(link.size),
+            tag: None,
+        });
+        self.emit(events).await
     }
 
     // ------------------------------------------------------------- listings

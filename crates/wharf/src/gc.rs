@@ -73,9 +73,7 @@ async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
         upload_expiry: Duration::from_secs(args.upload_expiry),
         dry_run: args.dry_run,
         retention: config.retention_rules()?,
-        concurrency: args
-            .concurrency
-            .map_or(config.gc.concurrency, usize::from),
+        concurrency: args.concurrency.map_or(config.gc.concurrency, usize::from),
         ..GcOptions::default()
     };
     gc::collect(&reg, &opts)

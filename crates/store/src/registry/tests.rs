@@ -482,3 +482,43 @@ async fn changes_are_told_to_the_event_sink_after_they_are_stored() {
     ));
     assert_eq!(r.manifest_get(&repo, &v2).await.unwrap().digest, d);
 }
+
+/// A pull-through cache's eviction removes its own manifests and their
+/// tags, whatever `delete_enabled` says, never a pushed manifest, and
+/// leaves the blob links to garbage collection.
+#[tokio::test]
+async fn only_cached_manifests_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let repo = name("cache/app");
+    let cfg = Digest::sha256_of(b"{}");
+    let layer = Digest::sha256_of(b"abc");
+    r.upload_whole(&repo, stream(b"{}"), &cfg).await.unwrap();
+    r.upload_whole(&repo, stream(b"abc"), &layer).await.unwrap();
+    let cached = image(&cfg, &layer, None);
+    let v1 = Reference::Tag(Tag::parse("v1").unwrap());
+    let put = r
+        .manifest_put_cached(&repo, &v1, Some(media::OCI_MANIFEST), cached)
+        .await
+        .unwrap();
+    let pushed = image(&cfg, &layer, Some(&Digest::sha256_of(b"other")));
+    let v2 = Reference::Tag(Tag::parse("v2").unwrap());
+    let pushed_put = r
+        .manifest_put(&repo, &v2, Some(media::OCI_MANIFEST), pushed, &[])
+        .await
+        .unwrap();
+    assert!(
+        !r.manifest_evict_cached(&repo, &pushed_put.digest)
+            .await
+            .unwrap()
+    );
+    assert!(r.manifest_evict_cached(&repo, &put.digest).await.unwrap());
+    assert!(!r.manifest_evict_cached(&repo, &put.digest).await.unwrap());
+    assert_eq!(r.tags(&repo, None, None).await.unwrap().items, ["v2"]);
+    assert_eq!(
+        code(r.manifest_get(&repo, &v1).await.unwrap_err()),
+        ErrorCode::ManifestUnknown
+    );
+    r.manifest_get(&repo, &v2).await.unwrap();
+    assert_eq!(r.blob_size(&repo, &layer).await.unwrap(), Some(3));
+}
