@@ -64,7 +64,6 @@ impl Stats {
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
-
 }
 
 /// One registry of an upstream and its client.
