@@ -107,7 +107,7 @@ fi
 # filesystem itself are skipped by name here; the list is printed. (The
 # crash, restart and full-disk binaries are about the data directory and
 # are not in the S3 run.)
-s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc gc_crash retention mirror quota)
+s3_suites=(blobs uploads manifests listing errors auth hardening health client_protocol client_wharf client_cp client_interop shutdown replicas store_copy immutable gc gc_crash retention mirror quota metrics events ui)
 s3_fs_only=(
     # they make the storage unusable by moving the data directory away
     health::probes_answer_and_readyz_follows_the_storage
@@ -228,6 +228,10 @@ e2e_script mirror mirror tests/e2e/mirror.sh "${CARGO_TARGET_DIR:-target}/debug/
 # 3d. The Docker daemon pulling through the cache as its registry-mirrors
 # (a private dockerd of the script's own; the machine's is not touched).
 e2e_script mirror-docker mirror-docker tests/e2e/mirror-docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
+
+# 3d. The web UI in headless Chromium (WebDriver), seeded by skopeo and
+# the wharf client (starts its own server).
+e2e_script ui ui tests/e2e/ui.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"
 
 # 4. The Docker daemon as a client (starts its own servers).
 e2e_script docker docker tests/e2e/docker.sh "${CARGO_TARGET_DIR:-target}/debug/wharf"

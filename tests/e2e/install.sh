@@ -16,6 +16,8 @@ set -euo pipefail
 
 venv=${WHARF_E2E_VENV:-$HOME/.cache/wharf-e2e-venv}
 oras_spec=${WHARF_E2E_ORAS_SPEC:-oras>=0.2,<0.3}
+# WebDriver client for ui.sh (drives Debian's chromium through chromedriver).
+selenium_spec=${WHARF_E2E_SELENIUM_SPEC:-selenium>=4.11,<5}
 # An asyncio registry client (PyPI) that needs absolute Location headers:
 # scenario drca-push-pull in run.sh.
 drca_version=1.0.3
@@ -29,6 +31,7 @@ packages=(
     systemd          # systemd-analyze, which checks dist/wharf.service (crates/wharf/tests/dist.rs)
     binutils         # strip and readelf, for dist/build-image.sh
     containerd       # ctr and a private containerd, for mirror.sh (hosts.toml, ?ns=)
+    chromium chromium-driver  # headless Chromium over WebDriver, for ui.sh (the web UI)
 )
 
 if [[ -z ${WHARF_E2E_SKIP_APT:-} ]]; then
@@ -72,6 +75,10 @@ from importlib.metadata import version
 sys.exit(0 if version("docker-registry-client-async") == sys.argv[1] else 1)
 EOF
     "$venv/bin/pip" install --disable-pip-version-check -q "docker-registry-client-async==$drca_version"
+fi
+
+if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
+    "$venv/bin/pip" install --disable-pip-version-check -q "$selenium_spec"
 fi
 
 echo "install: skopeo $(skopeo --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}')," \

@@ -10,6 +10,7 @@ mod mirror;
 mod procfs;
 mod report;
 mod s3;
+mod ui;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +46,9 @@ enum Cmd {
     Mirror(Box<mirror::MirrorArgs>),
     /// The table of a `mirror` run.
     MirrorReport(mirror::MirrorReportArgs),
+    /// The web UI (issue 17): a repository of N tags and a catalog of M
+    /// repositories; time to first byte and to the end of each page.
+    Ui(Box<ui::UiArgs>),
 }
 
 /// Sizes accept K, M, G suffixes (powers of 1024): 1G, 16M, 4096.
@@ -187,6 +191,13 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(gc::run(*a))
+        }
+        Cmd::Ui(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(ui::run(*a))
         }
         Cmd::Run(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

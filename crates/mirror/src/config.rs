@@ -15,6 +15,8 @@ pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
 pub const DEFAULT_MAX_STALE_SECS: u64 = 86_400;
 /// Connect / read timeout of upstream requests.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// How often an upstream with `max_size` is checked against it.
+pub const DEFAULT_EVICT_INTERVAL_SECS: u64 = 600;
 
 /// One `[[upstreams]]` entry.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -33,6 +35,11 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A Docker `config.json` to read the credentials from instead (its
+    /// `auths` entry for the upstream's host, or the credential helper it
+    /// names), at startup.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
     /// Seconds a cached tag is served without asking the upstream.
     #[serde(default = "default_tag_ttl")]
     pub tag_ttl_secs: u64,
@@ -58,11 +65,57 @@ pub struct UpstreamConfig {
     /// `docker.io` and `registry-1.docker.io` are one.
     #[serde(default)]
     pub registry_host: Option<String>,
+    /// Other registries serving the same repositories, tried in order when
+    /// this one is unreachable, times out, or answers 429 or 5xx.
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
+    /// A cap on what the upstream's cached repositories hold (`10GiB`,
+    /// `500 MB`): past it the least recently pulled images are evicted.
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// Seconds between two checks of `max_size` (each replica runs them).
+    #[serde(default = "default_evict_interval")]
+    pub evict_interval_secs: u64,
+    /// Where blob fetches keep their spool file (the bytes clients read
+    /// while the blob is stored). Default: the system's temporary directory.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
     /// An address of its own where this upstream is served at the root:
     /// `/v2/<name>/...` there is `<prefix>/<name>` (the Docker daemon's
     /// `registry-mirrors`, which sends bare Docker Hub names).
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+}
+
+/// One `[[upstreams.fallbacks]]` entry: another registry with the same
+/// repositories (a mirror of the upstream), with its own credentials and CA.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// `https://host[:port]` (or `http://`) of its registry API.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A Docker `config.json` to read its credentials from instead.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+    /// PEM CA certificates to trust for it besides the system's.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for FallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("docker_config", &self.docker_config)
+            .field("ca_cert", &self.ca_cert)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -73,6 +126,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("prefix", &self.prefix)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("docker_config", &self.docker_config)
             .field("tag_ttl_secs", &self.tag_ttl_secs)
             .field("max_stale_secs", &self.max_stale_secs)
             .field("timeout_secs", &self.timeout_secs)
@@ -80,6 +134,10 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("docker_hub_library", &self.docker_hub_library)
             .field("ca_cert", &self.ca_cert)
             .field("registry_host", &self.registry_host)
+            .field("fallbacks", &self.fallbacks)
+            .field("max_size", &self.max_size)
+            .field("evict_interval_secs", &self.evict_interval_secs)
+            .field("spool_dir", &self.spool_dir)
             .field("listen", &self.listen)
             .finish()
     }
@@ -93,6 +151,9 @@ fn default_max_stale() -> u64 {
 }
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECS
+}
+fn default_evict_interval() -> u64 {
+    DEFAULT_EVICT_INTERVAL_SECS
 }
 
 /// An upstream entry, checked.
@@ -113,9 +174,27 @@ pub struct UpstreamSpec {
     /// `host[:port]` clients name for this upstream in `?ns=`, normalised
     /// by [`registry_host`] (`docker.io` for Docker Hub).
     pub registry_host: String,
+    /// Fallback registries, in the order they are tried.
+    pub fallbacks: Vec<Endpoint>,
+    /// The cap on the upstream's cached content, in bytes.
+    pub max_size: Option<u64>,
+    pub evict_interval: Duration,
+    /// Where spool files go (`None`: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
     /// Where this upstream is served at the root, if anywhere
     /// ([`UpstreamSpec::root_repo`]).
     pub listen: Option<SocketAddr>,
+}
+
+/// A registry the cache can ask: the upstream's primary (its `url`) or a
+/// fallback.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `scheme://host[:port]`, normalised.
+    pub url: String,
+    pub host: Host,
+    pub credentials: Option<client::auth::Credentials>,
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Check every `[[upstreams]]` entry and the set of them: what is wrong is
@@ -179,53 +258,22 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
             c.name
         ));
     }
-    let url = url::Url::parse(&c.url).map_err(|e| {
-        format!(
-            "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
-            c.url
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "url {:?}: the scheme must be https (or http for a plain-HTTP registry)",
-            c.url
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "url {:?}: put credentials in username and password, not in the URL",
-            c.url
-        ));
-    }
-    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "url {:?}: only scheme://host[:port] (the registry API is at /v2/ of it; no path, query or fragment)",
-            c.url
-        ));
-    }
-    let host_port = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => return Err(format!("url {:?} has no host", c.url)),
-    };
-    let normalised = format!("{}://{host_port}", url.scheme());
-    let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", c.url))?;
+    let primary = check_endpoint(
+        &c.url,
+        Creds {
+            username: &c.username,
+            password: &c.password,
+            docker_config: &c.docker_config,
+        },
+        &c.ca_cert,
+    )?;
+    let host = primary.host.clone();
     let prefix = RepoName::parse(&c.prefix, max_name_length).map_err(|e| {
         format!(
             "prefix {:?} is not a repository name ({e}): e.g. \"dockerhub\" or \"mirrors/ghcr\"",
             c.prefix
         )
     })?;
-    let credentials = match (&c.username, &c.password) {
-        (None, None) => None,
-        (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
-            username: u.clone(),
-            password: p.clone(),
-        }),
-        (Some(_), Some(_)) => return Err("username is empty".into()),
-        (Some(_), None) => return Err("username without password".into()),
-        (None, Some(_)) => return Err("password without username".into()),
-    };
     if c.timeout_secs == 0 {
         return Err("timeout_secs must be at least 1".into());
     }
@@ -235,10 +283,39 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
             c.max_stale_secs, c.tag_ttl_secs
         ));
     }
-    if let Some(ca) = &c.ca_cert
-        && !ca.is_file()
+    let mut fallbacks = Vec::with_capacity(c.fallbacks.len());
+    for (i, f) in c.fallbacks.iter().enumerate() {
+        let creds = Creds {
+            username: &f.username,
+            password: &f.password,
+            docker_config: &f.docker_config,
+        };
+        let e = check_endpoint(&f.url, creds, &f.ca_cert)
+            .map_err(|e| format!("fallbacks #{}: {e}", i + 1))?;
+        if e.url == primary.url || fallbacks.iter().any(|o: &Endpoint| o.url == e.url) {
+            return Err(format!(
+                "fallbacks #{}: url {:?} is already tried before it",
+                i + 1,
+                f.url
+            ));
+        }
+        fallbacks.push(e);
+    }
+    let max_size = match &c.max_size {
+        None => None,
+        Some(m) => match store::quota::parse_size(m) {
+            Ok(0) => return Err(format!("max_size {m:?} must be more than 0")),
+            Ok(n) => Some(n),
+            Err(e) => return Err(format!("max_size: {e}")),
+        },
+    };
+    if c.evict_interval_secs == 0 {
+        return Err("evict_interval_secs must be at least 1".into());
+    }
+    if let Some(d) = &c.spool_dir
+        && !d.is_dir()
     {
-        return Err(format!("ca_cert {} is not a readable file", ca.display()));
+        return Err(format!("spool_dir {} is not a directory", d.display()));
     }
     let registry_host = match &c.registry_host {
         None => host.name.clone(),
@@ -253,19 +330,153 @@ fn check_one(c: &UpstreamConfig, max_name_length: usize) -> Result<UpstreamSpec,
         .unwrap_or(host.name == client::reference::DOCKER_HUB);
     Ok(UpstreamSpec {
         name: c.name.clone(),
-        url: host.base_url(),
+        url: primary.url,
         host,
         prefix,
-        credentials,
+        credentials: primary.credentials,
         tag_ttl: Duration::from_secs(c.tag_ttl_secs),
         max_stale: Duration::from_secs(c.max_stale_secs),
         timeout: Duration::from_secs(c.timeout_secs),
         push: c.push,
         library,
-        ca_cert: c.ca_cert.clone(),
+        ca_cert: primary.ca_cert,
         registry_host,
+        fallbacks,
+        max_size,
+        evict_interval: Duration::from_secs(c.evict_interval_secs),
+        spool_dir: c.spool_dir.clone(),
         listen: c.listen,
     })
+}
+
+/// Check a registry's `url` and its credentials and CA (an upstream's, or
+/// one of its fallbacks').
+/// Where a registry's credentials come from, as configured.
+struct Creds<'a> {
+    username: &'a Option<String>,
+    password: &'a Option<String>,
+    docker_config: &'a Option<PathBuf>,
+}
+
+fn check_endpoint(
+    raw_url: &str,
+    creds: Creds<'_>,
+    ca_cert: &Option<PathBuf>,
+) -> Result<Endpoint, String> {
+    let Creds {
+        username,
+        password,
+        docker_config,
+    } = creds;
+    let url = url::Url::parse(raw_url).map_err(|e| {
+        format!(
+            "url {:?} is not a URL ({e}): expected https://host[:port], e.g. https://registry-1.docker.io",
+            raw_url
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url {:?}: the scheme must be https (or http for a plain-HTTP registry)",
+            raw_url
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "url {:?}: put credentials in username and password, not in the URL",
+            raw_url
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "url {:?}: only scheme://host[:port] (the registry API is at /v2/ of it; no path, query or fragment)",
+            raw_url
+        ));
+    }
+    let host_port = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err(format!("url {:?} has no host", raw_url)),
+    };
+    let normalised = format!("{}://{host_port}", url.scheme());
+    let host = Host::parse(&normalised, false).map_err(|e| format!("url {:?}: {e}", raw_url))?;
+    let credentials = match (username, password) {
+        (None, None) => match docker_config {
+            Some(path) => Some(from_docker_config(path, &host)?),
+            None => None,
+        },
+        _ if docker_config.is_some() => {
+            return Err(
+                "docker_config and username/password are two sources of credentials: set one"
+                    .into(),
+            );
+        }
+        (Some(u), Some(p)) if !u.is_empty() => Some(client::auth::Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(_), Some(_)) => return Err("username is empty".into()),
+        (Some(_), None) => return Err("username without password".into()),
+        (None, Some(_)) => return Err("password without username".into()),
+    };
+    if let Some(ca) = ca_cert
+        && !ca.is_file()
+    {
+        return Err(format!("ca_cert {} is not a readable file", ca.display()));
+    }
+    Ok(Endpoint {
+        url: host.base_url(),
+        host,
+        credentials,
+        ca_cert: ca_cert.clone(),
+    })
+}
+
+/// The credentials a Docker `config.json` holds for `host` (`host[:port]`,
+/// `docker.io` for Docker Hub): its credential helper's (`credHelpers`,
+/// `credsStore`, run as `docker-credential-NAME get`), else the `auths`
+/// entry's `auth` (base64 `user:password`) or `username` and `password`;
+/// read by the client crate, as `wharf login` writes them.
+fn from_docker_config(
+    path: &std::path::Path,
+    host: &Host,
+) -> Result<client::auth::Credentials, String> {
+    let at = format!("docker_config {}", path.display());
+    if !path.is_file() {
+        return Err(format!("{at} is not a readable file"));
+    }
+    let files = client::auth::AuthFiles {
+        read: vec![path.to_path_buf()],
+        docker: Some(path.to_path_buf()),
+        podman: None,
+    };
+    match files.lookup(&host.name) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            // Say why when the entry is there but of a kind not read.
+            let token = std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| {
+                    v.get("auths")?.as_object()?.iter().find_map(|(k, e)| {
+                        (client::auth::normalize_auth_key(k) == host.name)
+                            .then(|| e.get("identitytoken").is_some())
+                    })
+                })
+                .unwrap_or(false);
+            if token {
+                Err(format!(
+                    "{at}: the entry for {} has an identitytoken (an OAuth refresh token), which the cache does not use: give it a username and password (or access token) instead",
+                    host.name
+                ))
+            } else {
+                Err(format!(
+                    "{at} has no credentials for {} (an auths entry with auth, or username and password, or a credential helper that knows it)",
+                    host.name
+                ))
+            }
+        }
+        Err(e) => Err(format!("{at}: {e}")),
+    }
 }
 
 /// A registry host as clients name it (`host[:port]`), normalised for
@@ -522,6 +733,150 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn fallbacks() {
+        let c = toml_one(
+            r#"
+name = "hub"
+url = "https://registry-1.docker.io"
+prefix = "dockerhub"
+[[fallbacks]]
+url = "https://mirror.gcr.io"
+[[fallbacks]]
+url = "http://127.0.0.1:5001"
+username = "u"
+password = "secret-pw"
+"#,
+        );
+        let spec = check(std::slice::from_ref(&c), 255).unwrap().remove(0);
+        assert_eq!(spec.fallbacks.len(), 2);
+        assert_eq!(spec.fallbacks[0].url, "https://mirror.gcr.io");
+        assert!(spec.fallbacks[0].credentials.is_none());
+        assert_eq!(spec.fallbacks[1].url, "http://127.0.0.1:5001");
+        assert_eq!(
+            spec.fallbacks[1].credentials.as_ref().unwrap().username,
+            "u"
+        );
+        // The primary's registry host and library rule are unchanged.
+        assert_eq!(spec.registry_host, "docker.io");
+        assert!(spec.library);
+        assert!(!format!("{c:?}").contains("secret-pw"));
+
+        let bad = |extra: &str, want: &str| {
+            let c = toml_one(&format!(
+                "name = \"x\"\nurl = \"https://r.example\"\nprefix = \"p\"\n{extra}"
+            ));
+            let e = check(&[c], 255).unwrap_err();
+            assert!(e.contains(want), "{e:?} does not say {want:?}");
+        };
+        bad(
+            "[[fallbacks]]\nurl = \"r2.example\"\n",
+            "upstreams #1 (x): fallbacks #1: url \"r2.example\" is not a URL",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r2.example\"\nusername = \"u\"\n",
+            "fallbacks #1: username without password",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r.example/\"\n",
+            "already tried",
+        );
+        bad(
+            "[[fallbacks]]\nurl = \"https://r2.example\"\n[[fallbacks]]\nurl = \"https://r2.example\"\n",
+            "fallbacks #2",
+        );
+        assert!(
+            toml::from_str::<UpstreamConfig>(
+                "name = \"x\"\nurl = \"https://r.example\"\nprefix = \"p\"\n[[fallbacks]]\nurl = \"https://b.example\"\nprefix = \"q\"\n"
+            )
+            .is_err(),
+            "a fallback has no prefix of its own"
+        );
+    }
+
+    #[test]
+    fn credentials_from_a_docker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        // "hub:pat" in base64, under Docker Hub's legacy key.
+        std::fs::write(
+            &path,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnBhdA=="},"r.example:5000":{"username":"u","password":"p"}}}"#,
+        )
+        .unwrap();
+        let mut hub = cfg("hub", "https://registry-1.docker.io", "dockerhub");
+        hub.docker_config = Some(path.clone());
+        let mut corp = cfg("corp", "https://r.example:5000", "corp");
+        corp.docker_config = Some(path.clone());
+        let specs = check(&[hub, corp], 255).unwrap();
+        let c = specs[0].credentials.as_ref().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "pat"));
+        let c = specs[1].credentials.as_ref().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        // A fallback reads it for its own host.
+        let mut with_fallback = cfg("x", "https://a.example", "x");
+        with_fallback.fallbacks = vec![FallbackConfig {
+            url: "https://r.example:5000".into(),
+            username: None,
+            password: None,
+            docker_config: Some(path.clone()),
+            ca_cert: None,
+        }];
+        let s = check(&[with_fallback], 255).unwrap().remove(0);
+        assert_eq!(s.fallbacks[0].credentials.as_ref().unwrap().username, "u");
+        let mut other = cfg("o", "https://other.example", "o");
+        other.docker_config = Some(path);
+        let e = check(&[other], 255).unwrap_err();
+        assert!(e.contains("no credentials for other.example"), "{e}");
+    }
+
+    #[test]
+    fn max_size() {
+        let mut c = cfg("x", "https://r.example", "p");
+        assert_eq!(check(&[c.clone()], 255).unwrap()[0].max_size, None);
+        c.max_size = Some("10GiB".into());
+        let s = check(&[c.clone()], 255).unwrap().remove(0);
+        assert_eq!(s.max_size, Some(10 << 30));
+        assert_eq!(s.evict_interval, Duration::from_secs(600));
+        c.max_size = Some("1.5 MB".into());
+        assert_eq!(
+            check(&[c.clone()], 255).unwrap()[0].max_size,
+            Some(1_500_000)
+        );
+        for (bad, want) in [
+            ("ten", "max_size"),
+            ("0", "more than 0"),
+            ("5 XB", "unknown unit"),
+        ] {
+            c.max_size = Some(bad.into());
+            let e = check(&[c.clone()], 255).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        c.max_size = None;
+        c.evict_interval_secs = 0;
+        assert!(
+            check(&[c], 255)
+                .unwrap_err()
+                .contains("evict_interval_secs")
+        );
+    }
+
+    #[test]
+    fn spool_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg("x", "https://r.example", "p");
+        assert_eq!(
+            check(std::slice::from_ref(&c), 255).unwrap()[0].spool_dir,
+            None
+        );
+        c.spool_dir = Some(dir.path().to_path_buf());
+        let s = check(std::slice::from_ref(&c), 255).unwrap().remove(0);
+        assert_eq!(s.spool_dir.as_deref(), Some(dir.path()));
+        c.spool_dir = Some(dir.path().join("missing"));
+        let e = check(&[c], 255).unwrap_err();
+        assert!(e.contains("spool_dir") && e.contains("missing"), "{e}");
     }
 
     #[test]

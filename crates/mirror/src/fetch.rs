@@ -12,7 +12,8 @@
 //! least [`RECENT_BYTES`] of them) stay there as the upstream's own
 //! `Bytes`, and a reader is handed slices of them (a reference count, no
 //! copy, no system call). A chunk that leaves memory while a reader still
-//! needs it is first written to a spool file (an unlinked temporary file,
+//! needs it is first written to a spool file (an unlinked temporary file in
+//! the upstream's `spool_dir`, else the system's temporary directory,
 //! at the chunk's offset), where that reader finds it: a slow client
 //! makes the fetch spool, a fast one costs no spool I/O at all. A reader
 //! that starts behind what memory holds (a client that joined late, a
@@ -199,6 +200,11 @@ impl Recent {
 }
 
 impl Fetch {
+    /// Has it failed (so that a new request must fetch again)?
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.progress.borrow().end, End::Failed(_))
+    }
+
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -211,6 +217,19 @@ pub(crate) enum Phase {
     Starting,
     Streaming(Arc<Fetch>),
     Failed(Failure),
+}
+
+impl Phase {
+    /// May a new request join it? Not once it failed: a failed fetch stays
+    /// in the table until its task is done, and the next request must
+    /// fetch again rather than share the failure.
+    pub(crate) fn joinable(&self) -> bool {
+        match self {
+            Phase::Starting => true,
+            Phase::Streaming(f) => !f.failed(),
+            Phase::Failed(_) => false,
+        }
+    }
 }
 
 /// What a fetch needs.
@@ -241,14 +260,22 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
             return false;
         }
     };
-    let spool = match tokio::task::spawn_blocking(tempfile::tempfile).await {
+    let spool_dir = upstream.spec.spool_dir.clone();
+    let where_ = spool_dir.clone();
+    let made = tokio::task::spawn_blocking(move || match &spool_dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    })
+    .await;
+    let spool = match made {
         Ok(Ok(f)) => Arc::new(f),
         Ok(Err(e)) => {
-            phase.send_replace(Phase::Failed(spool_failure(&e)));
+            phase.send_replace(Phase::Failed(spool_failure(where_.as_deref(), &e)));
             return false;
         }
         Err(e) => {
-            phase.send_replace(Phase::Failed(spool_failure(&io::Error::other(e))));
+            let e = io::Error::other(e);
+            phase.send_replace(Phase::Failed(spool_failure(where_.as_deref(), &e)));
             return false;
         }
     };
@@ -275,7 +302,14 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     });
     let (verified_tx, verified_rx) = oneshot::channel();
     let stored = registry.upload_whole_verified(&local, Box::pin(body), &digest, verified_tx);
-    let pumped = pump(resp.response, size, &fetch, &progress_tx, store_tx);
+    let pumped = pump(
+        resp.response,
+        size,
+        &fetch,
+        &progress_tx,
+        store_tx,
+        &upstream.stats,
+    );
     // The last byte goes out once the store has the whole body and it
     // matched the digest, without waiting for the commit's fsync.
     let release = async {
@@ -307,10 +341,15 @@ pub(crate) async fn run(job: Job, phase: watch::Sender<Phase>) -> bool {
     false
 }
 
-fn spool_failure(e: &io::Error) -> Failure {
+fn spool_failure(dir: Option<&std::path::Path>, e: &io::Error) -> Failure {
+    let dir = match dir {
+        Some(d) => format!("spool_dir {}", d.display()),
+        None => "the temporary directory".to_owned(),
+    };
+    tracing::error!(target: "wharf::mirror", error = %e, "cannot create a spool file in {dir}");
     Failure::Bad {
         status: None,
-        message: format!("cannot create a spool file in the temporary directory: {e}"),
+        message: format!("cannot create a spool file in {dir}: {e}"),
     }
 }
 
@@ -323,6 +362,7 @@ async fn pump(
     fetch: &Fetch,
     progress: &watch::Sender<Progress>,
     store: mpsc::Sender<io::Result<Bytes>>,
+    stats: &crate::upstream::Stats,
 ) -> Result<u64, String> {
     let mut stream = resp.bytes_stream();
     let mut received: u64 = 0;
@@ -336,11 +376,15 @@ async fn pump(
         let chunk = match stream.next().await {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
+                stats
+                    .broken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let why = format!("the upstream transfer broke after {received} bytes: {e}");
                 return fail(store, why).await;
             }
             None => break,
         };
+        stats.received(chunk.len());
         let Some(n) = u64::try_from(chunk.len())
             .ok()
             .and_then(|n| received.checked_add(n))

@@ -31,6 +31,7 @@
 //! Nothing mutable is kept in memory but the fetches in progress.
 
 pub mod config;
+pub mod evict;
 pub mod fetch;
 pub mod fresh;
 pub mod upstream;
@@ -140,6 +141,8 @@ pub struct Mirror {
     blobs: Arc<Mutex<InFlight>>,
     tags: Mutex<TagFlights>,
     next_fetch: std::sync::atomic::AtomicU64,
+    /// Pulls recorded lately, for upstreams with a `max_size`.
+    pulls: Arc<evict::PullLog>,
 }
 
 impl Mirror {
@@ -165,6 +168,7 @@ impl Mirror {
             blobs: Arc::new(Mutex::new(HashMap::new())),
             tags: Mutex::new(HashMap::new()),
             next_fetch: std::sync::atomic::AtomicU64::new(0),
+            pulls: Arc::new(evict::PullLog::default()),
         }))
     }
 
@@ -175,6 +179,13 @@ impl Mirror {
     /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&config::UpstreamSpec> {
         self.upstreams().find(|s| s.name == name)
+    }
+
+    /// Each upstream's name and traffic counts, in configuration order.
+    pub fn stats(&self) -> impl Iterator<Item = (&str, &upstream::Stats)> {
+        self.upstreams
+            .iter()
+            .map(|u| (u.spec.name.as_str(), &u.stats))
     }
 
     /// The upstream of a local repository, if it is below a prefix.
@@ -196,10 +207,57 @@ impl Mirror {
         local: &RepoName,
         reference: &Reference,
     ) -> Result<ManifestAnswer> {
-        match reference {
+        let m = match reference {
             Reference::Digest(d) => self.manifest_by_digest(route, local, d).await,
             Reference::Tag(t) => self.manifest_by_tag(route, local, t).await,
+        }?;
+        self.note_pull(route, local, &m.digest);
+        Ok(m)
+    }
+
+    /// For an upstream with a cap: record (in the background, once an hour
+    /// at most) that a manifest was pulled.
+    fn note_pull(&self, route: &Route, local: &RepoName, d: &Digest) {
+        if route.upstream.spec.max_size.is_none() || !self.pulls.due(local, d) {
+            return;
         }
+        let (registry, pulls) = (self.registry.clone(), self.pulls.clone());
+        let (local, d) = (local.clone(), d.clone());
+        tokio::spawn(async move {
+            if let Err(e) = evict::record(registry.backend().as_ref(), &local, &d).await {
+                pulls.forget(&local, &d);
+                tracing::warn!(target: "wharf::mirror", repo = %local, digest = %d, error = %e, "could not record a pull");
+            }
+        });
+    }
+
+    /// Start checking each upstream with a `max_size` against it every
+    /// `evict_interval_secs` (docs/mirror.md, "Size caps"): the tasks, to
+    /// abort at shutdown.
+    pub fn start_eviction(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.spec.max_size.map(|cap| (u.spec.clone(), cap)))
+            .map(|(spec, cap)| {
+                let registry = self.registry.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(spec.evict_interval).await;
+                        match evict::run(&registry, &spec, cap).await {
+                            Ok(r) if !r.evicted.is_empty() => {
+                                tracing::info!(target: "wharf::mirror", upstream = %spec.name, max_size = cap, usage_before = r.usage_before, usage_after = r.usage_after, evicted = r.evicted.len(), "the upstream's cached content was over its max_size: evicted the least recently pulled images");
+                            }
+                            Ok(r) => {
+                                tracing::debug!(target: "wharf::mirror", upstream = %spec.name, max_size = cap, usage = r.usage_before, "cached content under max_size");
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: "wharf::mirror", upstream = %spec.name, error = %e, "could not check the cached content against max_size");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
     }
 
     /// A manifest in the store, or `None`.
@@ -495,7 +553,11 @@ impl Mirror {
         }
         let what = format!("{}@{digest}", route.remote);
         let key = (local.as_str().to_owned(), digest.to_string());
-        let joined = self.lock_blobs().get(&key).map(|(_, rx)| rx.clone());
+        let joined = self
+            .lock_blobs()
+            .get(&key)
+            .filter(|(_, rx)| rx.borrow().joinable())
+            .map(|(_, rx)| rx.clone());
         if let Some(rx) = joined {
             return self.wait(route, rx, &what, head).await;
         }
@@ -547,7 +609,9 @@ impl Mirror {
         key: (String, String),
     ) -> watch::Receiver<fetch::Phase> {
         let mut map = self.lock_blobs();
-        if let Some((_, rx)) = map.get(&key) {
+        if let Some((_, rx)) = map.get(&key)
+            && rx.borrow().joinable()
+        {
             return rx.clone();
         }
         let id = self

@@ -74,6 +74,28 @@ pub enum Action {
     },
 }
 
+/// Every [`Action::metric_name`].
+pub const ACTION_NAMES: [&str; 18] = [
+    "base",
+    "catalog",
+    "list_tags",
+    "head_manifest",
+    "get_manifest",
+    "put_manifest",
+    "delete_manifest",
+    "head_blob",
+    "get_blob",
+    "delete_blob",
+    "mount_blob",
+    "post_blob",
+    "start_blob_upload",
+    "patch_blob_upload",
+    "put_blob_upload",
+    "get_blob_upload",
+    "delete_blob_upload",
+    "get_referrers",
+];
+
 /// The kind of access an action needs, for authorization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -194,6 +216,34 @@ impl Action {
                 subject,
                 artifact_type,
             },
+        }
+    }
+
+    /// The action's name in metrics (`wharf_http_requests_total{action=...}`):
+    /// one of [`ACTION_NAMES`], never a repository, reference or path.
+    pub fn metric_name(&self) -> &'static str {
+        use Action::*;
+        match self {
+            Base => "base",
+            Catalog { .. } => "catalog",
+            ListTags { .. } => "list_tags",
+            GetManifest { head: true, .. } => "head_manifest",
+            GetManifest { .. } => "get_manifest",
+            PutManifest { .. } => "put_manifest",
+            DeleteManifest { .. } => "delete_manifest",
+            GetBlob { head: true, .. } => "head_blob",
+            GetBlob { .. } => "get_blob",
+            DeleteBlob { .. } => "delete_blob",
+            StartUpload { mount: Some(_), .. } => "mount_blob",
+            StartUpload {
+                digest: Some(_), ..
+            } => "post_blob",
+            StartUpload { .. } => "start_blob_upload",
+            PatchUpload { .. } => "patch_blob_upload",
+            PutUpload { .. } => "put_blob_upload",
+            GetUpload { .. } => "get_blob_upload",
+            DeleteUpload { .. } => "delete_blob_upload",
+            Referrers { .. } => "get_referrers",
         }
     }
 
@@ -623,6 +673,8 @@ mod tests {
             assert_eq!(moved.repo(), Some(&local), "{m} {p}");
             assert_eq!(moved.access(), a.access(), "{m} {p}");
             assert_eq!(moved.mount_source(), a.mount_source(), "{m} {p}");
+            assert_eq!(moved.metric_name(), a.metric_name(), "{m} {p}");
+            assert!(ACTION_NAMES.contains(&a.metric_name()), "{m} {p}");
             // Nothing but the repository changed.
             assert_eq!(moved.with_repo(a.repo().unwrap().clone()), a, "{m} {p}");
         }

@@ -36,6 +36,48 @@ pub struct Config {
     /// Registries cached pull-through under local prefixes (`[[upstreams]]`,
     /// docs/mirror.md).
     pub upstreams: Vec<mirror::UpstreamConfig>,
+    /// Webhooks told of pushes and deletes (`[events]`, docs/events.md).
+    pub events: crate::events::EventsConfig,
+    /// Prometheus metrics at `/metrics` (`[metrics]`, docs/observability.md).
+    pub metrics: MetricsConfig,
+    /// The web UI at `/ui/` (`[ui]`, docs/ui.md).
+    pub ui: Ui,
+}
+
+/// `[metrics]`: where `/metrics` is served (docs/observability.md).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all (and count storage operations and requests).
+    pub enabled: bool,
+    /// A separate plain-HTTP listener for `/metrics`, `/healthz` and
+    /// `/readyz` only (an admin or cluster-internal address). When set,
+    /// the main listener does not serve `/metrics`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
+/// `[ui]`: the web UI, served at `/ui/` on the registry's own listener
+/// (docs/ui.md). On by default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ui {
+    /// Serve the UI (false: `/ui/` and `/` answer 404 like any unknown path).
+    pub enabled: bool,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui { enabled: true }
+    }
 }
 
 /// `[gc]`: garbage collection in the background of `wharf serve`
@@ -48,6 +90,8 @@ pub struct Gc {
     pub interval_secs: u64,
     /// Unreferenced links and content younger than this are kept.
     pub grace_secs: u64,
+    /// Storage requests a run keeps in flight (marks, looks, deletes).
+    pub concurrency: usize,
 }
 
 impl Default for Gc {
@@ -55,6 +99,7 @@ impl Default for Gc {
         Gc {
             interval_secs: 0,
             grace_secs: 3600,
+            concurrency: store::gc::DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -545,6 +590,9 @@ impl Default for Config {
             gc: Gc::default(),
             retention: Vec::new(),
             upstreams: Vec::new(),
+            metrics: MetricsConfig::default(),
+            events: crate::events::EventsConfig::default(),
+            ui: Ui::default(),
         }
     }
 }
@@ -638,6 +686,7 @@ impl Config {
         mirror::config::check(&self.upstreams, self.limits.max_name_length)
             .map_err(anyhow::Error::msg)?;
         self.quota_rules()?;
+        self.events.endpoints()?;
         if self.storage.backend == BackendKind::S3 {
             let s = &self.storage.s3;
             if s.bucket.is_empty() {

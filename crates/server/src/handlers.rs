@@ -4,6 +4,7 @@ use crate::action::{self, Action, RouterLimits};
 use crate::auth::{self, Auth, AuthUser};
 use crate::config::Config;
 use crate::conn::ConnInfo;
+use crate::metrics::{ActionName, Metrics};
 use crate::origin;
 use crate::response::{self as r, Resp};
 use crate::upload_slots::{Owner, Refused, UploadSlots};
@@ -33,22 +34,50 @@ pub struct AppState {
     /// Upload sessions open per owner (user or client address) and in all;
     /// the registry reports sessions' ends to it.
     pub upload_slots: Arc<UploadSlots>,
+    /// The process's metrics (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Is `/metrics` served on the main listener (enabled, and no separate
+    /// metrics listener)?
+    pub metrics_on_main: bool,
 }
 
 /// Which repositories a caller sees in the catalog (`None`: all).
 pub(crate) type CatalogFilter<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
 
 /// The one handler behind every path: route, authenticate and authorize
-/// (when auth is on), dispatch.
+/// (when auth is on), dispatch. The response carries the name of what was
+/// asked ([`ActionName`]) for the request layer's metrics.
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
+    let mut name = "unknown";
+    let mut resp = handle_named(state, req, &mut name).await;
+    resp.extensions_mut().insert(ActionName(name));
+    resp
+}
+
+async fn handle_named(state: Arc<AppState>, req: Request, name: &mut &'static str) -> Resp {
     let head = req.method() == "HEAD";
     // Health probes: before routing and auth, which they never need.
     if crate::health::is_health_path(req.uri().path()) {
+        *name = if req.uri().path() == "/healthz" {
+            "healthz"
+        } else {
+            "readyz"
+        };
         return crate::health::serve(&state, req.method().as_str(), req.uri().path()).await;
+    }
+    if state.metrics_on_main && req.uri().path() == crate::metrics::METRICS_PATH {
+        *name = "metrics";
+        return crate::metrics::serve(&state, req, true).await;
+    }
+    // The web UI (docs/ui.md): its own pages, the same auth decision.
+    if state.config.ui.enabled && crate::ui::is_ui_path(req.uri().path()) {
+        *name = "ui";
+        return crate::ui::serve(&state, req).await;
     }
     if let Some(auth) = &state.auth
         && auth::endpoint::is_token_path(req.uri().path())
     {
+        *name = "token";
         return auth::endpoint::serve(auth, req).await;
     }
     let action = match action::route(
@@ -60,6 +89,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         Ok(a) => a,
         Err(e) => return r::error(&e, head),
     };
+    *name = action.metric_name();
     // containerd's mirror convention: `?ns=<registry>` and the name there;
     // or an upstream's own address, where it is served at the root (the
     // Docker daemon's `registry-mirrors`). Everything after this (auth and
@@ -83,6 +113,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
     let conn = ConnInfo::of(&req).cloned();
     let client = conn.as_ref().map(|c| c.peer.ip());
     let (parts, body) = req.into_parts();
+    let body = state.metrics.received(name, body);
     // Where the client sent the request (HTTP/2 carries the host in the
     // URI, HTTP/1.1 in the Host header), for absolute Location URLs and
     // the default token realm.
@@ -119,7 +150,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Resp {
         origin,
         owner,
     };
-    let mut resp = match dispatch(&state, action, &req, body, filter).await {
+    // Who caused the events this request makes (docs/events.md).
+    let context = crate::events::RequestContext {
+        actor: id
+            .as_ref()
+            .and_then(|id| id.principal.name())
+            .map(str::to_owned),
+        request_id: crate::events::request_id(&parts.headers),
+    };
+    let dispatched = crate::events::scope(context, dispatch(&state, action, &req, body, filter));
+    let mut resp = match dispatched.await {
         Ok(resp) => resp,
         Err(e) => r::from_store(e, head),
     };
@@ -290,7 +330,7 @@ async fn dispatch(
     // Repositories below an upstream's prefix: cache misses and refused
     // pushes (what the store holds is served below).
     if let Some(m) = &state.mirror
-        && let Some(answer) = crate::mirror::answer(m, &action, headers).await
+        && let Some(answer) = crate::mirror::answer(m, &state.metrics, &action, headers).await
     {
         return answer;
     }
@@ -433,6 +473,11 @@ async fn dispatch(
                 if let Some(child) = default_platform_child(&m.body, &accept) {
                     m = reg.manifest_get(&repo, &Reference::Digest(child)).await?;
                 }
+            }
+            if !head && let Err(e) = reg.record_pull(&repo, &reference, &m).await {
+                // A pull changes nothing: it is served even when its event
+                // cannot be recorded.
+                tracing::error!(repo = %repo, digest = %m.digest, error = %e, "the pull event could not be written to the outbox; it is not delivered");
             }
             Ok(manifest_response(&m.digest, &m.media_type, &m.body, head))
         }

@@ -15,6 +15,7 @@
 use crate::action::{Access, Action};
 use crate::handlers::AppState;
 use crate::handlers::{Accept, Result, blob_answer, default_platform_child, manifest_response};
+use crate::metrics::Metrics;
 use crate::response::{self as r, Resp};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -26,17 +27,39 @@ use std::sync::Arc;
 pub const X_WHARF_CACHE: HeaderName = HeaderName::from_static("x-wharf-cache");
 
 /// The answer for `action` if the cache has one; `None` hands it on.
-pub async fn answer(m: &Arc<Mirror>, action: &Action, headers: &HeaderMap) -> Option<Result<Resp>> {
+pub async fn answer(
+    m: &Arc<Mirror>,
+    metrics: &Metrics,
+    action: &Action,
+    headers: &HeaderMap,
+) -> Option<Result<Resp>> {
     let repo = action.repo()?;
     let route = m.route(repo)?;
+    let upstream = route.upstream.spec.name.as_str();
     match action {
         Action::GetManifest {
             repo,
             reference,
             head,
-        } => Some(get_manifest(m, &route, repo, reference, *head, headers).await),
+        } => {
+            let (answer, cache) = get_manifest(m, &route, repo, reference, *head, headers).await;
+            metrics.cache(
+                upstream,
+                "manifest",
+                cache.map_or("error", CacheStatus::as_str),
+            );
+            Some(answer)
+        }
         Action::GetBlob { repo, digest, head } => {
-            get_blob(m, &route, repo, digest, *head, headers).await
+            let answer = get_blob(m, &route, repo, digest, *head, headers).await;
+            let result = match &answer {
+                // The store serves it.
+                None => "hit",
+                Some(Ok(_)) => "miss",
+                Some(Err(_)) => "error",
+            };
+            metrics.cache(upstream, "blob", result);
+            answer
         }
         a if a.access() == Access::Push && !route.push_allowed() => {
             Some(Err(route.push_refused(repo).into()))
@@ -52,7 +75,22 @@ async fn get_manifest(
     reference: &Reference,
     head: bool,
     headers: &HeaderMap,
-) -> Result<Resp> {
+) -> (Result<Resp>, Option<CacheStatus>) {
+    match manifest_answer(m, route, repo, reference, head, headers).await {
+        Ok((resp, cache)) => (Ok(resp), Some(cache)),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The response to a manifest GET or HEAD, and how the cache served it.
+async fn manifest_answer(
+    m: &Mirror,
+    route: &Route,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<(Resp, CacheStatus)> {
     let accept = Accept::parse(headers);
     let mut got = m.manifest(route, repo, reference).await?;
     if !accept.allows(&got.media_type)
@@ -69,7 +107,7 @@ async fn get_manifest(
     }
     let mut resp = manifest_response(&got.digest, &got.media_type, &got.body, head);
     mark(&mut resp, got.cache);
-    Ok(resp)
+    Ok((resp, got.cache))
 }
 
 fn mark(resp: &mut Resp, cache: CacheStatus) {

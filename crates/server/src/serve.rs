@@ -7,6 +7,7 @@ use crate::config::{BackendKind, Config, LogFormat};
 use crate::conn::ConnInfo;
 use crate::handlers::{AppState, handle};
 use crate::listener::{self, ConnSettings};
+use crate::metrics::{ActionName, Metrics};
 use crate::response::API_VERSION;
 use crate::tls::TlsServer;
 use crate::upload_slots::UploadSlots;
@@ -51,6 +52,31 @@ async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
             Ok(Arc::new(b))
         }
     }
+}
+
+/// The event outbox when `[[events.endpoints]]` are configured (their
+/// secrets read). On S3 other replicas may share the store, so each
+/// endpoint's worker delivers only while it holds the endpoint's lease; a
+/// data directory is this process's alone.
+fn open_events(
+    config: &Config,
+    backend: &Arc<dyn Backend>,
+) -> anyhow::Result<Option<Arc<crate::events::Events>>> {
+    let mut endpoints = config.events.endpoints()?;
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    for e in &mut endpoints {
+        e.load_secret()?;
+    }
+    let public_origin = config.public_origin()?;
+    Ok(Some(Arc::new(crate::events::Events::new(
+        backend.clone(),
+        &config.events,
+        endpoints,
+        public_origin.as_deref(),
+        config.storage.backend == BackendKind::S3,
+    ))))
 }
 
 /// `[storage.s3]` plus credentials from `WHARF_S3_*` (the `AWS_*` chain is
@@ -127,7 +153,19 @@ pub async fn run_on(
     } else {
         None
     };
+    let backend_name = match config.storage.backend {
+        BackendKind::Fs => "fs",
+        BackendKind::S3 => "s3",
+    };
+    let refusals = crate::metrics::Refusals::default();
+    let metrics = Metrics::new(backend_name, refusals.clone());
     let backend = open_backend(&config).await?;
+    // Storage operations are counted only when the metrics are served.
+    let backend = if config.metrics.enabled {
+        metrics.instrument(backend)
+    } else {
+        backend
+    };
     // Upload slots are freed only when the registry reports a session's end.
     let upload_slots = Arc::new(UploadSlots::new(
         config.limits.max_uploads_per_client,
@@ -142,6 +180,13 @@ pub async fn run_on(
         },
     )
     .with_session_observer(upload_slots.clone());
+    // Event webhooks: the registry writes its events to the outbox, the
+    // workers deliver them (docs/events.md).
+    let events = open_events(&config, &backend)?;
+    let registry = match &events {
+        Some(e) => registry.with_event_sink(e.clone()),
+        None => registry,
+    };
     let registry = Arc::new(registry);
     let mirror = mirror::Mirror::new(
         &config.upstreams,
@@ -185,8 +230,12 @@ pub async fn run_on(
         Some(Arc::new(s))
     };
     // With TLS, token realms default to https.
-    let auth = Auth::from_config(&config, tls.is_some()).await?;
+    let auth = Auth::from_config(&config, tls.is_some(), refusals).await?;
     let public_origin = config.public_origin()?;
+    let metrics = Arc::new(metrics.with_sources(crate::metrics::Sources {
+        upload_slots: upload_slots.clone(),
+        mirror: mirror.clone(),
+    }));
     let state = Arc::new(AppState {
         registry,
         public_origin,
@@ -196,7 +245,22 @@ pub async fn run_on(
         limits,
         auth: auth.clone(),
         upload_slots,
+        metrics: metrics.clone(),
+        metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
     });
+    // The separate metrics listener, bound before the main one serves so
+    // that a wrong address stops the server at start.
+    let metrics_server = match config.metrics.listen.filter(|_| config.metrics.enabled) {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+            let addr = l.local_addr()?;
+            tracing::info!(listen = %addr, "metrics listening (/metrics, /healthz, /readyz)");
+            Some(tokio::spawn(crate::metrics::serve_admin(l, state.clone())))
+        }
+        None => None,
+    };
     let key_refresher = auth
         .as_ref()
         .filter(|a| !a.verifier.external.is_empty())
@@ -215,6 +279,7 @@ pub async fn run_on(
             grace: Duration::from_secs(config.gc.grace_secs),
             upload_expiry: expiry,
             retention,
+            concurrency: config.gc.concurrency,
             ..store::gc::GcOptions::default()
         };
         tokio::spawn(collect_garbage(
@@ -224,12 +289,18 @@ pub async fn run_on(
         ))
     });
 
+    // The size caps of the pull-through cache (docs/mirror.md).
+    let evictors = mirror
+        .as_ref()
+        .map(|m| m.start_eviction())
+        .unwrap_or_default();
     let max_url_length = config.limits.max_url_length;
+    let counted = config.metrics.enabled.then(|| metrics.clone());
     let app = Router::new()
         .fallback(handle)
         .with_state(state)
         .layer(middleware::from_fn(move |req, next| {
-            request_log(req, next, max_url_length)
+            request_log(req, next, max_url_length, counted.clone())
         }));
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -269,6 +340,7 @@ pub async fn run_on(
     }
     warn_if_exposed(&config, addr, auth.is_some());
     let watcher = tls.as_ref().and_then(TlsServer::watcher).map(tokio::spawn);
+    let deliveries = events.as_ref().map(|e| e.start());
     let settings = ConnSettings::new(&config.limits, tls.map(|t| t.acceptor));
     ready();
     // One shutdown for every listener.
@@ -297,6 +369,12 @@ pub async fn run_on(
     futures_util::future::join_all(serving).await;
     stopper.abort();
     sweeper.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    for e in evictors {
+        e.abort();
+    }
     if let Some(c) = collector {
         c.abort();
     }
@@ -308,6 +386,9 @@ pub async fn run_on(
     }
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(d) = deliveries {
+        d.stop(Duration::from_secs(5)).await;
     }
     tracing::info!("wharf registry stopped");
     Ok(())
@@ -348,7 +429,9 @@ async fn collect_garbage(state: Arc<AppState>, every: Duration, opts: store::gc:
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store::gc::collect(&state.registry, &opts).await {
+        let result = store::gc::collect(&state.registry, &opts).await;
+        state.metrics.gc_run(&result);
+        match result {
             Ok(r) => tracing::info!(
                 tags_deleted = r.tags_deleted,
                 manifests_deleted = r.manifests_deleted,
@@ -394,8 +477,14 @@ async fn expire_uploads(state: Arc<AppState>, max_age: Duration) {
 
 /// One structured line per request; adds the API version header. Refuses
 /// request targets longer than `max_url` (414) before anything else runs.
-async fn request_log(req: Request, next: Next, max_url: usize) -> Response {
+async fn request_log(
+    req: Request,
+    next: Next,
+    max_url: usize,
+    metrics: Option<Arc<Metrics>>,
+) -> Response {
     let start = Instant::now();
+    let in_flight = metrics.as_ref().map(|m| m.start());
     let conn = ConnInfo::of(&req);
     let peer = conn.map(|c| c.peer);
     let client_cert = conn.and_then(|c| c.client_cert_name.clone());
@@ -445,7 +534,17 @@ async fn request_log(req: Request, next: Next, max_url: usize) -> Response {
         client_cert = client_cert.as_deref(),
         "request"
     );
-    resp
+    drop(in_flight);
+    match metrics {
+        Some(m) => {
+            let action = resp
+                .extensions()
+                .get::<ActionName>()
+                .map_or("unknown", |a| a.0);
+            m.finish(action, resp, start.elapsed())
+        }
+        None => resp,
+    }
 }
 
 async fn shutdown_signal() {

@@ -158,6 +158,12 @@ impl UploadSlots {
         }
     }
 
+    /// Sessions open now, all owners together (0 when no limit is set:
+    /// nothing is counted then).
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
     /// Sessions `owner` holds now.
     #[cfg(test)]
     fn held(&self, owner: &Owner) -> usize {

@@ -5,6 +5,7 @@
 //!   and its filesystem implementation [`fs::FsBackend`].
 //! - [`registry`]: the OCI data model (blobs, manifests, tags, referrers,
 //!   upload sessions) mapped onto backend keys. It knows nothing of HTTP.
+//! - [`events`]: the registry's domain events and where it sends them.
 //! - [`quota`]: byte limits per repository pattern and the usage records
 //!   that keep them cheap to check.
 //! - [`source`]: read-only images served in place from OCI layouts,
@@ -13,6 +14,7 @@
 pub mod backend;
 mod content_cache;
 pub mod copy;
+pub mod events;
 pub mod fs;
 pub mod gc;
 mod hashing;

@@ -7,6 +7,7 @@
 
 use crate::backend::{Backend, ByteStream, ObjectReader};
 use crate::content_cache::ContentCache;
+use crate::events::{Event, EventKind, EventSink};
 use crate::gc;
 use crate::hashing::StreamHasher;
 use crate::keys;
@@ -200,6 +201,8 @@ pub struct Registry {
     gc_idle: gc::fence::IdleSeen,
     /// The quotas and their usage records.
     quotas: Quotas,
+    /// Told of every change (and pull) once it is in the store.
+    events: Option<Arc<dyn EventSink>>,
 }
 
 /// Manifest bodies kept in memory: at most this many bytes in all...
@@ -343,7 +346,65 @@ impl Registry {
             tag_locks: (0..TAG_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             gc_idle: gc::fence::IdleSeen::default(),
             quotas,
+            events: None,
         }
+    }
+
+    /// Tell `sink` of every manifest pushed, tag set, manifest or tag
+    /// deleted (and manifest pulled: [`Registry::record_pull`]), after the
+    /// change is in the store and before the call that made it returns.
+    pub fn with_event_sink(mut self, sink: Arc<dyn EventSink>) -> Registry {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Does the event sink want events of `kind` in `name`?
+    fn wants(&self, kind: EventKind, name: &RepoName) -> bool {
+        self.events.as_ref().is_some_and(|s| s.wants(kind, name))
+    }
+
+    /// Give the sink the events it wants of those of one operation. An
+    /// error (the events could not be recorded) fails the operation, whose
+    /// change stays made: see docs/events.md.
+    async fn emit(&self, events: Vec<Event>) -> Result<()> {
+        let Some(sink) = &self.events else {
+            return Ok(());
+        };
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| sink.wants(e.kind, &e.repository))
+            .collect();
+        if events.is_empty() {
+            return Ok(());
+        }
+        sink.emit(events).await.map_err(Error::Io)
+    }
+
+    /// A manifest was served to a client (a GET by `reference`): the pull
+    /// event, if the sink wants one. The caller decides whether a failure
+    /// matters (the server logs it and serves the manifest anyway).
+    pub async fn record_pull(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        m: &StoredManifest,
+    ) -> Result<()> {
+        if !self.wants(EventKind::ManifestPulled, name) {
+            return Ok(());
+        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        self.emit(vec![Event {
+            kind: EventKind::ManifestPulled,
+            repository: name.clone(),
+            digest: Some(m.digest.clone()),
+            media_type: Some(m.media_type.clone()),
+            size: Some(m.body.len() as u64),
+            tag,
+        }])
+        .await
     }
 
     /// Report the end of every upload session to `observer`.
@@ -1380,6 +1441,23 @@ impl Registry {
             }
         }
         self.quotas.record(name, charge).await?;
+        // What a cache stores for its clients is no push (docs/events.md).
+        if !cached {
+            let mut events = Vec::with_capacity(tags.len() + 1);
+            let event = |kind, tag: Option<&Tag>| Event {
+                kind,
+                repository: name.clone(),
+                digest: Some(digest.clone()),
+                media_type: Some(m.media_type.clone()),
+                size: Some(body.len() as u64),
+                tag: tag.cloned(),
+            };
+            events.push(event(EventKind::ManifestPushed, None));
+            for t in &tags {
+                events.push(event(EventKind::TagSet, Some(t)));
+            }
+            self.emit(events).await?;
+        }
         Ok(PutManifest {
             digest,
             subject,
@@ -1545,49 +1623,122 @@ impl Registry {
                 {
                     return Err(immutable(name, t, rule, "deleted"));
                 }
+                // The digest it names, for the event (one read, only when
+                // an event is wanted).
+                let named = if self.wants(EventKind::TagDeleted, name) {
+                    self.backend
+                        .read(&keys::tag(name, t))
+                        .await?
+                        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse().ok())
+                } else {
+                    None
+                };
                 if !self.backend.delete(&keys::tag(name, t)).await? {
                     return Err(manifest_unknown(t));
                 }
-                Ok(())
+                self.emit(vec![Event {
+                    kind: EventKind::TagDeleted,
+                    repository: name.clone(),
+                    digest: named,
+                    media_type: None,
+                    size: None,
+                    tag: Some(t.clone()),
+                }])
+                .await
             }
             Reference::Digest(d) => {
-                if self.manifest_link(name, d).await?.is_none() {
+                let Some(link) = self.manifest_link(name, d).await? else {
                     return Err(manifest_unknown(d));
-                }
-                // The tags pointing at it go with it: none may be immutable.
-                let value = d.to_string();
-                let prefix = keys::tags_prefix(name);
-                let mut pointing = Vec::new();
-                for tag in self.backend.list(&prefix, None, usize::MAX).await? {
-                    let key = format!("{prefix}{tag}");
-                    if let Some(v) = self.backend.read(&key).await?
-                        && v.as_ref() == value.as_bytes()
-                    {
-                        if let Ok(t) = Tag::parse(&tag)
-                            && let Some(rule) = self.immutable_rule(name, &t)
-                        {
-                            return Err(immutable(name, &t, rule, "deleted with its manifest"));
-                        }
-                        pointing.push(key);
-                    }
-                }
-                // Tags first, so no tag ever points at a missing manifest.
-                for key in pointing {
-                    self.backend.delete(&key).await?;
-                }
-                if let Some(body) = self.backend.read(&keys::blob(d)).await?
-                    && let Ok(m) = manifest::parse(None, &body)
-                    && let Some(subject) = m.subject
-                {
-                    self.backend
-                        .delete(&keys::referrer(name, &subject.digest, d))
-                        .await?;
-                }
-                self.backend.delete(&keys::repo_manifest(name, d)).await?;
-                self.quotas.recount_soon(name);
-                Ok(())
+                };
+                self.delete_manifest_and_tags(name, d, &link, true).await
             }
         }
+    }
+
+    /// Evict a manifest a pull-through cache stored
+    /// ([`Registry::manifest_put_cached`]) and the tags pointing at it, as
+    /// [`Registry::manifest_delete`] does but whatever `delete_enabled`
+    /// says. Returns `false`, deleting nothing, when the link is gone or
+    /// was not stored by the cache (a pushed manifest), or a tag pointing
+    /// at it is immutable. Its blobs are left to garbage collection.
+    pub async fn manifest_evict_cached(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        let link = match self.manifest_link(name, d).await? {
+            Some(link) if link.cached => link,
+            _ => return Ok(false),
+        };
+        // What a cache stores is no push, and its eviction no delete: no events.
+        match self.delete_manifest_and_tags(name, d, &link, false).await {
+            Ok(()) => Ok(true),
+            Err(Error::Registry(e)) if e.code == ErrorCode::Denied => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delete the manifest link `d` of `name` (its `link`), the tags
+    /// pointing at it first (none may be immutable), and its referrer
+    /// entry; tell the event sink when `events` says so.
+    async fn delete_manifest_and_tags(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        link: &ManifestLink,
+        tell: bool,
+    ) -> Result<()> {
+        // The tags pointing at it go with it: none may be immutable.
+        let value = d.to_string();
+        let prefix = keys::tags_prefix(name);
+        let mut pointing = Vec::new();
+        for tag in self.backend.list(&prefix, None, usize::MAX).await? {
+            let key = format!("{prefix}{tag}");
+            if let Some(v) = self.backend.read(&key).await?
+                && v.as_ref() == value.as_bytes()
+            {
+                if let Ok(t) = Tag::parse(&tag)
+                    && let Some(rule) = self.immutable_rule(name, &t)
+                {
+                    return Err(immutable(name, &t, rule, "deleted with its manifest"));
+                }
+                pointing.push((key, tag));
+            }
+        }
+        // Tags first, so no tag ever points at a missing manifest.
+        let mut events = Vec::with_capacity(pointing.len() + 1);
+        for (key, tag) in pointing {
+            if self.backend.delete(&key).await?
+                && let Ok(tag) = Tag::parse(&tag)
+            {
+                events.push(Event {
+                    kind: EventKind::TagDeleted,
+                    repository: name.clone(),
+                    digest: Some(d.clone()),
+                    media_type: Some(link.media_type.clone()),
+                    size: Some(link.size),
+                    tag: Some(tag),
+                });
+            }
+        }
+        if let Some(body) = self.backend.read(&keys::blob(d)).await?
+            && let Ok(m) = manifest::parse(None, &body)
+            && let Some(subject) = m.subject
+        {
+            self.backend
+                .delete(&keys::referrer(name, &subject.digest, d))
+                .await?;
+        }
+        self.backend.delete(&keys::repo_manifest(name, d)).await?;
+        self.quotas.recount_soon(name);
+        if !tell {
+            return Ok(());
+        }
+        events.push(Event {
+            kind: EventKind::ManifestDeleted,
+            repository: name.clone(),
+            digest: Some(d.clone()),
+            media_type: Some(link.media_type.clone()),
+            size: Some(link.size),
+            tag: None,
+        });
+        self.emit(events).await
     }
 
     // ------------------------------------------------------------- listings
@@ -1620,6 +1771,27 @@ impl Registry {
             ));
         }
         self.page(&keys::tags_prefix(name), n, last).await
+    }
+
+    /// The digest a tag points at and when it was last set (the tag
+    /// object's modification time, where the backend keeps one); `None`
+    /// when the repository has no such tag. For listings that show tags
+    /// with their push time (the web UI): one read and one head per tag.
+    pub async fn tag_info(
+        &self,
+        name: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, Option<SystemTime>)>> {
+        let key = keys::tag(name, tag);
+        let (raw, meta) = tokio::join!(self.backend.read(&key), self.backend.head(&key));
+        let Some(raw) = raw? else {
+            return Ok(None);
+        };
+        let d = std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Error::Io(io::Error::other(format!("corrupt tag {name}:{tag}"))))?;
+        Ok(Some((d, meta?.and_then(|m| m.modified))))
     }
 
     /// Repository names in byte order, `n` at most, after `last`.

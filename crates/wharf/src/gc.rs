@@ -26,6 +26,10 @@ pub struct GcArgs {
     /// Remove upload sessions idle for longer than this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 86_400)]
     upload_expiry: u64,
+    /// Storage requests kept in flight (marks, looks, deletes)
+    /// [default: the config's [gc] concurrency, else 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
     /// Report what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
@@ -69,6 +73,7 @@ async fn gc_cmd(args: &GcArgs) -> anyhow::Result<GcReport> {
         upload_expiry: Duration::from_secs(args.upload_expiry),
         dry_run: args.dry_run,
         retention: config.retention_rules()?,
+        concurrency: args.concurrency.map_or(config.gc.concurrency, usize::from),
         ..GcOptions::default()
     };
     gc::collect(&reg, &opts)

@@ -212,7 +212,7 @@ struct ServeArgs {
     /// endpoint/region/bucket/prefix/access_key_id/secret_access_key/virtual_hosted/
     /// redirect/redirect_expiry_secs/timeout_secs, [[sources]] path/as,
     /// [tls] cert/key/client_ca/client_auth/reload_secs, [http] public_url,
-    /// [auth] ...: see docs/auth.md).
+    /// [metrics] enabled/listen, [auth] ...: see docs/auth.md).
     #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
@@ -333,6 +333,13 @@ struct ServeArgs {
     /// Most upload sessions open in all; more get 429; 0: no limit [default: 10000].
     #[arg(long, env = "WHARF_MAX_UPLOADS", value_name = "N")]
     max_uploads: Option<usize>,
+    /// Serve /metrics (with /healthz and /readyz) on this separate
+    /// plain-HTTP address instead of the main listener ([metrics] listen).
+    #[arg(long, env = "WHARF_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve no /metrics ([metrics] enabled = false).
+    #[arg(long, env = "WHARF_NO_METRICS")]
+    no_metrics: bool,
 }
 
 impl ServeArgs {
@@ -343,6 +350,12 @@ impl ServeArgs {
         };
         if let Some(v) = self.listen {
             c.listen = v;
+        }
+        if let Some(v) = self.metrics_listen {
+            c.metrics.listen = Some(v);
+        }
+        if self.no_metrics {
+            c.metrics.enabled = false;
         }
         if let Some(v) = self.data_dir {
             c.data_dir = v;

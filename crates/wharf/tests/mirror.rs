@@ -351,44 +351,59 @@ async fn pulls_through_a_wharf_with_token_auth() {
 
 #[tokio::test]
 async fn tags_are_revalidated_after_their_ttl() {
+    // What "within the TTL" means depends on how long the steps take on a
+    // loaded machine: each exact expectation below is checked only when
+    // the steps it depends on took less than the TTL (they always do on a
+    // machine that is not starved); otherwise the weaker one that holds
+    // whatever the timing.
+    const TTL: Duration = Duration::from_secs(3);
+    let past_ttl = TTL + Duration::from_millis(100);
     let Some(mut up) = upstream().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cache = cache_of(&up, dir.path(), "tag_ttl_secs = 1").await;
+    let cache = cache_of(
+        &up,
+        dir.path(),
+        &format!("tag_ttl_secs = {}", TTL.as_secs()),
+    )
+    .await;
     let remote = repo("ttl/app");
     let local = format!("cache/{remote}");
+    let head_path = format!("/v2/{remote}/manifests/latest");
     up.push_as_pusher(&[&remote]).await;
     let first = push_image(&up.reg, &remote, "latest", 1, 1000).await;
+    let checked = Instant::now();
     let (d, how, _) = pull_manifest(&cache, &local, "latest").await;
     assert_eq!((d.as_str(), how.as_str()), (first.digest.as_str(), "miss"));
 
     // The tag moves upstream; within the TTL the cache still serves the
     // old digest without asking.
     let second = push_image(&up.reg, &remote, "latest", 1, 1000).await;
-    let heads = up.count("HEAD", &format!("/v2/{remote}/manifests/latest"));
+    let heads = up.count("HEAD", &head_path);
     let (d, how, _) = pull_manifest(&cache, &local, "latest").await;
+    if checked.elapsed() >= TTL {
+        // The TTL ran out on the way (the cache may have seen the move):
+        // what follows would test nothing.
+        eprintln!("the first steps took longer than the TTL: the rest is not checked");
+        return;
+    }
     assert_eq!((d.as_str(), how.as_str()), (first.digest.as_str(), "hit"));
-    assert_eq!(
-        up.count("HEAD", &format!("/v2/{remote}/manifests/latest")),
-        heads
-    );
+    assert_eq!(up.count("HEAD", &head_path), heads);
 
     // Past it: a HEAD finds the new digest, which is fetched (by digest).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(past_ttl).await;
+    let heads = up.count("HEAD", &head_path);
     let (d, how, _) = pull_manifest(&cache, &local, "latest").await;
     assert_eq!((d.as_str(), how.as_str()), (second.digest.as_str(), "miss"));
-    assert_eq!(
-        up.count("HEAD", &format!("/v2/{remote}/manifests/latest")),
-        heads + 1
-    );
+    assert_eq!(up.count("HEAD", &head_path), heads + 1);
     assert_eq!(
         up.count("GET", &format!("/v2/{remote}/manifests/{}", second.digest)),
         1
     );
 
     // Unchanged on the next revalidation: one HEAD, no GET at all.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(past_ttl).await;
     let gets = up.count("GET", &format!("/v2/{remote}/manifests/{}", second.digest))
         + up.count("GET", &format!("/v2/{remote}/manifests/latest"));
     let (d, how, _) = pull_manifest(&cache, &local, "latest").await;
@@ -396,28 +411,28 @@ async fn tags_are_revalidated_after_their_ttl() {
         (d.as_str(), how.as_str()),
         (second.digest.as_str(), "revalidated")
     );
-    assert_eq!(
-        up.count("HEAD", &format!("/v2/{remote}/manifests/latest")),
-        heads + 2
-    );
+    assert_eq!(up.count("HEAD", &head_path), heads + 2);
     assert_eq!(
         up.count("GET", &format!("/v2/{remote}/manifests/{}", second.digest))
             + up.count("GET", &format!("/v2/{remote}/manifests/latest")),
         gets
     );
     // Concurrent pulls of an expired tag: one HEAD for all of them.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(past_ttl).await;
+    let started = Instant::now();
     let all =
         futures_util::future::join_all((0..6).map(|_| pull_manifest(&cache, &local, "latest")))
             .await;
+    let took = started.elapsed();
     for (d, how, _) in &all {
         assert_eq!(d, &second.digest);
-        assert_eq!(how, "revalidated");
+        assert!(how == "revalidated" || how == "hit", "{how}");
     }
-    assert_eq!(
-        up.count("HEAD", &format!("/v2/{remote}/manifests/latest")),
-        heads + 3
-    );
+    let revalidations = up.count("HEAD", &head_path) - (heads + 2);
+    assert!(revalidations >= 1, "an expired tag was not revalidated");
+    if took < TTL {
+        assert_eq!(revalidations, 1, "concurrent pulls of an expired tag");
+    }
 
     // The old manifest stays readable by digest.
     let (d, how, _) = pull_manifest(&cache, &local, &first.digest).await;
@@ -1438,6 +1453,569 @@ async fn replicas_share_the_cache_and_when_tags_were_checked() {
         pull_blob(&b, &local, &desc.digest).await;
     }
     assert_eq!(up.api_requests(), before);
+}
+
+// ------------------------------------------------------------ fallbacks
+
+impl Distribution {
+    async fn push_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) {
+        let r = client()
+            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .basic_auth("mirror", Some("mirror-pw"))
+            .header("Content-Type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+}
+
+/// The same image (same bytes, same digests) pushed to `repo:tag` at both
+/// the Wharf upstream and Distribution.
+async fn push_to_both(up: &Upstream, dist: &Distribution, repo: &str, tag: &str) -> Image {
+    let cfg = to_bytes(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}, "nonce": nonce(),
+    }));
+    let config = up.reg.push_blob_desc(repo, OCI_CONFIG, &cfg).await;
+    dist.push_blob(repo, &cfg).await;
+    let mut layers = Vec::new();
+    for i in 0..2 {
+        let data = pseudo_random(200_000, rand_seed() + i);
+        layers.push(up.reg.push_blob_desc(repo, OCI_LAYER, &data).await);
+        dist.push_blob(repo, &data).await;
+    }
+    let manifest = oci_manifest(&config, &layers);
+    up.reg
+        .push_manifest(repo, tag, OCI_MANIFEST, &manifest)
+        .await;
+    dist.push_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+    let digest = sha256(&manifest);
+    Image {
+        config,
+        layers,
+        manifest,
+        digest,
+    }
+}
+
+/// An upstream with a fallback: the primary a Wharf with token auth, the
+/// fallback Debian's `docker-registry` with Basic auth and its own
+/// credentials, both serving the same images. While the primary is down
+/// the fallback serves tags (revalidated and new), manifests and blobs;
+/// when both are down cached tags are served stale and the error for what
+/// is not cached names both registries and their answers.
+#[tokio::test]
+async fn fallbacks_serve_when_the_primary_is_down() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let mut dist = Distribution::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let primary_url = format!("http://{}", up.reg.host_port());
+    let fallback_url = format!("http://{}", dist.addr);
+    let extra = format!(
+        "tag_ttl_secs = 1\ntimeout_secs = 2\n[[upstreams.fallbacks]]\nurl = \"{fallback_url}\"\nusername = \"mirror\"\npassword = \"mirror-pw\"\n"
+    );
+    let cache = cache_of(&up, dir.path(), &extra).await;
+    let remote = repo("fallback/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let a = push_to_both(&up, &dist, &remote, "a").await;
+    let b = push_to_both(&up, &dist, &remote, "b").await;
+    let c = push_to_both(&up, &dist, &remote, "c").await;
+
+    // The primary up: it serves, the fallback is not asked.
+    let fallback_requests = |dist: &Distribution| {
+        dist.logs()
+            .lines()
+            .filter(|l| l.contains(&format!(" /v2/{remote}/")) && l.contains("\" 200 "))
+            .count()
+    };
+    let pushed = fallback_requests(&dist);
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!((d.as_str(), how.as_str()), (a.digest.as_str(), "miss"));
+    for desc in std::iter::once(&a.config).chain(&a.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+    }
+    assert_eq!(
+        up.count("GET", &format!("/v2/{remote}/manifests/{}", a.digest)),
+        1
+    );
+    assert_eq!(fallback_requests(&dist), pushed, "{}", dist.logs());
+
+    // The primary down: a cached tag past its TTL is revalidated at the
+    // fallback (not served stale), an uncached one fetched from it, blobs
+    // too, and what it serves is what the primary had.
+    up.reg.kill_hard();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!(
+        (d.as_str(), how.as_str()),
+        (a.digest.as_str(), "revalidated")
+    );
+    assert!(
+        dist.count("HEAD", &format!("/v2/{remote}/manifests/a")) >= 1,
+        "{}",
+        dist.logs()
+    );
+    let asked = Instant::now();
+    let (d, how, body) = pull_manifest(&cache, &local, "b").await;
+    assert_eq!((d.as_str(), how.as_str()), (b.digest.as_str(), "miss"));
+    assert_eq!(body, b.manifest);
+    // A tag from the fallback is cached like the primary's: trusted for
+    // its TTL without asking anyone (checked when this machine is quick
+    // enough to ask again within the TTL of 1 s).
+    let heads = dist.count("HEAD", &format!("/v2/{remote}/manifests/b"));
+    let (_, how, _) = pull_manifest(&cache, &local, "b").await;
+    if asked.elapsed() < Duration::from_millis(900) {
+        assert_eq!(how, "hit");
+        assert_eq!(
+            dist.count("HEAD", &format!("/v2/{remote}/manifests/b")),
+            heads
+        );
+    }
+    for desc in std::iter::once(&b.config).chain(&b.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+        assert_eq!(
+            dist.count("GET", &format!("/v2/{remote}/blobs/{}", desc.digest)),
+            1
+        );
+    }
+    let (d, how, _) = pull_manifest(&cache, &local, &b.digest).await;
+    assert_eq!((d.as_str(), how.as_str()), (b.digest.as_str(), "hit"));
+    assert!(
+        cache.logs().contains("served by a fallback"),
+        "{}",
+        cache.logs()
+    );
+    // What neither has: the fallback's 404 is no answer for the primary,
+    // which is down, so the client hears of both.
+    let (status, e) = error_json(get_manifest(&cache, &local, "nope").await).await;
+    assert_eq!(status, 502, "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&primary_url) && msg.contains(&format!("{fallback_url} answered 404")),
+        "{msg}"
+    );
+
+    // Both down: cached tags are served stale; the error for what is not
+    // cached names both registries and what each did.
+    let _ = dist.child.kill();
+    let _ = dist.child.wait();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get_manifest(&cache, &local, "a").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_header(&r), "stale");
+    let (status, e) = error_json(get_manifest(&cache, &local, "c").await).await;
+    assert_eq!((status, e["code"].as_str()), (502, Some("UNKNOWN")), "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("upstream up and its fallbacks")
+            && msg.contains(&primary_url)
+            && msg.contains(&fallback_url),
+        "{msg}"
+    );
+    let tried = e["detail"]["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{e}");
+    let urls: Vec<&str> = tried.iter().map(|t| t["url"].as_str().unwrap()).collect();
+    assert!(urls.contains(&primary_url.as_str()) && urls.contains(&fallback_url.as_str()));
+    let (status, e) = error_json(cache.get_blob(&local, &c.layers[0].digest).await).await;
+    assert_eq!(status, 502, "{e}");
+    assert_eq!(e["detail"]["tried"].as_array().map(Vec::len), Some(2));
+    // Blobs cached while the primary was down stay served.
+    for desc in std::iter::once(&b.config).chain(&b.layers) {
+        pull_blob(&cache, &local, &desc.digest).await;
+    }
+}
+
+// ------------------------------------------------- docker config.json
+
+/// A Docker `config.json` for `host` with `entry` as its `auths` entry,
+/// plus `extra` top-level keys.
+fn docker_config(dir: &Path, name: &str, host_key: &str, entry: Value, extra: Value) -> PathBuf {
+    let mut doc = serde_json::json!({ "auths": { host_key: entry } });
+    if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            d.insert(k.clone(), v.clone());
+        }
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    path
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// `wharf serve` with `config`: its failure message (it must not start).
+fn refused_config(config: &Path, data: &Path) -> String {
+    let out = wharf_command(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "the server started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `docker_config`: the upstream's credentials read from a Docker
+/// `config.json` (`auths.<host>.auth`, or `username`/`password`), used in
+/// the upstream Wharf's token flow; a file that cannot give them stops
+/// the server with a message saying why.
+#[tokio::test]
+async fn credentials_from_a_docker_config_json() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let host = up.reg.host_port().to_owned();
+    let url = format!("http://{host}");
+    let remote = repo("dockercfg/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 1, 20_000).await;
+
+    // auths.<host>.auth, as `docker login` writes it.
+    let cfg = docker_config(
+        dir.path(),
+        "auth.json",
+        &host,
+        serde_json::json!({ "auth": basic("mirror", "mirror-pw") }),
+        serde_json::json!({}),
+    );
+    let d1 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d1.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "miss"));
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+    drop(cache);
+
+    // username / password, under a key with a scheme.
+    let cfg = docker_config(
+        dir.path(),
+        "userpass.json",
+        &format!("http://{host}"),
+        serde_json::json!({ "username": "mirror", "password": "mirror-pw" }),
+        serde_json::json!({}),
+    );
+    let d2 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d2.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (d, _, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!(d, img.digest);
+    drop(cache);
+
+    // Credentials the upstream refuses: 403 DENIED naming it.
+    let cfg = docker_config(
+        dir.path(),
+        "wrong.json",
+        &host,
+        serde_json::json!({ "auth": basic("mirror", "wrong") }),
+        serde_json::json!({}),
+    );
+    let d3 = tempfile::tempdir().unwrap();
+    let config = cache_config(
+        d3.path(),
+        &url,
+        None,
+        &format!("docker_config = \"{}\"", cfg.display()),
+    );
+    let cache = start_cache(&config).await;
+    let (status, e) = error_json(get_manifest(&cache, &local, "v1").await).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("DENIED")), "{e}");
+    drop(cache);
+
+    // What stops the server, said clearly.
+    let d4 = tempfile::tempdir().unwrap();
+    let refused = |extra: String| {
+        let config = cache_config(d4.path(), &url, None, &extra);
+        refused_config(&config, &d4.path().join("data"))
+    };
+    let other = docker_config(
+        dir.path(),
+        "other.json",
+        "registry.other.example",
+        serde_json::json!({ "auth": basic("a", "b") }),
+        serde_json::json!({}),
+    );
+    let err = refused(format!("docker_config = \"{}\"", other.display()));
+    assert!(
+        err.contains("upstreams #1 (up)") && err.contains(&format!("no credentials for {host}")),
+        "{err}"
+    );
+    let err = refused(format!(
+        "docker_config = \"{}\"",
+        dir.path().join("missing.json").display()
+    ));
+    assert!(err.contains("missing.json"), "{err}");
+    let helper = docker_config(
+        dir.path(),
+        "helper.json",
+        &host,
+        serde_json::json!({}),
+        serde_json::json!({ "credsStore": "wharf-test-absent" }),
+    );
+    let err = refused(format!("docker_config = \"{}\"", helper.display()));
+    assert!(err.contains("docker-credential-wharf-test-absent"), "{err}");
+    let token = docker_config(
+        dir.path(),
+        "token.json",
+        &host,
+        serde_json::json!({ "identitytoken": "abc" }),
+        serde_json::json!({}),
+    );
+    let err = refused(format!("docker_config = \"{}\"", token.display()));
+    assert!(err.contains("identitytoken"), "{err}");
+    let err = refused(format!(
+        "docker_config = \"{}\"\nusername = \"a\"\npassword = \"b\"",
+        cfg.display()
+    ));
+    assert!(err.contains("docker_config"), "{err}");
+}
+
+// ------------------------------------------------------------ size cap
+
+/// `max_size`: past the cap, the least recently pulled cached image is
+/// evicted (its tag and manifest link; blobs are left to garbage
+/// collection), recently pulled ones stay, a pushed image sharing a layer
+/// with the evicted one stays whole after a collection, and the evicted
+/// image is fetched again when pulled.
+#[tokio::test]
+async fn a_size_cap_evicts_the_least_recently_pulled_images() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Images of about 300 kB each: room for two, not three.
+    let mut cache = cache_of(
+        &up,
+        dir.path(),
+        "max_size = \"700 KB\"\nevict_interval_secs = 1",
+    )
+    .await;
+    let remote = repo("capped/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let a = push_image(&up.reg, &remote, "a", 1, 300_000).await;
+    let b = push_image(&up.reg, &remote, "b", 1, 300_000).await;
+    let c = push_image(&up.reg, &remote, "c", 1, 300_000).await;
+    let pull_all = |img: &Image, tag: &'static str| {
+        let (cache, local, img) = (&cache, local.clone(), img.clone());
+        async move {
+            let (d, _, _) = pull_manifest(cache, &local, tag).await;
+            assert_eq!(d, img.digest);
+            let mut bodies = Vec::new();
+            for desc in std::iter::once(&img.config).chain(&img.layers) {
+                bodies.push(pull_blob(cache, &local, &desc.digest).await);
+            }
+            bodies
+        }
+    };
+
+    // a first; a pushed image outside the prefix shares its layer.
+    let a_bodies = pull_all(&a, "a").await;
+    let own = repo("own/app");
+    let own_config = cache
+        .push_blob_desc(
+            &own,
+            OCI_CONFIG,
+            &to_bytes(&serde_json::json!({"own": nonce()})),
+        )
+        .await;
+    let own_layer = cache.push_blob_desc(&own, OCI_LAYER, &a_bodies[1]).await;
+    assert_eq!(own_layer.digest, a.layers[0].digest);
+    let own_manifest = oci_manifest(&own_config, std::slice::from_ref(&own_layer));
+    cache
+        .push_manifest(&own, "v1", OCI_MANIFEST, &own_manifest)
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pull_all(&b, "b").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pull_all(&c, "c").await;
+
+    // Over the cap: a, the least recently pulled, goes; b and c stay.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = cache.get(&format!("/v2/{local}/tags/list")).await;
+        let tags = json_body(r).await["tags"].clone();
+        // (The log line follows the deletes.)
+        if tags == serde_json::json!(["b", "c"])
+            && cache.logs().contains("evicted a cached manifest")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not evicted: tags {tags}\n{}",
+            cache.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (img, tag) in [(&b, "b"), (&c, "c")] {
+        let (d, how, _) = pull_manifest(&cache, &local, tag).await;
+        assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "hit"));
+    }
+
+    // A collection reclaims what only a referenced (its config); the
+    // layer it shares with the pushed image stays.
+    let store = store_of(&cache);
+    cache.kill_hard();
+    let out = wharf_command(&["gc", "--store", &store, "--grace", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gc: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deleted = report["deleted"].to_string();
+    let (a_config, a_layer) = (a.config.digest.clone(), a.layers[0].digest.clone());
+    assert!(
+        deleted.contains(a_config.trim_start_matches("sha256:")),
+        "{report}"
+    );
+    let out = wharf_command(&["fsck", "--store", &store])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cache.restart().await;
+    let r = get_manifest(&cache, &own, "v1").await;
+    assert_eq!(r.status(), 200);
+    pull_blob(&cache, &own, &own_layer.digest).await;
+    pull_blob(&cache, &own, &own_config.digest).await;
+
+    // Pulled again, a is fetched again: its config by GET, its layer
+    // (still in the store for the pushed image) linked after a HEAD.
+    let (d, how, _) = pull_manifest(&cache, &local, "a").await;
+    assert_eq!((d.as_str(), how.as_str()), (a.digest.as_str(), "miss"));
+    pull_blob(&cache, &local, &a_config).await;
+    pull_blob(&cache, &local, &a_layer).await;
+    assert_eq!(
+        up.count("GET", &format!("/v2/{remote}/blobs/{a_config}")),
+        2
+    );
+    assert_eq!(up.count("GET", &format!("/v2/{remote}/blobs/{a_layer}")), 1);
+}
+
+// ------------------------------------------------------------ spool_dir
+
+/// `spool_dir`: blob fetches keep their spool there. Shown by taking the
+/// directory away: the next fetch fails saying so, and nothing else.
+#[tokio::test]
+async fn blob_fetches_spool_into_spool_dir() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let cache = cache_of(
+        &up,
+        dir.path(),
+        &format!("spool_dir = \"{}\"", spool.display()),
+    )
+    .await;
+    let remote = repo("spool/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let img = push_image(&up.reg, &remote, "v1", 2, 300_000).await;
+    pull_manifest(&cache, &local, "v1").await;
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+
+    std::fs::remove_dir(&spool).unwrap();
+    let (status, e) = error_json(cache.get_blob(&local, &img.layers[1].digest).await).await;
+    assert_eq!(status, 502, "{e}");
+    let said = e["detail"]["error"].as_str().unwrap();
+    assert!(
+        said.contains(&format!(
+            "cannot create a spool file in spool_dir {}",
+            spool.display()
+        )),
+        "{e}"
+    );
+    // The spool back: fetched and served.
+    std::fs::create_dir(&spool).unwrap();
+    pull_blob(&cache, &local, &img.layers[1].digest).await;
+    // Cached blobs never needed it.
+    pull_blob(&cache, &local, &img.layers[0].digest).await;
+}
+
+/// A primary that answers 429, or stalls, sends requests to the fallback
+/// (here the same upstream reached without the misbehaving proxy): tags,
+/// manifests and blobs are served, not stale and not an error.
+#[tokio::test]
+async fn a_primary_answering_429_or_stalling_falls_back() {
+    let Some(mut up) = upstream().await else {
+        return;
+    };
+    let proxy = FaultyProxy::start(up.reg.host_port().to_owned(), Fault::None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "tag_ttl_secs = 1\ntimeout_secs = 1\n[[upstreams.fallbacks]]\nurl = \"http://{}\"\nusername = \"mirror\"\npassword = \"mirror-pw\"\n",
+        up.reg.host_port()
+    );
+    let config = cache_config(
+        dir.path(),
+        &format!("http://{}", proxy.addr),
+        Some(("mirror", "mirror-pw")),
+        &extra,
+    );
+    let cache = start_cache(&config).await;
+    let remote = repo("fallback429/app");
+    let local = format!("cache/{remote}");
+    up.push_as_pusher(&[&remote]).await;
+    let v1 = push_image(&up.reg, &remote, "v1", 1, 100_000).await;
+    let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+    assert_eq!((d.as_str(), how.as_str()), (v1.digest.as_str(), "miss"));
+    assert!(!cache.logs().contains("served by a fallback"));
+
+    for (fault, tag) in [(Fault::TooManyRequests, "v2"), (Fault::Stall, "v3")] {
+        proxy.set(fault);
+        let img = push_image(&up.reg, &remote, tag, 1, 100_000).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The cached tag is revalidated at the fallback, not served stale.
+        let (d, how, _) = pull_manifest(&cache, &local, "v1").await;
+        assert_eq!(
+            (d.as_str(), how.as_str()),
+            (v1.digest.as_str(), "revalidated"),
+            "{fault:?}"
+        );
+        // An uncached tag and its blobs come from the fallback.
+        let (d, how, _) = pull_manifest(&cache, &local, tag).await;
+        assert_eq!((d.as_str(), how.as_str()), (img.digest.as_str(), "miss"));
+        for desc in std::iter::once(&img.config).chain(&img.layers) {
+            pull_blob(&cache, &local, &desc.digest).await;
+        }
+    }
+    assert!(cache.logs().contains("served by a fallback"));
 }
 
 /// A client that stops reading while the fetch goes on falls behind the

@@ -123,7 +123,10 @@ pub async fn serve(auth: &Auth, req: Request) -> Resp {
                 false,
             );
         }
-        Err(_) => return unauthorized(auth),
+        Err(why) => {
+            auth.refusals.count(&why);
+            return unauthorized(auth);
+        }
     };
     let offline = if oauth {
         get(&form, "access_type") == Some("offline")

@@ -81,12 +81,19 @@ pub struct Auth {
     /// built from the request's origin, see [`crate::origin`]).
     scheme: &'static str,
     pub max_name_length: usize,
+    /// Every refusal answered, by reason (the metrics registry's counter).
+    pub refusals: crate::metrics::Refusals,
 }
 
 impl Auth {
     /// The auth layer the config asks for; `None` when auth is off.
-    /// `tls`: whether the listener serves HTTPS (for the default realm).
-    pub async fn from_config(config: &Config, tls: bool) -> anyhow::Result<Option<Arc<Auth>>> {
+    /// `tls`: whether the listener serves HTTPS (for the default realm);
+    /// `refusals` counts the refusals it answers.
+    pub async fn from_config(
+        config: &Config,
+        tls: bool,
+        refusals: crate::metrics::Refusals,
+    ) -> anyhow::Result<Option<Arc<Auth>>> {
         let a = &config.auth;
         if !a.enabled() {
             if !a.policy.is_empty() {
@@ -164,6 +171,7 @@ impl Auth {
             mtls_users: a.mtls_users,
             scheme: if tls { "https" } else { "http" },
             max_name_length: config.limits.max_name_length,
+            refusals,
         })))
     }
 
@@ -173,6 +181,12 @@ impl Auth {
             Ok(u) => u.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The realm of Basic challenges (the web UI always challenges with
+    /// Basic: a browser cannot follow the token flow).
+    pub fn basic_realm(&self) -> &str {
+        &self.basic_realm
     }
 
     /// Whether there is an htpasswd file to watch.
@@ -431,6 +445,7 @@ impl Auth {
         origin: Option<&str>,
         head: bool,
     ) -> Resp {
+        self.refusals.count(why);
         match why {
             Refusal::Unauthenticated { insufficient_scope } => {
                 let e = RegistryError::new(ErrorCode::Unauthorized, "authentication required");
@@ -498,7 +513,10 @@ mod tests {
             password_hash: bcrypt::hash("pw", 4).unwrap(),
             groups: vec!["readers".into()],
         }];
-        let auth = Auth::from_config(&config, true).await.unwrap().unwrap();
+        let auth = Auth::from_config(&config, true, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
         let none = HeaderMap::new();
         let id = auth
             .authenticate(&none, Some(&conn(Some("carol"))))
@@ -533,7 +551,10 @@ mod tests {
 
         // off: certificate names mean nothing
         config.auth.mtls_users = false;
-        let auth = Auth::from_config(&config, false).await.unwrap().unwrap();
+        let auth = Auth::from_config(&config, false, Default::default())
+            .await
+            .unwrap()
+            .unwrap();
         let id = auth
             .authenticate(&none, Some(&conn(Some("carol"))))
             .await

@@ -23,6 +23,7 @@ use crate::backend::{Backend, KeyPages};
 use crate::keys as rk;
 use crate::registry::{Error, ImmutableTags, Registry};
 use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use oci::manifest;
 use oci::{Digest, RepoName};
 use retention::RetentionRule;
@@ -38,6 +39,8 @@ pub use fence::MARKER_TTL;
 const PAGE: usize = 1000;
 /// Deleted items named in the report, at most.
 const REPORT_ITEMS: usize = 1000;
+/// [`GcOptions::concurrency`] by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -56,6 +59,10 @@ pub struct GcOptions {
     /// its markers again (an eighth of [`MARKER_TTL`]; tests shorten it).
     #[doc(hidden)]
     pub marker_refresh: Duration,
+    /// Backend requests kept in flight by the steps that touch one object
+    /// each (marks, second looks, deletes): on S3 a run's time is round
+    /// trips. 1: one at a time.
+    pub concurrency: usize,
 }
 
 impl Default for GcOptions {
@@ -67,6 +74,7 @@ impl Default for GcOptions {
             spill_dir: None,
             retention: Vec::new(),
             marker_refresh: fence::MARKER_TTL / 8,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -216,32 +224,48 @@ async fn run_phases(
     live.finish()?;
 
     // 2. Content that no link names: marked (or counted, in a dry run).
+    // Per page of content keys: the live set is read in order here, the
+    // looks and marks run `concurrency` at a time.
     let mut marked = 0u64;
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, "blobs/", PAGE);
     while let Some(page) = pages.next().await? {
+        let mut unnamed = Vec::new();
         for rel in &page {
             let Some(d) = content_digest(rel) else {
                 continue;
             };
-            if shard.contains(&d)? {
-                continue;
+            if !shard.contains(&d)? {
+                unnamed.push(d);
             }
-            let key = rk::blob(&d);
-            let Some(meta) = b.head(&key).await? else {
-                continue;
+        }
+        if unnamed.is_empty() {
+            continue;
+        }
+        fresh.keep(b).await?;
+        let looks = unnamed.into_iter().map(|d| async move {
+            let Some(meta) = b.head(&rk::blob(&d)).await? else {
+                return Ok(None);
             };
             if !older_than(meta.modified, opts.grace) {
-                continue;
+                return Ok(None);
             }
-            if opts.dry_run {
-                report.blobs_deleted += 1;
-                report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
-                report.note(d.to_string());
-            } else {
-                fresh.keep(b).await?;
+            if !opts.dry_run {
                 b.put(&marker(&keys::content_markers(&d), run), Bytes::new())
                     .await?;
+            }
+            Ok::<_, io::Error>(Some((d, meta.size)))
+        });
+        let mut looks = stream::iter(looks).buffer_unordered(opts.concurrency.max(1));
+        while let Some(look) = looks.next().await {
+            let Some((d, size)) = look? else {
+                continue;
+            };
+            if opts.dry_run {
+                report.blobs_deleted += 1;
+                report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
+                report.note(d.to_string());
+            } else {
                 marked += 1;
             }
         }
@@ -274,6 +298,7 @@ async fn run_phases(
     let mut shard = ShardCursor::new(&live);
     let mut pages = KeyPages::new(b, keys::CONTENT_MARKERS, PAGE);
     while let Some(page) = pages.next().await? {
+        let mut mine = Vec::new();
         for rel in &page {
             // <alg>/<hex>/<run>
             let mut parts = rel.split('/');
@@ -286,23 +311,53 @@ async fn run_phases(
             let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
                 continue;
             };
-            let marker_key = format!("{}{rel}", keys::CONTENT_MARKERS);
-            fresh.keep(b).await?;
-            if shard.contains(&d)? || !fresh.in_time() {
-                report.kept_after_recheck += 1;
-            } else {
+            let named = shard.contains(&d)?;
+            mine.push((d, format!("{}{rel}", keys::CONTENT_MARKERS), named));
+        }
+        fresh.keep(b).await?;
+        // Taken after the markers were last written: each delete below
+        // checks it again just before it is made.
+        let since = fresh.since;
+        let deletes = mine.into_iter().map(|(d, marker_key, named)| async move {
+            let mut done = Swept::Kept;
+            if !named && Collector::in_time(since) {
                 let key = rk::blob(&d);
+                done = Swept::Gone;
                 if let Some(meta) = b.head(&key).await? {
-                    b.delete(&key).await?;
-                    report.blobs_deleted += 1;
-                    report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(meta.size);
-                    report.note(d.to_string());
+                    // The head took a round trip: still in time?
+                    done = Swept::Kept;
+                    if Collector::in_time(since) {
+                        b.delete(&key).await?;
+                        done = Swept::Deleted(meta.size);
+                    }
                 }
             }
             b.delete(&marker_key).await?;
+            Ok::<_, io::Error>((d, done))
+        });
+        let mut deletes = stream::iter(deletes).buffer_unordered(opts.concurrency.max(1));
+        while let Some(done) = deletes.next().await {
+            match done? {
+                (d, Swept::Deleted(size)) => {
+                    report.blobs_deleted += 1;
+                    report.bytes_reclaimed = report.bytes_reclaimed.saturating_add(size);
+                    report.note(d.to_string());
+                }
+                (_, Swept::Kept) => report.kept_after_recheck += 1,
+                (_, Swept::Gone) => {}
+            }
         }
     }
     Ok(())
+}
+
+/// What became of one marked object or link.
+enum Swept {
+    Deleted(u64),
+    /// Named again, rewritten, or the run's markers too old to trust.
+    Kept,
+    /// Already gone.
+    Gone,
 }
 
 /// How recently a run's active flag and content markers were written: a
@@ -350,12 +405,6 @@ impl<'a> Freshness<'a> {
         self.since = started;
         Ok(())
     }
-
-    /// May the run still delete on the strength of its markers? Well
-    /// within their life, with room for clocks that differ.
-    fn in_time(&self) -> bool {
-        self.since.elapsed() < fence::MARKER_TTL / 4
-    }
 }
 
 /// What one run's steps share.
@@ -367,7 +416,9 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    /// `marked_at`: taken before the first of a step's markers was written.
+    /// May the run still delete on the strength of its markers? Well
+    /// within their life, with room for clocks that differ. `marked_at`:
+    /// taken before the first of the markers was written.
     fn in_time(marked_at: Instant) -> bool {
         marked_at.elapsed() < fence::MARKER_TTL / 4
     }
@@ -606,11 +657,16 @@ async fn collect_links(
         hook().await;
     }
     let marked_at = Instant::now();
-    for c in candidates.read()? {
+    let marks = candidates.read()?.map(|c| async move {
         let (d, _) = c?;
         b.put(&marker(&keys::link_markers(name, &d), run), Bytes::new())
-            .await?;
+            .await
+    });
+    let mut marks = stream::iter(marks).buffer_unordered(opts.concurrency.max(1));
+    while let Some(mark) = marks.next().await {
+        mark?;
     }
+    drop(marks);
     if let Some(hook) = &hooks.after_link_marks {
         hook().await;
     }
@@ -622,25 +678,66 @@ async fn collect_links(
         hook().await;
     }
     let mut in_refs = ShardCursor::new(&refs);
+    // The references are read in listing order here; the looks and
+    // deletes run `concurrency` at a time.
+    let mut looked = Vec::new();
     for c in candidates.read()? {
         let (d, first_seen) = c?;
-        let in_time = Collector::in_time(marked_at);
-        // Written again since the first look (an upload or mount of the
-        // blob): it starts a new grace period.
-        let rewritten = b
-            .head(&rk::repo_blob(name, &d))
-            .await?
-            .is_some_and(|m| m.modified != first_seen);
-        if in_refs.contains(&d)? || rewritten || !in_time {
-            report.kept_after_recheck += 1;
-            live.add(&d)?;
-        } else {
-            b.delete(&rk::repo_blob(name, &d)).await?;
-            report.links_deleted += 1;
-            report.note(format!("{name}@{d}"));
+        let named = in_refs.contains(&d)?;
+        looked.push((d, first_seen, named));
+        if looked.len() == PAGE {
+            sweep_links(b, name, run, opts, marked_at, &mut looked, live, report).await?;
+        }
+    }
+    sweep_links(b, name, run, opts, marked_at, &mut looked, live, report).await?;
+    Ok(())
+}
+
+/// The end of phase 1 for a batch of a repository's marked links (each
+/// with its time at the first look and whether the second look found it
+/// referenced): delete those neither referenced nor written again, while
+/// the run is in time; count and spill the rest; delete the markers.
+#[allow(clippy::too_many_arguments)]
+async fn sweep_links(
+    b: &dyn Backend,
+    name: &RepoName,
+    run: &str,
+    opts: &GcOptions,
+    marked_at: Instant,
+    batch: &mut Vec<(Digest, Option<SystemTime>, bool)>,
+    live: &mut Spill,
+    report: &mut GcReport,
+) -> Result<(), Error> {
+    let deletes = batch.drain(..).map(|(d, first_seen, named)| async move {
+        let mut done = Swept::Kept;
+        if !named {
+            // Written again since the first look (an upload or mount of
+            // the blob): it starts a new grace period.
+            let rewritten = b
+                .head(&rk::repo_blob(name, &d))
+                .await?
+                .is_some_and(|m| m.modified != first_seen);
+            if !rewritten && Collector::in_time(marked_at) {
+                b.delete(&rk::repo_blob(name, &d)).await?;
+                done = Swept::Deleted(0);
+            }
         }
         b.delete(&marker(&keys::link_markers(name, &d), run))
             .await?;
+        Ok::<_, io::Error>((d, done))
+    });
+    let mut deletes = stream::iter(deletes).buffer_unordered(opts.concurrency.max(1));
+    while let Some(done) = deletes.next().await {
+        match done? {
+            (d, Swept::Deleted(_)) => {
+                report.links_deleted += 1;
+                report.note(format!("{name}@{d}"));
+            }
+            (d, _) => {
+                report.kept_after_recheck += 1;
+                live.add(&d)?;
+            }
+        }
     }
     Ok(())
 }

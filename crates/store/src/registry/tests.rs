@@ -235,6 +235,21 @@ async fn manifests_tags_referrers() {
         r.tags(&repo, None, None).await.unwrap().items,
         ["latest", "v1"]
     );
+    // A tag's digest and push time (the web UI's tag rows).
+    let before = std::time::SystemTime::now() - Duration::from_secs(60);
+    let (d, when) = r
+        .tag_info(&repo, &Tag::parse("v1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, put.digest);
+    assert!(when.is_some_and(|t| t > before), "{when:?}");
+    assert!(
+        r.tag_info(&repo, &Tag::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A referrer whose subject is the image.
     let sig = image(&cfg, &layer, Some(&put.digest));
@@ -399,4 +414,151 @@ async fn every_session_end_is_reported_once_and_nothing_else_is() {
     assert_eq!(r.expire_uploads(Duration::ZERO).await.unwrap(), 1);
     assert_eq!(ends.take(), vec![(d, SessionEnd::Expired)]);
     assert!(ends.take().is_empty());
+}
+
+/// Records the events the registry emits; fails while `fail` is set.
+#[derive(Default)]
+struct Recorder {
+    got: std::sync::Mutex<Vec<crate::events::Event>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl crate::events::EventSink for Recorder {
+    fn wants(&self, kind: EventKind, _: &RepoName) -> bool {
+        kind != EventKind::ManifestPulled
+    }
+    async fn emit(&self, events: Vec<crate::events::Event>) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("outbox down"));
+        }
+        self.got.lock().unwrap().extend(events);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(EventKind, Option<String>, Option<Digest>)> {
+        std::mem::take(&mut *self.got.lock().unwrap())
+            .into_iter()
+            .map(|e| (e.kind, e.tag.map(|t| t.as_str().to_owned()), e.digest))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn changes_are_told_to_the_event_sink_after_they_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let r = open(dir.path()).with_event_sink(rec.clone());
+    let repo = name("ev/app");
+    let cfg = Digest::sha256_of(b"{}");
+    let layer = Digest::sha256_of(b"abc");
+    r.upload_whole(&repo, stream(b"{}"), &cfg).await.unwrap();
+    r.upload_whole(&repo, stream(b"abc"), &layer).await.unwrap();
+    assert!(rec.take().is_empty(), "blobs make no events");
+    let body = image(&cfg, &layer, None);
+    let v1 = Reference::Tag(Tag::parse("v1").unwrap());
+    let d = r
+        .manifest_put(
+            &repo,
+            &v1,
+            Some(media::OCI_MANIFEST),
+            body.clone(),
+            &[Tag::parse("latest").unwrap()],
+        )
+        .await
+        .unwrap()
+        .digest;
+    let some = Some(d.clone());
+    assert_eq!(
+        rec.take(),
+        [
+            (EventKind::ManifestPushed, None, some.clone()),
+            (EventKind::TagSet, Some("v1".into()), some.clone()),
+            (EventKind::TagSet, Some("latest".into()), some.clone()),
+        ]
+    );
+    // A refused push tells nothing.
+    assert!(
+        r.manifest_put(&repo, &v1, Some(media::OCI_MANIFEST), Bytes::from("{"), &[])
+            .await
+            .is_err()
+    );
+    assert!(rec.take().is_empty());
+    // Pulls are not wanted by this sink: nothing, and no error.
+    let m = r.manifest_get(&repo, &v1).await.unwrap();
+    r.record_pull(&repo, &v1, &m).await.unwrap();
+    assert!(rec.take().is_empty());
+    // A tag delete names the digest the tag named.
+    r.manifest_delete(&repo, &v1).await.unwrap();
+    assert_eq!(
+        rec.take(),
+        [(EventKind::TagDeleted, Some("v1".into()), some.clone())]
+    );
+    // A manifest delete: its tags first, then the manifest.
+    r.manifest_delete(&repo, &Reference::Digest(d.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        rec.take(),
+        [
+            (EventKind::TagDeleted, Some("latest".into()), some.clone()),
+            (EventKind::ManifestDeleted, None, some.clone()),
+        ]
+    );
+    // What a pull-through cache stores is no push.
+    r.manifest_put_cached(&repo, &v1, Some(media::OCI_MANIFEST), body.clone())
+        .await
+        .unwrap();
+    assert!(rec.take().is_empty());
+    // A sink that cannot record fails the call; the change is made.
+    rec.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v2 = Reference::Tag(Tag::parse("v2").unwrap());
+    assert!(matches!(
+        r.manifest_put(&repo, &v2, Some(media::OCI_MANIFEST), body, &[])
+            .await,
+        Err(Error::Io(_))
+    ));
+    assert_eq!(r.manifest_get(&repo, &v2).await.unwrap().digest, d);
+}
+
+/// A pull-through cache's eviction removes its own manifests and their
+/// tags, whatever `delete_enabled` says, never a pushed manifest, and
+/// leaves the blob links to garbage collection.
+#[tokio::test]
+async fn only_cached_manifests_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = open(dir.path());
+    let repo = name("cache/app");
+    let cfg = Digest::sha256_of(b"{}");
+    let layer = Digest::sha256_of(b"abc");
+    r.upload_whole(&repo, stream(b"{}"), &cfg).await.unwrap();
+    r.upload_whole(&repo, stream(b"abc"), &layer).await.unwrap();
+    let cached = image(&cfg, &layer, None);
+    let v1 = Reference::Tag(Tag::parse("v1").unwrap());
+    let put = r
+        .manifest_put_cached(&repo, &v1, Some(media::OCI_MANIFEST), cached)
+        .await
+        .unwrap();
+    let pushed = image(&cfg, &layer, Some(&Digest::sha256_of(b"other")));
+    let v2 = Reference::Tag(Tag::parse("v2").unwrap());
+    let pushed_put = r
+        .manifest_put(&repo, &v2, Some(media::OCI_MANIFEST), pushed, &[])
+        .await
+        .unwrap();
+    assert!(
+        !r.manifest_evict_cached(&repo, &pushed_put.digest)
+            .await
+            .unwrap()
+    );
+    assert!(r.manifest_evict_cached(&repo, &put.digest).await.unwrap());
+    assert!(!r.manifest_evict_cached(&repo, &put.digest).await.unwrap());
+    assert_eq!(r.tags(&repo, None, None).await.unwrap().items, ["v2"]);
+    assert_eq!(
+        code(r.manifest_get(&repo, &v1).await.unwrap_err()),
+        ErrorCode::ManifestUnknown
+    );
+    r.manifest_get(&repo, &v2).await.unwrap();
+    assert_eq!(r.blob_size(&repo, &layer).await.unwrap(), Some(3));
 }
