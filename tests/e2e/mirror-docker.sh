@@ -28,7 +28,7 @@ shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WHARF=$(realpath "${1:-${CARGO_TARGET_DIR:-$HERE/../../target}/debug/wharf}")
 [[ -x $WHARF ]] || { echo "no wharf binary at $WHARF" >&2; exit 2; }
-for tool in dockerd docker skopeo jq curl python3 sha256sum; do
+for tool in dockerd docker ip skopeo jq curl python3 sha256sum; do
     command -v "$tool" >/dev/null || { echo "missing $tool (run tests/e2e/install.sh)" >&2; exit 2; }
 done
 REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
@@ -39,6 +39,7 @@ REGISTRY_BIN=${DOCKER_REGISTRY_BIN:-/usr/bin/docker-registry}
 W=$(mktemp -d /tmp/wmd.XXXXXX)
 PIDS=()
 DOCKERD_PID=
+BRIDGE=
 cleanup() {
     local p
     if [[ -n $DOCKERD_PID ]]; then
@@ -49,6 +50,7 @@ cleanup() {
     fi
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [[ -z $BRIDGE ]] || ip link del "$BRIDGE" 2>/dev/null || true
     if [[ -n ${WHARF_E2E_KEEP:-} ]]; then echo "# work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -119,8 +121,15 @@ cat >"$W/daemon.json" <<EOF
 }
 EOF
 DS=unix://$W/docker.sock
+# A bridge of its own: with --bridge=none a daemon deletes the interface
+# docker0, which the system's daemon needs for every `docker run`. This
+# one has an address from TEST-NET-1 and is deleted at the end.
+BRIDGE=wharf-md$(printf '%05d' $(($$ % 100000)))
+ip link add "$BRIDGE" type bridge
+ip addr add 192.0.2.1/24 dev "$BRIDGE"
+ip link set "$BRIDGE" up
 dockerd --config-file "$W/daemon.json" --data-root "$W/docker" --exec-root "$W/exec" \
-    --pidfile "$W/docker.pid" -H "$DS" --bridge=none --iptables=false --ip6tables=false \
+    --pidfile "$W/docker.pid" -H "$DS" --bridge="$BRIDGE" --iptables=false --ip6tables=false \
     --ip-forward=false --ip-masq=false --storage-driver vfs >"$W/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
 for _ in $(seq 600); do
