@@ -599,7 +599,15 @@ async fn kills_during_collection_lose_nothing_and_the_next_run_finishes() {
     let mut reg = local_only!(Registry::start_with(&[]).await);
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("collecting.toml");
-    std::fs::write(&config, "[gc]\ninterval_secs = 1\ngrace_secs = 0\n").expect("write config");
+    // One request in flight: the kills land at random times, and with
+    // eight the marking steps pass too quickly for them to land in each.
+    // (Concurrency changes no order between steps: a step's requests all
+    // end before the next step begins.)
+    std::fs::write(
+        &config,
+        "[gc]\ninterval_secs = 1\ngrace_secs = 0\nconcurrency = 1\n",
+    )
+    .expect("write config");
     let config = config.to_str().expect("a UTF-8 path").to_owned();
     let store = store_of(&reg);
     let view = View::of(&reg).await;
